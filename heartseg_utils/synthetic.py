@@ -1,0 +1,304 @@
+"""Synthetic left-atrium MRI phantoms in the Medical Segmentation Decathlon (MSD) Task02_Heart layout.
+
+Introduced in notebook 01. The real Task02_Heart cannot always be downloaded (CI, offline laptops), so this
+module draws an honest stand-in: a torso with fat and muscle layers, dark lungs, spine, liver, the four heart
+chambers with myocardium, the aorta, and a left atrium (LA) with an appendage and 2-4 pulmonary-vein stubs.
+The label is the LA plus its veins. Every blood pool is equally bright (like a bSSFP scan), the LA opens into
+the left ventricle through the mitral valve and presses against the aorta, so neither a global threshold nor
+region growing isolates it: a model has to learn where the LA sits (the most posterior chamber, between the
+lungs, with veins) from examples. Each case varies in pose, size, shape, bias field and Rician noise.
+
+It is a *scaled* phantom: the anatomy is drawn to fill a 160 x 160 x 132 mm field of view at the default shape,
+so the heart is large relative to the torso, and the LA covers about 0.3-1 % of the voxels, as in the real data.
+Images are stored in an LPS-like orientation (affine diag(-sx, -sy, sz), non-zero origin), so the arrays are
+flipped relative to RAS until ``Orientationd(axcodes="RAS")`` is applied.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+DEFAULT_SHAPE = (128, 128, 96)
+DEFAULT_SPACING = (1.25, 1.25, 1.37)
+GENERATOR_VERSION = "1.0"
+
+TISSUE_NAMES = {0: "air", 1: "fat", 2: "muscle", 3: "soft tissue", 4: "lung", 5: "spine", 6: "liver",
+                7: "myocardium", 8: "left atrium", 9: "pulmonary vein", 10: "left ventricle",
+                11: "right atrium", 12: "right ventricle", 13: "aorta"}
+LABEL_TISSUES = (8, 9)  # the segmentation target: left atrium + pulmonary-vein stubs
+# bSSFP-like relative signal per tissue: blood pools bright, fat bright, myocardium dark, lungs near zero.
+_SIGNAL = np.array([0.0, 0.85, 0.30, 0.38, 0.03, 0.60, 0.40, 0.28, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+
+
+@dataclass
+class PhantomCase:
+    """One synthetic case: image, label, voxel-to-world affine and the tissue map it was drawn from.
+
+    Introduced in notebook 01.
+    """
+
+    image: np.ndarray  # int16 (X, Y, Z)
+    label: np.ndarray  # uint8 (X, Y, Z), 1 = left atrium + pulmonary veins
+    affine: np.ndarray  # 4x4 float64, LPS-like: diag(-sx, -sy, sz) plus a non-zero origin
+    tissues: np.ndarray  # uint8 (X, Y, Z), keys of tissue_names
+    tissue_names: dict[int, str]
+
+
+def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
+    """Random 3x3 rotation from three Euler angles, each uniform in +-max_deg."""
+    return Rotation.from_euler("xyz", rng.uniform(-max_deg, max_deg, 3), degrees=True).as_matrix()
+
+
+def _axis_frame(direction) -> np.ndarray:
+    """Rotation whose first column points along `direction` (for ellipsoids with a long axis)."""
+    u = np.asarray(direction, float) / np.linalg.norm(direction)
+    v = np.cross(u, [0.0, 0.0, 1.0])
+    v /= np.linalg.norm(v)
+    return np.stack([u, v, np.cross(u, v)], axis=1)
+
+
+def _window(g, centre, half):
+    """Index box of grid g = (x, y, z) covering centre +- half (per axis) and the sub-grid inside it."""
+    box = []
+    for i in range(3):
+        inside = np.flatnonzero(np.abs(g[i].ravel() - centre[i]) <= half[i])
+        box.append(slice(inside[0], inside[-1] + 1) if inside.size else slice(0, 0))
+    sub = [g[i][tuple(box[i] if j == i else slice(None) for j in range(3))] for i in range(3)]
+    return tuple(box), sub
+
+
+def _ellipsoid(g, centre, radii, rot=None):
+    """(box, mask) of an ellipsoid on grid g; the columns of `rot` are its axes (None: axis-aligned)."""
+    radii = np.asarray(radii, float)
+    half = radii if rot is None else np.sqrt((rot**2) @ radii**2)  # exact bounding box
+    box, s = _window(g, centre, half)
+    d = [s[i] - np.float32(centre[i]) for i in range(3)]
+    total = 0.0
+    for k in range(3):
+        u = d[k] if rot is None else sum(np.float32(rot[i, k]) * d[i] for i in range(3))
+        total = total + (u / np.float32(radii[k])) ** 2
+    return box, total <= 1.0
+
+
+def _tube(g, a, b, radius: float):
+    """(box, mask) of a capsule (cylinder with round ends) of `radius` around the segment a -> b."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    box, s = _window(g, (a + b) / 2, np.abs(b - a) / 2 + radius)
+    ab = (b - a).astype(np.float32)
+    d = [s[i] - np.float32(a[i]) for i in range(3)]
+    t = np.clip(sum(d[i] * ab[i] for i in range(3)) / (ab @ ab), 0.0, 1.0)
+    return box, sum((d[i] - t * ab[i]) ** 2 for i in range(3)) <= radius**2
+
+
+def _draw_anatomy(rng: np.random.Generator, g, shape) -> np.ndarray:
+    """Paint the tissue map back to front; coordinates are mm of the default-size phantom (RAS axes)."""
+    tissues = np.zeros(shape, np.uint8)
+
+    def paint(shape_, tissue, only=None):  # shape_ = (box, mask); `only`: overwrite just these tissues
+        box, mask = shape_
+        view = tissues[box]
+        mask = np.broadcast_to(mask, view.shape)
+        view[mask if only is None else mask & np.isin(view, only)] = tissue
+
+    # Torso: elliptic cylinder with fat, muscle and soft-tissue layers; lungs, liver, spine, aorta inside.
+    ax, ay = 74 * rng.uniform(0.95, 1.05), 60 * rng.uniform(0.95, 1.05)
+    fat, muscle = rng.uniform(4, 7), rng.uniform(5, 8)
+    for tissue, inset in ((1, 0.0), (2, fat), (3, fat + muscle)):
+        paint(_ellipsoid(g, (0, 0, 0), (ax - inset, ay - inset, 1e4)), tissue)
+    for x in (-46, 42):
+        paint(_ellipsoid(g, (x, -8, 12), (32, 44, 80) * rng.uniform(0.9, 1.1, 3)), 4, only=3)
+    paint(_ellipsoid(g, (22, 8, -95) + rng.uniform(-5, 5, 3), (60, 50, 55)), 6, only=(3, 4))
+    paint(_tube(g, (0, -38, -1e3), (0, -38, 1e3), 10), 5)
+
+    # Heart: one random pose (rotation +-15 degrees, shift +-6 mm) shared by all its parts.
+    rot, centre = _rotation(rng, 15), np.array([-6.0, 8, -4]) + rng.uniform(-6, 6, 3)
+
+    def at(q):  # heart frame -> grid coordinates
+        return centre + rot @ np.asarray(q, float)
+
+    la_c, la_r = np.array([2.0, -22, 10]), np.array([21.0, 12, 14]) * rng.uniform(0.88, 1.12, 3)
+    la_rot = rot @ _rotation(rng, 10)
+    lv_c, lv_r = np.array([-20.0, 10, -16]), np.array([30.0, 17, 17]) * rng.uniform(0.9, 1.1, 3)
+    lv_rot = rot @ _axis_frame(np.array([-0.6, 0.45, -0.65]) + rng.normal(0, 0.1, 3))
+    rv_c, rv_r = np.array([4.0, 20, -14]), np.array([26.0, 11, 20]) * rng.uniform(0.9, 1.1, 3)
+    ra_c, ra_r = np.array([27.0, -8, 4]), np.array([15.0, 14, 17]) * rng.uniform(0.9, 1.1, 3)
+    arch_top = at((0, -4, 42))
+    aorta = [at((-2, 2, -8)), arch_top, np.array([-18.0, -32, arch_top[2]]), np.array([-18.0, -32, -1e3])]
+    aorta_r = 10 * rng.uniform(0.9, 1.1)
+
+    # Walls first (thin for atria, RV and aorta), then blood, thick LV myocardium, LV blood, LA last.
+    paint(_ellipsoid(g, at(ra_c), ra_r + 2.5, rot), 7)
+    paint(_ellipsoid(g, at(rv_c), rv_r + 3, rot), 7)
+    paint(_ellipsoid(g, at(la_c), la_r + 2.5, la_rot), 7)
+    paint(_tube(g, aorta[0], aorta[1], aorta_r + 2), 7)
+    paint(_ellipsoid(g, at(ra_c), ra_r, rot), 11)
+    paint(_ellipsoid(g, at(rv_c), rv_r, rot), 12)
+    paint(_ellipsoid(g, at(lv_c), lv_r + 7, lv_rot), 7)
+    paint(_ellipsoid(g, at(lv_c), lv_r, lv_rot), 10)
+    paint(_tube(g, at(la_c), at(lv_c), 8 * rng.uniform(0.9, 1.1)), 10)  # mitral opening: LA <-> LV blood
+    for k, radius in enumerate((aorta_r, aorta_r * 0.9, aorta_r * 0.85)):  # ascending, arch, descending
+        paint(_tube(g, aorta[k], aorta[k + 1], radius), 13)
+    pa_top = at((-14, 10, 32) + rng.uniform(-3, 3, 3))  # pulmonary trunk from the RV, then the left branch
+    paint(_tube(g, at(rv_c + (-8, 4, 12)), pa_top, 9), 12)
+    paint(_tube(g, pa_top, at((-36, -12, 34)), 7), 12)
+
+    paint(_ellipsoid(g, at(la_c), la_r, la_rot), 8)
+    appendage = la_c + np.array([-18.0, 8, 7]) + rng.uniform(-3, 3, 3)
+    paint(_ellipsoid(g, at(appendage), np.array([8.0, 5, 5]) * rng.uniform(0.8, 1.2, 3), la_rot), 8)
+    # 2-4 pulmonary veins leave the LA backwards and sideways (left/right, superior/inferior).
+    directions = np.array([[-1, -0.8, 0.5], [-1, -0.8, -0.5], [1, -0.8, 0.5], [1, -0.8, -0.5]])
+    for k in rng.choice(4, size=rng.integers(2, 5), replace=False):
+        d = la_rot @ (directions[k] + rng.normal(0, 0.2, 3))
+        d /= np.linalg.norm(d)
+        length = la_r.mean() + rng.uniform(10, 18)
+        paint(_tube(g, at(la_c), at(la_c) + length * d, rng.uniform(3.5, 5)), 9)
+    return tissues
+
+
+def generate_case(seed: int, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING) -> PhantomCase:
+    """Draw one synthetic cardiac MRI case (deterministic for a given seed, shape and spacing).
+
+    Introduced in notebook 01.
+
+    Args:
+        seed: seed for ``np.random.default_rng``; the same seed always gives the same arrays.
+        shape: array shape (X, Y, Z). The anatomy is scaled to the field of view (shape * spacing), so small
+            shapes such as (64, 64, 48) give a coarser version of the same scene.
+        spacing: voxel size in mm.
+
+    Returns:
+        A PhantomCase with an int16 image, a uint8 0/1 label, a 4x4 affine and the tissue map.
+    """
+    shape, spacing = tuple(int(n) for n in shape), np.asarray(spacing, float)
+    if len(shape) != 3 or min(shape) < 16 or spacing.shape != (3,) or spacing.min() <= 0:
+        raise ValueError(f"shape must be 3 ints >= 16 and spacing 3 positive numbers, got {shape}, {spacing}")
+    rng = np.random.default_rng(seed)
+    fov = np.array(shape) * spacing
+    scale = np.cbrt(fov.prod() / (np.array(DEFAULT_SHAPE) * DEFAULT_SPACING).prod())
+    # Voxel centres in mm from the volume centre (RAS axes), divided by `scale` so that the anatomy can be
+    # written in mm of the default-size phantom. Array axes run R->L and A->P (LPS-like), hence the signs.
+    signs = (-1, -1, 1)
+    g = [(signs[i] * (np.arange(n, dtype=np.float32) - (n - 1) / 2) * spacing[i] / scale).reshape(
+        [n if j == i else 1 for j in range(3)]) for i, n in enumerate(shape)]
+    tissues = _draw_anatomy(rng, g, shape)
+
+    # Image: tissue signal -> partial-volume blur -> smooth multiplicative bias -> Rician noise -> int16.
+    signal = (_SIGNAL * rng.uniform(0.93, 1.07, _SIGNAL.size)).astype(np.float32)
+    image = ndimage.gaussian_filter(signal[tissues], sigma=0.8)
+    x, y, z = (gi / np.float32(np.abs(gi).max()) for gi in g)  # coordinates in [-1, 1]
+    terms = (x, y, z, x * y, x * z, y * z, x * x, y * y, z * z)  # bias = exp(quadratic polynomial)
+    image *= np.exp(sum(np.float32(c) * term for c, term in zip(rng.normal(0, 0.1, 9), terms)))
+    sigma = np.float32(rng.uniform(0.03, 0.06))
+    image += sigma * rng.standard_normal(shape, dtype=np.float32)
+    image = np.hypot(image, sigma * rng.standard_normal(shape, dtype=np.float32))
+    image = np.clip(np.rint(image * rng.uniform(500, 900)), 0, 32767).astype(np.int16)
+
+    origin_mm = rng.uniform(-30, 30, 3) + np.array([0.0, 0.0, 40.0])  # world position of the volume centre
+    affine = np.diag([*(np.array(signs) * spacing), 1.0])
+    affine[:3, 3] = origin_mm - affine[:3, :3] @ ((np.array(shape) - 1) / 2)
+    label = np.isin(tissues, LABEL_TISSUES).astype(np.uint8)
+    return PhantomCase(image, label, affine, tissues, dict(TISSUE_NAMES))
+
+
+def _case_seed(seed: int, index: int) -> int:
+    """Independent per-case seed derived from the dataset seed and the case number."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """Write `array` as .nii.gz with `affine` as both qform and sform (scanner space, mm)."""
+    img = nib.Nifti1Image(array, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, path)
+
+
+def _read_info(out_dir: Path) -> dict | None:
+    """The folder's dataset.json as a dict, or None when it is missing or unreadable."""
+    try:
+        return json.loads((out_dir / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_complete(out_dir: Path, meta: dict, n_train: int, n_test: int) -> bool:
+    """True when out_dir holds a synthetic dataset made with `meta` and every file it lists exists."""
+    info = _read_info(out_dir)
+    if not info or info.get("synthetic") != meta or (info["numTraining"], info["numTest"]) != (n_train, n_test):
+        return False
+    files = [f for item in info["training"] for f in item.values()] + info["test"]
+    return all((out_dir / f).is_file() for f in files)
+
+
+def make_synthetic_dataset(out_dir, n_train: int = 20, n_test: int = 10, seed: int = 0,
+                           shape=DEFAULT_SHAPE, overwrite: bool = False) -> Path:
+    """Write a Task02_Heart-like MSD folder of synthetic phantoms, or reuse a matching complete one.
+
+    Introduced in notebook 01. Files go into a temporary sibling folder that is renamed to `out_dir` at the
+    end, so an interrupted run never leaves a half-written dataset behind.
+
+    Args:
+        out_dir: the MSD folder to create (dataset.json, imagesTr/, labelsTr/, imagesTs/).
+        n_train: labelled training cases (la_001, la_002, ...).
+        n_test: unlabelled test images, numbered after the training cases.
+        seed: dataset seed; per-case seeds derive from it, so one seed always gives the same files.
+        shape: array shape of every case.
+        overwrite: regenerate even when a matching complete dataset is already there.
+
+    Returns:
+        The dataset folder.
+    """
+    out_dir, shape = Path(out_dir).expanduser().resolve(), [int(n) for n in shape]
+    meta = {"generator": "heartseg_utils.synthetic", "version": GENERATOR_VERSION, "seed": int(seed),
+            "shape": shape, "spacing": list(DEFAULT_SPACING)}
+    if not overwrite and _is_complete(out_dir, meta, n_train, n_test):
+        return out_dir
+    if out_dir.exists() and any(out_dir.iterdir()) and "synthetic" not in (_read_info(out_dir) or {}):
+        raise FileExistsError(f"{out_dir} is not empty and holds no synthetic dataset; refusing to replace "
+                              "it. Choose another out_dir (real data is never overwritten).")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        training, test = [], []
+        for sub in ("imagesTr", "labelsTr", "imagesTs"):
+            (tmp / sub).mkdir(parents=True)
+        for index in range(1, n_train + n_test + 1):
+            case, name = generate_case(_case_seed(seed, index), shape), f"la_{index:03d}.nii.gz"
+            folder = "imagesTr" if index <= n_train else "imagesTs"
+            _save_nifti(case.image, case.affine, tmp / folder / name)
+            if index <= n_train:
+                _save_nifti(case.label, case.affine, tmp / "labelsTr" / name)
+                training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+            else:
+                test.append(f"./imagesTs/{name}")
+        info = {"name": "LeftAtrium",
+                "description": "Synthetic phantom standing in for MSD Task02_Heart (left atrium, bSSFP-like MRI),"
+                               " made by heartseg_utils.synthetic: not patient data",
+                "reference": "heartseg synthetic phantom, in the layout of the Medical Segmentation Decathlon",
+                "licence": "CC-BY-SA 4.0", "release": f"synthetic {GENERATOR_VERSION}", "tensorImageSize": "3D",
+                "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "left atrium"},
+                "numTraining": n_train, "numTest": n_test, "training": training, "test": test, "synthetic": meta}
+        (tmp / "dataset.json").write_text(json.dumps(info, indent=2))
+        if out_dir.exists():  # an outdated synthetic dataset (other seed/shape/version): move it away first
+            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            out_dir.rename(trash / out_dir.name)
+            shutil.rmtree(trash)
+        try:
+            tmp.rename(out_dir)
+        except OSError:  # another process finished the same dataset a moment earlier
+            if not _is_complete(out_dir, meta, n_train, n_test):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,175 @@
+"""Tests for heartseg_utils.synthetic: MSD layout, realism targets, determinism and reuse."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from heartseg_utils import synthetic
+
+SMALL = (48, 48, 32)
+BLOOD = ("left atrium", "pulmonary vein", "left ventricle", "right atrium", "right ventricle", "aorta")
+
+
+def otsu_threshold(x: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold: the cut that maximises the between-class variance of the histogram."""
+    hist, edges = np.histogram(x, bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0, m0 = np.cumsum(hist)[:-1], np.cumsum(hist * centres)[:-1]
+    w1, m1 = hist.sum() - w0, (hist * centres).sum() - m0
+    between = w0 * w1 * (m0 / np.maximum(w0, 1) - m1 / np.maximum(w1, 1)) ** 2
+    return float(centres[np.argmax(between)])
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1)
+
+
+@pytest.fixture(scope="module")
+def default_cases() -> list[synthetic.PhantomCase]:
+    return [synthetic.generate_case(seed) for seed in range(4)]
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory) -> Path:
+    return synthetic.make_synthetic_dataset(tmp_path_factory.mktemp("data") / "Task02_Heart_synthetic",
+                                            n_train=3, n_test=2, seed=0, shape=SMALL)
+
+
+def test_dataset_json_matches_msd_task02(small_dataset):
+    info = json.loads((small_dataset / "dataset.json").read_text())
+    assert {"name", "description", "reference", "licence", "release", "tensorImageSize", "modality", "labels",
+            "numTraining", "numTest", "training", "test", "synthetic"} <= set(info)
+    assert info["name"] == "LeftAtrium" and info["licence"] == "CC-BY-SA 4.0"
+    assert "synthetic phantom" in info["description"].lower()
+    assert info["tensorImageSize"] == "3D" and info["modality"] == {"0": "MRI"}
+    assert info["labels"] == {"0": "background", "1": "left atrium"}
+    assert (info["numTraining"], info["numTest"]) == (3, 2)
+    assert info["training"][0] == {"image": "./imagesTr/la_001.nii.gz", "label": "./labelsTr/la_001.nii.gz"}
+    assert info["test"] == ["./imagesTs/la_004.nii.gz", "./imagesTs/la_005.nii.gz"]
+    assert {"seed", "shape", "version"} <= set(info["synthetic"]) and info["synthetic"]["shape"] == list(SMALL)
+    assert sorted(p.name for p in small_dataset.iterdir()) == ["dataset.json", "imagesTr", "imagesTs", "labelsTr"]
+    assert not list(small_dataset.parent.glob(".*tmp*")), "temporary folder left behind"
+
+
+def test_nifti_files_have_msd_like_geometry_and_types(small_dataset):
+    info = json.loads((small_dataset / "dataset.json").read_text())
+    for item in info["training"]:
+        image, label = nib.load(small_dataset / item["image"]), nib.load(small_dataset / item["label"])
+        assert image.shape == label.shape == SMALL
+        assert image.get_data_dtype() == np.int16 and label.get_data_dtype() == np.uint8
+        np.testing.assert_allclose(image.header.get_zooms(), synthetic.DEFAULT_SPACING, rtol=1e-5)
+        np.testing.assert_allclose(image.affine, label.affine)
+        assert nib.aff2axcodes(image.affine) == ("L", "P", "S"), "not RAS on purpose: Orientationd has work"
+        assert np.abs(image.affine[:3, 3]).min() > 1.0, "origin should be a real, non-zero scanner position"
+        assert image.header["sform_code"] == 1 and image.header["qform_code"] == 1
+        values = np.unique(np.asarray(label.dataobj))
+        assert set(values.tolist()) == {0, 1}
+    assert not (small_dataset / "labelsTr" / "la_004.nii.gz").exists()
+    assert nib.load(small_dataset / "imagesTs" / "la_004.nii.gz").shape == SMALL
+
+
+def test_case_arrays_and_tissue_map_agree(default_cases):
+    for case in default_cases:
+        assert case.image.dtype == np.int16 and case.label.dtype == np.uint8 and case.tissues.dtype == np.uint8
+        assert case.image.shape == case.label.shape == case.tissues.shape == synthetic.DEFAULT_SHAPE
+        assert case.affine.shape == (4, 4) and case.affine.dtype == np.float64
+        np.testing.assert_allclose(np.abs(np.diag(case.affine)[:3]), synthetic.DEFAULT_SPACING)
+        names = {v: k for k, v in case.tissue_names.items()}
+        target = np.isin(case.tissues, [names["left atrium"], names["pulmonary vein"]])
+        np.testing.assert_array_equal(case.label, target)
+        assert set(np.unique(case.tissues)) <= set(case.tissue_names)
+
+
+def test_foreground_fraction_like_real_left_atrium(default_cases):
+    fractions = [case.label.mean() for case in default_cases]
+    assert all(0.003 <= f <= 0.01 for f in fractions), fractions
+
+
+def test_blood_pools_are_equally_bright(default_cases):
+    for case in default_cases:
+        names = {v: k for k, v in case.tissue_names.items()}
+        median = {n: np.median(case.image[case.tissues == names[n]]) for n in (*BLOOD, "myocardium", "lung")}
+        la = median["left atrium"]
+        assert all(0.75 < median[n] / la < 1.33 for n in BLOOD), median
+        assert median["myocardium"] < 0.5 * la and median["lung"] < 0.15 * la
+
+
+def test_global_threshold_cannot_find_the_atrium(default_cases):
+    otsu, best = [], []
+    for case in default_cases:
+        x, y = case.image.astype(np.float32), case.label.astype(bool)
+        otsu.append(dice(x > otsu_threshold(x), y))
+        sweep = np.linspace(np.percentile(x, 1), np.percentile(x, 99.9), 50)
+        best.append(max(dice(x > t, y) for t in sweep))  # the oracle threshold, chosen with the labels
+    assert np.mean(otsu) < 0.4 and np.mean(best) < 0.4, (otsu, best)
+
+
+def test_region_growing_from_the_atrium_leaks(default_cases):
+    case = default_cases[0]
+    names = {v: k for k, v in case.tissue_names.items()}
+    la = np.median(case.image[case.label == 1])
+    myo = np.median(case.image[case.tissues == names["myocardium"]])
+    components, _ = ndimage.label(case.image > (la + myo) / 2)
+    grown = components == np.bincount(components[case.label == 1]).argmax()
+    assert grown[case.tissues == names["left ventricle"]].mean() > 0.5  # through the mitral opening
+    assert grown[case.tissues == names["aorta"]].mean() > 0.5
+    assert dice(grown, case.label == 1) < 0.4
+
+
+def test_generate_case_is_deterministic_by_seed():
+    a, b, c = (synthetic.generate_case(seed, shape=SMALL) for seed in (7, 7, 8))
+    for field in ("image", "label", "affine", "tissues"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert not np.array_equal(a.image, c.image) and not np.array_equal(a.label, c.label)
+
+
+def _arrays(dataset: Path) -> list[np.ndarray]:
+    return [np.asarray(nib.load(p).dataobj) for p in sorted(dataset.glob("*/*.nii.gz"))]
+
+
+def test_same_seed_writes_identical_datasets(tmp_path, small_dataset):
+    again = synthetic.make_synthetic_dataset(tmp_path / "again", n_train=3, n_test=2, seed=0, shape=SMALL)
+    other = synthetic.make_synthetic_dataset(tmp_path / "other", n_train=3, n_test=2, seed=1, shape=SMALL)
+    for x, y in zip(_arrays(small_dataset), _arrays(again)):
+        np.testing.assert_array_equal(x, y)
+    assert not all(np.array_equal(x, y) for x, y in zip(_arrays(small_dataset), _arrays(other)))
+
+
+def test_reuse_does_not_regenerate_and_overwrite_does(tmp_path):
+    out = synthetic.make_synthetic_dataset(tmp_path / "ds", n_train=2, n_test=1, shape=SMALL)
+    files = [out / "dataset.json", out / "imagesTr" / "la_001.nii.gz"]
+    for f in files:  # pretend the files are an hour old, so any rewrite shows in st_mtime
+        os.utime(f, (f.stat().st_atime - 3600, f.stat().st_mtime - 3600))
+    before = [f.stat().st_mtime_ns for f in files]
+    assert synthetic.make_synthetic_dataset(tmp_path / "ds", n_train=2, n_test=1, shape=SMALL) == out
+    assert [f.stat().st_mtime_ns for f in files] == before
+    synthetic.make_synthetic_dataset(out, n_train=2, n_test=1, shape=SMALL, overwrite=True)
+    assert all(f.stat().st_mtime_ns > b for f, b in zip(files, before))
+    synthetic.make_synthetic_dataset(out, n_train=2, n_test=1, seed=3, shape=SMALL)  # other seed: regenerated
+    assert json.loads((out / "dataset.json").read_text())["synthetic"]["seed"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"], "temporary folders left behind"
+
+
+def test_refuses_to_replace_a_folder_that_is_not_synthetic(tmp_path):
+    real = tmp_path / "Task02_Heart"
+    real.mkdir()
+    (real / "dataset.json").write_text(json.dumps({"name": "LeftAtrium", "numTraining": 20, "numTest": 10}))
+    with pytest.raises(FileExistsError, match="Task02_Heart"):
+        synthetic.make_synthetic_dataset(real, n_train=1, n_test=0, shape=SMALL)
+    assert sorted(p.name for p in real.iterdir()) == ["dataset.json"]
+
+
+def test_import_is_light():
+    code = "import sys, heartseg_utils.synthetic; print(sorted({'torch', 'monai', 'matplotlib'} & set(sys.modules)))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]"
