@@ -1,0 +1,203 @@
+"""Viewing 3D volumes: orthogonal planes, colour overlays and an interactive slice scrubber.
+
+Display convention: volumes are indexed (x, y, z) and assumed RAS+ (after ``nibabel.as_closest_canonical``
+or MONAI ``Orientationd(axcodes="RAS")``). Slices are shown the radiological way: patient's right on the
+screen's left (axial, coronal), anterior (axial) or superior (coronal, sagittal) on top, anterior on the
+left (sagittal). A non-RAS volume gets the same index flips, so the picture then shows index order only.
+matplotlib and ipywidgets are imported inside the functions: importing this module changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import numpy as np
+
+PLANES = {"sagittal": 0, "coronal": 1, "axial": 2}  # plane name -> array axis that is held fixed
+
+
+def _as_volume(array: Any, name: str = "image") -> np.ndarray:
+    """Return ``array`` (numpy, torch or MetaTensor) as a 3D numpy array, dropping a leading channel of 1."""
+    vol = np.asarray(array.detach().cpu() if hasattr(array, "detach") else array)
+    vol = vol[0] if vol.ndim == 4 and vol.shape[0] == 1 else vol
+    if vol.ndim != 3:
+        raise ValueError(f"{name} must be a 3D volume (x, y, z) or (1, x, y, z); got shape {vol.shape}")
+    return vol
+
+
+def _volumes(image: Any, label: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """Image and optional label as 3D arrays of the same shape, or a ValueError saying what differs."""
+    vol, lab = _as_volume(image), None if label is None else _as_volume(label, "label")
+    if lab is not None and lab.shape != vol.shape:
+        raise ValueError(f"label shape {lab.shape} differs from image shape {vol.shape}")
+    return vol, lab
+
+
+def plane_slice(volume: Any, plane: str, index: int) -> np.ndarray:
+    """Cut one slice of a 3D volume and turn it to display orientation (module docstring), ready for imshow.
+
+    Introduced in notebook 01.
+
+    Args:
+        volume: 3D array (x, y, z), assumed RAS+.
+        plane: "axial" (fixed z), "coronal" (fixed y) or "sagittal" (fixed x).
+        index: slice number along the fixed axis.
+
+    Returns:
+        2D array whose row 0 is the top of the screen.
+    """
+    if plane not in PLANES:
+        raise ValueError(f"plane must be one of {sorted(PLANES)}; got {plane!r}")
+    s = np.take(np.asarray(volume), index, axis=PLANES[plane])  # remaining axes (a, b) keep their order
+    return s[::-1, ::-1].T  # rows: b from high to low (A/S on top); columns: a from high to low (R/A left)
+
+
+def _window(vol: np.ndarray) -> tuple[float, float]:
+    """Robust grey-level window (1st-99.5th percentile) shared by all slices of a volume."""
+    lo, hi = np.percentile(vol, [1.0, 99.5])
+    return (float(lo), float(hi)) if hi > lo else (float(lo), float(lo) + 1.0)
+
+
+def overlay_rgb(image2d: Any, truth2d: Any = None, pred2d: Any = None, *, alpha: float = 0.5,
+                window: tuple[float, float] | None = None) -> np.ndarray:
+    """Blend masks over a grey slice: green = truth only, red = prediction only, yellow = both.
+
+    Introduced in notebook 01 (truth only); notebook 04 adds predictions.
+
+    Args:
+        image2d: 2D intensity slice.
+        truth2d: optional 2D mask (non-zero = foreground), e.g. the ground-truth label.
+        pred2d: optional 2D mask of the same shape, e.g. a model's prediction.
+        alpha: opacity of the colours (0 = image only, 1 = solid colour).
+        window: (low, high) grey-level window; default is the slice's 1st-99.5th percentile.
+
+    Returns:
+        float array of shape (H, W, 3) with values in [0, 1], ready for ``plt.imshow``.
+    """
+    img = np.asarray(image2d, dtype=np.float64)
+    lo, hi = window if window is not None else _window(img)
+    grey = np.clip((img - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    t = np.zeros(img.shape, bool) if truth2d is None else np.asarray(truth2d) != 0
+    p = np.zeros(img.shape, bool) if pred2d is None else np.asarray(pred2d) != 0
+    for mask, colour in ((t & ~p, (0.0, 1.0, 0.0)), (p & ~t, (1.0, 0.0, 0.0)), (t & p, (1.0, 1.0, 0.0))):
+        rgb[mask] = (1.0 - alpha) * rgb[mask] + alpha * np.asarray(colour)
+    return rgb
+
+
+def show_planes(image: Any, label: Any = None, *, index: tuple[int, int, int] | None = None,
+                alpha: float = 0.4, title: str | None = None):
+    """Plot axial, coronal and sagittal slices through one point, with the label in green.
+
+    Introduced in notebook 01. See the module docstring for the display convention.
+
+    Args:
+        image: 3D volume (x, y, z), numpy or torch; a leading channel of size 1 is dropped.
+        label: optional 3D mask of the same shape, drawn in green.
+        index: voxel (x, y, z) where the three planes cross; default is the volume's centre.
+        alpha: opacity of the label overlay.
+        title: optional figure title.
+
+    Returns:
+        the matplotlib Figure (created with pyplot, so a notebook shows it at the end of the cell).
+    """
+    import matplotlib.pyplot as plt
+
+    vol, lab = _volumes(image, label)
+    index = tuple(n // 2 for n in vol.shape) if index is None else tuple(int(i) for i in index)
+    window = _window(vol)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    for ax, plane in zip(axes, ("axial", "coronal", "sagittal")):
+        i = index[PLANES[plane]]
+        truth = None if lab is None else plane_slice(lab, plane, i)
+        ax.imshow(overlay_rgb(plane_slice(vol, plane, i), truth, alpha=alpha, window=window))
+        ax.set_title(f"{plane} ({'xyz'[PLANES[plane]]} = {i})")
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _render_png(rgb: np.ndarray, title: str) -> str:
+    """Draw one RGB slice with matplotlib (no pyplot, no global state) and return base64 PNG text."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.6, 4.6), dpi=80)
+    ax = fig.add_axes((0.02, 0.02, 0.96, 0.9), title=title)
+    ax.imshow(rgb)
+    ax.axis("off")
+    buf = io.BytesIO()
+    FigureCanvasAgg(fig).print_png(buf)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def slice_scrubber(image: Any, label: Any = None, *, plane: str = "axial", alpha: float = 0.4):
+    """Interactive viewer: choose a plane, scrub through slices, toggle the label overlay and its opacity.
+
+    Introduced in notebook 01. Each redraw replaces the widget's Output with one PNG and exactly one line
+    ``redraw: plane=axial slice=40 overlay=True`` (browser tests wait for it). The returned widget also
+    carries a PNG of its current view, so papermill/nbconvert outputs show a picture without a kernel.
+
+    Args:
+        image: 3D volume (x, y, z); a leading channel of size 1 is dropped.
+        label: optional 3D mask of the same shape, drawn in green.
+        plane: starting plane: "axial", "coronal" or "sagittal".
+        alpha: starting opacity of the overlay.
+
+    Returns:
+        an ipywidgets VBox with attributes ``plane``, ``slider``, ``overlay``, ``opacity``, ``output``.
+    """
+    import ipywidgets as widgets
+
+    vol, lab = _volumes(image, label)
+    plane_slice(vol, plane, 0)  # validates the plane name
+    window, n = _window(vol), vol.shape[PLANES[plane]]
+    plane_w = widgets.Dropdown(options=["axial", "coronal", "sagittal"], value=plane, description="plane")
+    slider = widgets.IntSlider(value=n // 2, min=0, max=n - 1, description="slice", continuous_update=False)
+    overlay = widgets.Checkbox(value=lab is not None, description="overlay", disabled=lab is None)
+    opacity = widgets.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05, description="opacity",
+                                  continuous_update=False)
+    output = widgets.Output()
+    state = {"busy": False, "png": ""}  # busy: skip redraws while the plane change moves the slider
+
+    def redraw(_change: Any = None) -> None:
+        if state["busy"]:
+            return
+        p, i, show = plane_w.value, slider.value, overlay.value and lab is not None
+        truth = plane_slice(lab, p, i) if show else None
+        rgb = overlay_rgb(plane_slice(vol, p, i), truth, alpha=opacity.value, window=window)
+        state["png"] = _render_png(rgb, f"{p} slice {i} / {slider.max}")
+        output.outputs = (
+            {"output_type": "display_data", "data": {"image/png": state["png"], "text/plain": f"<{p} {i}>"},
+             "metadata": {}},
+            {"output_type": "stream", "name": "stdout", "text": f"redraw: plane={p} slice={i} overlay={show}\n"},
+        )
+
+    def change_plane(change: Any) -> None:
+        state["busy"] = True
+        try:
+            size = vol.shape[PLANES[change["new"]]]
+            slider.value = min(slider.value, size - 1)
+            slider.max, slider.value = size - 1, size // 2
+        finally:
+            state["busy"] = False
+        redraw()
+
+    class SliceScrubber(widgets.VBox):
+        def _repr_mimebundle_(self, **kwargs: Any) -> dict | None:
+            bundle = super()._repr_mimebundle_(**kwargs)
+            if bundle is not None:
+                bundle["image/png"] = state["png"]  # static fallback for viewers without a kernel
+            return bundle
+
+    plane_w.observe(change_plane, names="value")
+    for w in (slider, overlay, opacity):
+        w.observe(redraw, names="value")
+    box = SliceScrubber([widgets.HBox([plane_w, overlay]), widgets.HBox([slider, opacity]), output])
+    box.plane, box.slider, box.overlay, box.opacity, box.output = plane_w, slider, overlay, opacity, output
+    redraw()
+    return box
