@@ -1,0 +1,235 @@
+"""MONAI preprocessing and augmentation pipelines: the single source of truth.
+
+Every notebook builds its pipelines with :func:`get_transforms`; nothing copies a
+``Compose([...])`` list. Deterministic transforms come first and random ones last,
+so ``CacheDataset`` can cache the deterministic prefix and re-run only the random
+suffix each epoch.
+
+Introduced in notebook 02.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+STAGES = ("train", "val", "infer")
+LABEL_MODES = ("binary", "multiclass")
+DEFAULT_PIXDIM = (1.25, 1.25, 1.37)
+DIVISOR = 16  # 4 stride-2 downsamplings in the UNet: 2**4 = 16
+
+
+def binarize_label(label: Any) -> Any:
+    """Map every non-zero label value to 1 (foreground = label != 0), keeping the dtype.
+
+    A module-level function (not a lambda) so that pipelines pickle for
+    multi-process data loading.
+
+    Args:
+        label: label array or (Meta)Tensor.
+
+    Returns:
+        The same type and dtype, with values in {0, 1}.
+
+    Introduced in notebook 02.
+    """
+    mask = label != 0
+    if hasattr(mask, "to"):  # torch.Tensor / MetaTensor
+        return mask.to(label.dtype)
+    return mask.astype(label.dtype)
+
+
+def is_positive(image: Any) -> Any:
+    """Foreground test used by ``CropForegroundd``: voxels with intensity > 0 (the body).
+
+    Args:
+        image: image array or tensor (raw intensities, before normalisation).
+
+    Returns:
+        Boolean mask of the same shape.
+
+    Introduced in notebook 02.
+    """
+    return image > 0
+
+
+def median_spacing(datalist: Sequence[Mapping[str, Any]], key: str = "image") -> tuple[float, float, float]:
+    """Median voxel spacing (mm) per RAS axis over a datalist, read from NIfTI headers only.
+
+    This is nnU-Net's rule for the target spacing: take each case's spacing and the
+    median per axis. Spacings are reordered to RAS axis order (as ``Orientationd``
+    will do), so volumes stored in another axis order still give RAS spacings.
+    Only headers are read: no voxel data is loaded.
+
+    Args:
+        datalist: items with a path under ``key`` (e.g. from ``data.load_datalist``).
+        key: which path to read (default ``"image"``).
+
+    Returns:
+        ``(sx, sy, sz)`` in millimetres, rounded to 4 decimals.
+
+    Introduced in notebook 02.
+    """
+    import nibabel as nib
+    import numpy as np
+
+    if len(datalist) == 0:
+        raise ValueError("median_spacing needs a non-empty datalist (got no items); check the data folder.")
+    spacings = []
+    for item in datalist:
+        path = item[key]
+        try:
+            img = nib.load(str(path))
+        except Exception as err:  # noqa: BLE001 - re-raised with the file name
+            raise ValueError(f"cannot read NIfTI header of {path}: {err}. Is it a valid .nii/.nii.gz file?") from err
+        zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
+        if zooms.size != 3 or np.any(zooms <= 0):
+            raise ValueError(f"{path}: expected 3 positive voxel sizes in the header, got {tuple(zooms)}.")
+        ornt = nib.orientations.io_orientation(img.affine)  # voxel axis i -> world axis ornt[i, 0]
+        ras = np.empty(3)
+        for i in range(3):
+            ras[int(ornt[i, 0])] = zooms[i]
+        spacings.append(ras)
+    med = np.median(np.stack(spacings), axis=0)
+    return tuple(round(float(s), 4) for s in med)  # type: ignore[return-value]
+
+
+def resolve_pixdim(
+    pixdim: str | float | Sequence[float], datalist: Sequence[Mapping[str, Any]] | None = None
+) -> tuple[float, float, float]:
+    """Turn a ``pixdim`` setting into a concrete ``(sx, sy, sz)`` target spacing in mm.
+
+    Args:
+        pixdim: ``"auto"`` (the dataset's median spacing, see :func:`median_spacing`),
+            one number (isotropic) or three numbers.
+        datalist: required for ``"auto"``; items with an ``"image"`` path.
+
+    Returns:
+        Three positive floats.
+
+    Introduced in notebook 02.
+    """
+    if isinstance(pixdim, str):
+        if pixdim != "auto":
+            raise ValueError(f"pixdim must be 'auto', a number or 3 numbers; got the string {pixdim!r}.")
+        if datalist is None:
+            raise ValueError("pixdim='auto' needs the datalist: call resolve_pixdim('auto', datalist).")
+        return median_spacing(datalist)
+    if isinstance(pixdim, (int, float)):
+        values = [float(pixdim)] * 3
+    else:
+        values = [float(p) for p in pixdim]
+    if len(values) != 3 or any(v <= 0 for v in values):
+        raise ValueError(f"pixdim must be 3 positive spacings in mm, got {pixdim!r}.")
+    return tuple(values)  # type: ignore[return-value]
+
+
+def get_transforms(
+    stage: str,
+    *,
+    pixdim: str | float | Sequence[float] = DEFAULT_PIXDIM,
+    roi_size: Sequence[int] = (64, 64, 64),
+    num_samples: int = 2,
+    label_mode: str = "binary",
+    elastic: bool = False,
+    keys: Sequence[str] = ("image", "label"),
+):
+    """Build the MONAI pipeline for one stage.
+
+    Deterministic part (all stages, invertible, meta data kept for ``Invertd``):
+    LoadImaged -> EnsureChannelFirstd -> [binarize label] -> Orientationd(RAS) ->
+    Spacingd(bilinear image / nearest label) -> CropForegroundd(image > 0) ->
+    NormalizeIntensityd(nonzero, channel-wise) -> DivisiblePadd(16).
+    The foreground crop runs before the z-score: afterwards body voxels darker than
+    the mean are negative and an ``image > 0`` crop would cut into the body.
+
+    Random part (``"train"`` only): SpatialPadd(roi) -> RandCropByPosNegLabeld
+    (pos=1, neg=1, ``num_samples`` patches of ``roi_size``) -> RandFlipd ->
+    RandRotate90d (only if ``roi_size[0] == roi_size[1]``, so patches keep ``roi_size``) -> RandAffined -> [Rand3DElasticd if ``elastic``] ->
+    RandGaussianNoised -> RandShiftIntensityd.
+
+    Args:
+        stage: ``"train"``, ``"val"`` or ``"infer"`` (image key only, for unlabelled images).
+        pixdim: target spacing in mm (3 numbers or one). For ``"auto"`` call
+            :func:`resolve_pixdim` with the datalist first.
+        roi_size: training patch size (voxels).
+        num_samples: patches drawn per volume per epoch (``"train"``).
+        label_mode: ``"binary"`` (label != 0 -> 1) or ``"multiclass"`` (dataset.json values kept).
+        elastic: add ``Rand3DElasticd`` to the training augmentations (slow on CPU).
+        keys: ``(image_key, label_key)``; ``"infer"`` uses only the image key.
+
+    Returns:
+        A ``monai.transforms.Compose``.
+
+    Introduced in notebook 02.
+    """
+    from monai import transforms as mt
+
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}.")
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}.")
+    if isinstance(pixdim, str):
+        raise ValueError(
+            f"get_transforms needs concrete spacings, got pixdim={pixdim!r}: "
+            "use pixdim=resolve_pixdim('auto', datalist)."
+        )
+    spacing = resolve_pixdim(pixdim)
+    roi = tuple(int(r) for r in roi_size)
+    keys = tuple(keys)
+    img_key = keys[0]
+    if stage == "infer":
+        keys = (img_key,)
+    elif len(keys) < 2:
+        raise ValueError(f"stage {stage!r} needs keys=(image_key, label_key), got {keys!r}.")
+    label_key = keys[1] if len(keys) > 1 else None
+    modes = ("bilinear", "nearest")[: len(keys)]
+
+    xforms: list = [
+        mt.LoadImaged(keys=keys, image_only=True),
+        mt.EnsureChannelFirstd(keys=keys),
+    ]
+    if label_key is not None and label_mode == "binary":
+        xforms.append(mt.Lambdad(keys=label_key, func=binarize_label))
+    xforms += [
+        mt.Orientationd(keys=keys, axcodes="RAS", labels=None),
+        mt.Spacingd(keys=keys, pixdim=spacing, mode=modes),
+        mt.CropForegroundd(
+            keys=keys, source_key=img_key, select_fn=is_positive, allow_smaller=True,
+            start_coord_key=None, end_coord_key=None,  # keep the data dict to image/label only
+        ),
+        mt.NormalizeIntensityd(keys=img_key, nonzero=True, channel_wise=True),
+        mt.DivisiblePadd(keys=keys, k=DIVISOR),
+    ]
+    if stage == "train":
+        xforms += [
+            mt.SpatialPadd(keys=keys, spatial_size=roi),
+            mt.RandCropByPosNegLabeld(
+                keys=keys, label_key=label_key, spatial_size=roi, pos=1, neg=1, num_samples=num_samples
+            ),
+            mt.RandFlipd(keys=keys, spatial_axis=0, prob=0.5),
+        ]
+        if roi[0] == roi[1]:  # a quarter turn of a non-square patch would change its shape
+            xforms.append(mt.RandRotate90d(keys=keys, spatial_axes=(0, 1), prob=0.5))
+        xforms += [
+            mt.RandAffined(
+                keys=keys,
+                prob=0.5,
+                rotate_range=(0.26, 0.26, 0.26),  # about +-15 degrees
+                scale_range=(0.1, 0.1, 0.1),
+                mode=modes,
+                padding_mode="zeros",
+            ),
+        ]
+        if elastic:
+            xforms.append(
+                mt.Rand3DElasticd(
+                    keys=keys, sigma_range=(5, 7), magnitude_range=(50, 100), prob=0.2, mode=modes,
+                    padding_mode="zeros",
+                )
+            )
+        xforms += [
+            mt.RandGaussianNoised(keys=img_key, prob=0.3, mean=0.0, std=0.1),
+            mt.RandShiftIntensityd(keys=img_key, offsets=0.1, prob=0.5),
+        ]
+    return mt.Compose(xforms)
