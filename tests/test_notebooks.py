@@ -1,0 +1,222 @@
+"""Notebooks: output policy, the STYLE.md skeleton, and papermill runs of notebooks 01 and 03.
+
+The fast tests read the committed ``.ipynb`` files only. The ``slow`` ones execute notebooks headless with
+papermill, each in its own temporary working folder, exactly as a user would from the command line. The
+module-scoped fixture ``trained_run_dir`` runs notebook 03 with its defaults once; later notebook tests
+(e.g. notebook 04's) can reuse its ``run_dir``.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import json
+import re
+import tokenize
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+NUMBERED = [p for p in NOTEBOOKS if re.match(r"\d\d_", p.name)]
+NB01 = NOTEBOOK_DIR / "01_explore_data.ipynb"
+NB03 = NOTEBOOK_DIR / "03_train.ipynb"
+CONTRACT_FILES = ("best_model.pt", "last.pt", "config.json", "split.json", "history.csv", "metrics.json")
+METRIC_KEYS = {"best_val_dice", "best_epoch", "epochs_run", "train_seconds", "device", "amp"}
+MAX_CODE_LINES = 25  # STYLE.md asks for about 15; this is the hard cap
+CELL_TIMEOUT_S = 900  # a hung cell fails the test instead of hanging it (training takes ~5 min on 2 cores)
+
+
+def _read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(str(path), as_version=4)
+
+
+def _markdown(nb: nbformat.NotebookNode) -> str:
+    return "\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+def _code_cells(nb: nbformat.NotebookNode) -> list:
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _parameters_cells(nb: nbformat.NotebookNode) -> list:
+    return [c for c in _code_cells(nb) if "parameters" in c.metadata.get("tags", [])]
+
+
+def _count_exercises(nb: nbformat.NotebookNode) -> int:
+    """Distinct exercise numbers after the Exercises heading, up to the next level-1/2 heading.
+
+    Accepts both layouts in use: a numbered list (``1. ...``) and ``**Exercise 1.**`` paragraphs.
+    """
+    text = _markdown(nb)
+    start = re.search(r"(?m)^#{1,6}\s+Exercises\b.*$", text)
+    if start is None:
+        return 0
+    rest = text[start.end():]
+    end = re.search(r"(?m)^#{1,2}\s", rest)
+    section = rest[: end.start()] if end else rest
+    numbers = re.findall(r"(?m)^\s*(\d+)\.\s", section) + re.findall(r"\*\*Exercise\s+(\d+)", section)
+    return len(set(numbers))
+
+
+def _execute(notebook: Path, output: Path, cwd: Path, parameters: dict | None = None) -> nbformat.NotebookNode:
+    import papermill
+
+    return papermill.execute_notebook(str(notebook), str(output), parameters=parameters or {},
+                                      kernel_name="python3", cwd=str(cwd), progress_bar=False,
+                                      execution_timeout=CELL_TIMEOUT_S)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fast: what is committed
+
+
+def test_there_are_numbered_notebooks() -> None:
+    assert NB01 in NUMBERED and NB03 in NUMBERED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_output_policy(path: Path) -> None:
+    """README's policy: committed notebooks carry no outputs and no execution counts."""
+    nb = _read(path)
+    nbformat.validate(nb)
+    for i, cell in enumerate(_code_cells(nb)):
+        assert cell.outputs == [], f"{path.name}: code cell {i} has outputs; strip them before committing"
+        assert cell.execution_count is None, f"{path.name}: code cell {i} has an execution count"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", f"{path.name}: kernelspec must be python3"
+
+
+@pytest.mark.parametrize("path", NUMBERED, ids=lambda p: p.name)
+def test_skeleton(path: Path) -> None:
+    """STYLE.md lesson 1 and 5: title, learning goals, time budget, imports cell, Summary, Exercises, short cells."""
+    nb = _read(path)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and re.match(r"#\s+\S", first.source), "first cell must be a '# ' title"
+    text = _markdown(nb)
+    assert re.search(r"you will learn|learning goals", text, re.IGNORECASE), "no learning goals"
+    assert "Time budget" in text, "no time budget"
+    assert re.search(r"(?m)^#{1,6}\s+Summary\b", text), "no Summary heading"
+    assert re.search(r"(?m)^#{1,6}\s+Exercises\b", text), "no Exercises heading"
+    assert _count_exercises(nb) >= 3, "fewer than 3 exercises"
+    imports = _code_cells(nb)[0].source
+    assert "__version__" in imports and "device" in imports, "the first code cell must print versions and the device"
+    for i, cell in enumerate(_code_cells(nb)):
+        n = len(cell.source.splitlines())
+        assert n <= MAX_CODE_LINES, f"code cell {i} has {n} lines (cap {MAX_CODE_LINES}): split it"
+
+
+@pytest.mark.parametrize("path", NUMBERED, ids=lambda p: p.name)
+def test_parameters_cell_is_flat_literals(path: Path) -> None:
+    """STYLE.md lesson 2: exactly one 'parameters' cell of `name = literal  # comment` lines, no logic."""
+    cells = _parameters_cells(_read(path))
+    assert len(cells) == 1, f"expected exactly one code cell tagged 'parameters', found {len(cells)}"
+    source = cells[0].source
+    commented = {tok.start[0] for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                 if tok.type == tokenize.COMMENT}
+    tree = ast.parse(source)
+    assert tree.body, "the parameters cell is empty"
+    for stmt in tree.body:
+        line = source.splitlines()[stmt.lineno - 1]
+        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name), \
+            f"not a plain `name = value` assignment: {line!r}"
+        ast.literal_eval(stmt.value)  # raises for anything but a literal (no calls, names or arithmetic)
+        assert commented & set(range(stmt.lineno, stmt.end_lineno + 1)), f"parameter without a comment: {line!r}"
+
+
+@pytest.mark.parametrize("path", NUMBERED, ids=lambda p: p.name)
+def test_papermill_sees_every_parameter(path: Path) -> None:
+    """`papermill --help-notebook` skips a line with a second '=' (e.g. in its comment): keep comments '='-free."""
+    import papermill
+
+    cell = _parameters_cells(_read(path))[0]
+    assigned = {s.targets[0].id for s in ast.parse(cell.source).body}
+    unseen = assigned - set(papermill.inspect_notebook(str(path)))
+    assert not unseen, f"papermill cannot parse the lines of {sorted(unseen)}: remove the '=' from their comments"
+
+
+def test_notebook_03_parameter_contract() -> None:
+    """STYLE.md's papermill contract: these names (and defaults) are what users, CI and tests rely on."""
+    cell = _parameters_cells(_read(NB03))[0]
+    values = {s.targets[0].id: ast.literal_eval(s.value) for s in ast.parse(cell.source).body}
+    required = {"data_dir", "run_dir", "max_epochs", "time_budget_min", "seed", "device", "amp", "model_name",
+                "loss_name", "roi_size", "batch_size", "lr", "resume"}
+    assert required <= set(values), f"missing: {sorted(required - set(values))}"
+    assert (values["data_dir"], values["run_dir"], values["seed"], values["device"], values["amp"],
+            values["model_name"], values["loss_name"], values["resume"]) == \
+        ("", "runs/03_train", 0, "auto", "auto", "unet", "dicece", False)
+    from heartseg_utils.train import TrainConfig
+
+    TrainConfig(**values)  # every parameter is a TrainConfig field and the defaults are valid
+
+
+# --------------------------------------------------------------------------------------------------
+# Slow: papermill runs
+
+
+@pytest.mark.slow
+def test_notebook_01_runs_headless(tmp_path: Path) -> None:
+    _execute(NB01, tmp_path / "01_out.ipynb", tmp_path)
+    assert (tmp_path / "01_out.ipynb").is_file()
+
+
+@pytest.fixture(scope="module")
+def trained_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run notebook 03 once with no parameters (`papermill notebooks/03_train.ipynb out.ipynb`); its run_dir."""
+    work = tmp_path_factory.mktemp("nb03_defaults")
+    _execute(NB03, work / "03_out.ipynb", work)
+    return work / "runs" / "03_train"
+
+
+@pytest.mark.slow
+def test_notebook_03_defaults_fulfil_the_run_dir_contract(trained_run_dir: Path) -> None:
+    import torch
+
+    from heartseg_utils.train import model_from_config
+
+    missing = [f for f in CONTRACT_FILES if not (trained_run_dir / f).is_file()]
+    assert not missing, f"run_dir lacks {missing}"
+    metrics = json.loads((trained_run_dir / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics), f"metrics.json lacks {sorted(METRIC_KEYS - set(metrics))}"
+    with (trained_run_dir / "history.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == metrics["epochs_run"]
+    config = json.loads((trained_run_dir / "config.json").read_text())
+    model = model_from_config(config)
+    model.load_state_dict(torch.load(trained_run_dir / "best_model.pt", weights_only=True)["model"], strict=True)
+    assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"]
+
+
+@pytest.mark.slow
+def test_notebook_03_defaults_reach_the_target_dice(trained_run_dir: Path) -> None:
+    """The issue's target for the CI-sized defaults (synthetic phantoms, 2 CPU cores, ~5 minutes)."""
+    metrics = json.loads((trained_run_dir / "metrics.json").read_text())
+    per_epoch = metrics["train_seconds"] / max(metrics["epochs_run"], 1)
+    assert metrics["best_val_dice"] >= 0.80, (
+        f"defaults reached a best validation Dice of {metrics['best_val_dice']:.3f} in {metrics['epochs_run']} "
+        f"epochs ({per_epoch:.1f} s/epoch, stopped by {metrics['stopped_because']}); the Dice per epoch is "
+        f"reproducible for a fixed seed, so a slow or busy CPU that fits too few epochs into time_budget_min fails here")
+
+
+@pytest.mark.slow
+def test_notebook_03_trains_on_the_given_data_dir(tiny_msd: Path, tmp_path: Path) -> None:
+    from heartseg_utils import data
+
+    _execute(NB03, tmp_path / "03_tiny.ipynb", tmp_path,
+             dict(data_dir=str(tiny_msd), max_epochs=1, pixdim=[2.5, 2.5, 2.74], roi_size=[16, 16, 16]))
+    split = json.loads((tmp_path / "runs" / "03_train" / "split.json").read_text())
+    assert Path(split["dataset_dir"]).resolve() == tiny_msd.resolve()
+    cases = {item["case"] for item in data.load_datalist(tiny_msd)}
+    assert sorted(split["train"] + split["validation"]) == sorted(cases)
+    assert json.loads((tmp_path / "runs" / "03_train" / "metrics.json").read_text())["epochs_run"] == 1
+
+
+@pytest.mark.slow
+def test_notebook_03_rejects_a_bad_parameter(tmp_path: Path) -> None:
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError, match="unknown model_name"):
+        _execute(NB03, tmp_path / "03_bad.ipynb", tmp_path, {"model_name": "vnet"})
+    assert not (tmp_path / "runs").exists(), "a bad parameter must fail before anything is written"
