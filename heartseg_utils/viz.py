@@ -135,7 +135,8 @@ def _render_png(rgb: np.ndarray, title: str) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def slice_scrubber(image: Any, label: Any = None, *, plane: str = "axial", alpha: float = 0.4):
+def slice_scrubber(image: Any, label: Any = None, *, plane: str = "axial", alpha: float = 0.4,
+                   prediction: Any = None):
     """Interactive viewer: choose a plane, scrub through slices, toggle the label overlay and its opacity.
 
     Introduced in notebook 01. Each redraw replaces the widget's Output with one PNG and exactly one line
@@ -147,6 +148,7 @@ def slice_scrubber(image: Any, label: Any = None, *, plane: str = "axial", alpha
         label: optional 3D mask of the same shape, drawn in green.
         plane: starting plane: "axial", "coronal" or "sagittal".
         alpha: starting opacity of the overlay.
+        prediction: optional 3D mask drawn in red (yellow where it overlaps the label); added in notebook 04.
 
     Returns:
         an ipywidgets VBox with attributes ``plane``, ``slider``, ``overlay``, ``opacity``, ``output``.
@@ -154,11 +156,13 @@ def slice_scrubber(image: Any, label: Any = None, *, plane: str = "axial", alpha
     import ipywidgets as widgets
 
     vol, lab = _volumes(image, label)
+    pred = None if prediction is None else _volumes(image, prediction)[1]
     plane_slice(vol, plane, 0)  # validates the plane name
     window, n = _window(vol), vol.shape[PLANES[plane]]
     plane_w = widgets.Dropdown(options=["axial", "coronal", "sagittal"], value=plane, description="plane")
     slider = widgets.IntSlider(value=n // 2, min=0, max=n - 1, description="slice", continuous_update=False)
-    overlay = widgets.Checkbox(value=lab is not None, description="overlay", disabled=lab is None)
+    has_mask = lab is not None or pred is not None
+    overlay = widgets.Checkbox(value=has_mask, description="overlay", disabled=not has_mask)
     opacity = widgets.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05, description="opacity",
                                   continuous_update=False)
     output = widgets.Output()
@@ -167,9 +171,10 @@ def slice_scrubber(image: Any, label: Any = None, *, plane: str = "axial", alpha
     def redraw(_change: Any = None) -> None:
         if state["busy"]:
             return
-        p, i, show = plane_w.value, slider.value, overlay.value and lab is not None
-        truth = plane_slice(lab, p, i) if show else None
-        rgb = overlay_rgb(plane_slice(vol, p, i), truth, alpha=opacity.value, window=window)
+        p, i, show = plane_w.value, slider.value, overlay.value and has_mask
+        truth = plane_slice(lab, p, i) if show and lab is not None else None
+        predicted = plane_slice(pred, p, i) if show and pred is not None else None
+        rgb = overlay_rgb(plane_slice(vol, p, i), truth, predicted, alpha=opacity.value, window=window)
         state["png"] = _render_png(rgb, f"{p} slice {i} / {slider.max}")
         output.outputs = (
             {"output_type": "display_data", "data": {"image/png": state["png"], "text/plain": f"<{p} {i}>"},

@@ -220,3 +220,41 @@ def test_notebook_03_rejects_a_bad_parameter(tmp_path: Path) -> None:
     with pytest.raises(PapermillExecutionError, match="unknown model_name"):
         _execute(NB03, tmp_path / "03_bad.ipynb", tmp_path, {"model_name": "vnet"})
     assert not (tmp_path / "runs").exists(), "a bad parameter must fail before anything is written"
+
+
+NB04 = NOTEBOOK_DIR / "04_evaluate.ipynb"
+EVAL_COLUMNS = ["case", "dice", "iou", "precision", "recall", "hd95_mm", "assd_mm", "volume_ml_pred", "volume_ml_true"]
+
+
+@pytest.mark.slow
+def test_notebook_04_evaluates_the_notebook_03_run(trained_run_dir: Path, tmp_path: Path) -> None:
+    """04 after 03, as a user runs them: evaluation.csv, evaluation_summary.json and NIfTI predictions."""
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
+
+    from heartseg_utils import data
+
+    _execute(NB04, tmp_path / "04_out.ipynb", tmp_path, {"run_dir": str(trained_run_dir)})
+    table = pd.read_csv(trained_run_dir / "evaluation.csv")
+    assert list(table.columns) == EVAL_COLUMNS
+    split = json.loads((trained_run_dir / "split.json").read_text())
+    assert sorted(table["case"]) == sorted(split["validation"])
+    summary = json.loads((trained_run_dir / "evaluation_summary.json").read_text())
+    assert summary["n_cases"] == len(table) and summary["dice"] == pytest.approx(table["dice"].mean())
+    assert summary["dice"] > 0.5 and summary["n_empty_pred"] == 0, summary  # a trained model, not a collapsed one
+    images = {it["case"]: it for it in data.load_datalist(split["dataset_dir"])}
+    for row in table.itertuples():
+        pred = nib.load(trained_run_dir / "predictions" / f"{row.case}.nii.gz")
+        image, label = nib.load(images[row.case]["image"]), nib.load(images[row.case]["label"])
+        assert pred.shape == image.shape[:3] and np.allclose(pred.affine, image.affine, atol=1e-5)
+        p, t = np.asanyarray(pred.dataobj) != 0, np.asanyarray(label.dataobj) != 0
+        assert row.dice == pytest.approx(2 * (p & t).sum() / (p.sum() + t.sum()))  # Dice recomputed from the files
+
+
+@pytest.mark.slow
+def test_notebook_04_without_a_run_says_run_notebook_03(tmp_path: Path) -> None:
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError, match="run notebook 03 first"):
+        _execute(NB04, tmp_path / "04_bad.ipynb", tmp_path, {"run_dir": str(tmp_path / "no_such_run")})

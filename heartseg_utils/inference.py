@@ -1,0 +1,179 @@
+"""Inference from a finished run: load, sliding window, optional flip TTA and post-processing, save NIfTI.
+
+Introduced in notebook 04. Everything needed comes from ``run_dir`` (``config.json``, ``best_model.pt``,
+``split.json``): the model and the ``"infer"`` transforms are rebuilt from the config, and MONAI's ``Invertd``
+maps the foreground probability back onto the original image grid (undoing padding, crop, spacing and
+orientation) before it is thresholded at 0.5 and saved with the input image's shape and affine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from heartseg_utils.train import model_from_config, resolve_amp, resolve_device, transforms_from_config
+
+SPLITS = ("validation", "all", "test")
+
+
+def load_run(run_dir: str | os.PathLike[str], device: str = "auto") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a run's network from ``config.json`` and load ``best_model.pt`` (``weights_only=True``).
+
+    Introduced in notebook 04.
+
+    Args:
+        run_dir: the folder notebook 03 (or ``python -m heartseg_utils.train``) wrote.
+        device: "auto", "cpu" or "cuda".
+
+    Returns:
+        ``(model in eval mode on the device, config.json as a dict)``.
+    """
+    run = Path(run_dir).expanduser()
+    if not run.is_dir():
+        raise FileNotFoundError(f"run_dir {run} does not exist: run notebook 03 first, or point run_dir at a training run")
+    for name in ("config.json", "best_model.pt"):
+        if not (run / name).is_file():
+            raise FileNotFoundError(f"{run / name} is missing: {run} is not a finished training run; run notebook 03 first")
+    config = json.loads((run / "config.json").read_text())
+    model = model_from_config(config)
+    checkpoint = torch.load(run / "best_model.pt", map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(checkpoint.get("model", checkpoint))
+    except RuntimeError as err:
+        raise ValueError(f"{run / 'best_model.pt'} does not fit the {config['model_name']!r} network described by "
+                         f"{run / 'config.json'} (was it copied from another run?): {str(err).splitlines()[0]}") from err
+    return model.to(resolve_device(device)).eval(), config
+
+
+def _foreground_probability(model: torch.nn.Module, image: torch.Tensor, config: dict[str, Any],
+                            flip_axes: tuple[int, ...]) -> torch.Tensor:
+    """Sliding-window foreground probability (N, 1, ...), averaged with copies flipped along each of ``flip_axes``."""
+    from monai.inferers import sliding_window_inference
+
+    probs = []
+    for dims in [[]] + [[int(a) + 2] for a in flip_axes]:
+        flipped = torch.flip(image, dims) if dims else image
+        logits = sliding_window_inference(flipped, config["roi_size"], config["sw_batch_size"], model,
+                                          overlap=config["sw_overlap"]).float()
+        prob = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)[:, 1:2]
+        probs.append(torch.flip(prob, dims) if dims else prob)
+    return torch.stack(probs).mean(dim=0)
+
+
+@torch.no_grad()
+def predict_case(model: torch.nn.Module, config: dict[str, Any], image_path: str | os.PathLike[str], *,
+                 device: str | torch.device | None = None, tta: bool = False, keep_largest: bool = False,
+                 tta_axes: tuple[int, ...] = (0, 1, 2)) -> dict[str, Any]:
+    """Predict one image and map the result back to the image's original voxel grid.
+
+    Introduced in notebook 04.
+
+    Args:
+        model: from :func:`load_run`.
+        config: the run's ``config.json`` (transforms, ``roi_size``, ``sw_batch_size``, ``sw_overlap``).
+        image_path: a NIfTI image.
+        device: where to run; default: the model's device. AMP is used on CUDA only (``resolve_amp``).
+        tta: average the probability over the identity and one flip along each of ``tta_axes``
+            (1 + len(tta_axes) passes).
+        keep_largest: keep only the largest connected component of the mask (:func:`largest_component`).
+        tta_axes: spatial axes (0, 1, 2 of the RAS array) to flip; flips the training never showed can hurt.
+
+    Returns:
+        ``{"probability": float32 (x, y, z), "mask": uint8 (x, y, z), "affine": (4, 4), "spacing": (mm,) * 3}``
+        on the original image's grid.
+    """
+    import nibabel as nib
+    from monai.data import MetaTensor
+    from monai.transforms import Invertd
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    amp_dtype = resolve_amp("off" if config.get("amp") == "off" else "auto", device)
+    pipeline = transforms_from_config(config, "infer")
+    data = pipeline({"image": str(image_path)})
+    image = data["image"].unsqueeze(0).to(device)
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        prob = _foreground_probability(model, image, config, tuple(tta_axes) if tta else ())[0].cpu()
+    data["prob"] = MetaTensor(prob, meta=data["image"].meta)
+    prob = Invertd(keys="prob", transform=pipeline, orig_keys="image", nearest_interp=False)(data)["prob"]
+    mask = np.asarray(prob[0] >= 0.5, dtype=np.uint8)
+    reference = nib.load(str(image_path))
+    return {"probability": np.asarray(prob[0], dtype=np.float32), "mask": largest_component(mask) if keep_largest else mask,
+            "affine": reference.affine, "spacing": tuple(float(z) for z in reference.header.get_zooms()[:3])}
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """Keep the largest 26-connected blob, as MONAI's KeepLargestConnectedComponent (which needs scikit-image on
+    the CPU) does. Introduced in notebook 04."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    return np.asarray(mask, np.uint8) if n <= 1 else (labels == np.bincount(labels.ravel())[1:].argmax() + 1).astype(np.uint8)
+
+
+def save_prediction(mask: Any, reference_image_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
+    """Write a uint8 mask as NIfTI with the reference image's shape, affine and header. Introduced in notebook 04."""
+    import nibabel as nib
+
+    reference = nib.load(str(reference_image_path))
+    mask = np.asarray(mask, dtype=np.uint8)
+    if mask.shape != reference.shape[:3]:
+        raise ValueError(f"mask shape {mask.shape} differs from {reference_image_path} {reference.shape[:3]}")
+    image = nib.Nifti1Image(mask, reference.affine, reference.header.copy())
+    image.set_data_dtype(np.uint8)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, str(out_path))
+    return Path(out_path)
+
+
+def split_items(run_dir: str | os.PathLike[str], data_dir: str = "", split: str = "validation") -> list[dict]:
+    """The cases of a split: "validation" (split.json), "all" (labelled cases) or "test" (imagesTs, no labels).
+
+    Introduced in notebook 04. ``data_dir=""`` means the dataset the run was trained on (config.json's
+    ``dataset_dir``) if it still exists, else the default data folder.
+    """
+    from heartseg_utils import data
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    run = Path(run_dir).expanduser()
+    trained_on = json.loads((run / "config.json").read_text()).get("dataset_dir", "") if (run / "config.json").is_file() else ""
+    use_trained = not str(data_dir).strip() and trained_on and Path(trained_on).is_dir()
+    dataset_dir = data.get_dataset_dir(trained_on if use_trained else data_dir)
+    items = data.load_datalist(dataset_dir, "test" if split == "test" else "training")
+    if split == "validation":
+        if not (run / "split.json").is_file():
+            raise FileNotFoundError(f"{run / 'split.json'} is missing: run notebook 03 first, or use split='all'")
+        wanted, by_case = json.loads((run / "split.json").read_text())["validation"], {it["case"]: it for it in items}
+        missing = [c for c in wanted if c not in by_case]
+        if missing:
+            raise ValueError(f"validation cases {missing[:5]} of {run / 'split.json'} are not in {dataset_dir}: wrong "
+                             f"data_dir? The run was trained on {trained_on or 'another dataset'}; pass that folder "
+                             "as data_dir, or use split='all'")
+        items = [by_case[c] for c in wanted]
+    if not items:
+        raise ValueError(f"no {split!r} cases found in {dataset_dir}")
+    return items
+
+
+def predict_run(run_dir: str | os.PathLike[str], data_dir: str = "", split: str = "validation", *,
+                tta: bool = False, keep_largest: bool = False, device: str = "auto",
+                tta_axes: tuple[int, ...] = (0, 1, 2)) -> list[dict]:
+    """Predict every case of a split (see :func:`split_items`) into ``run_dir/predictions/<case>.nii.gz``.
+
+    Introduced in notebook 04. ``tta``, ``keep_largest``, ``tta_axes`` and ``device`` are as in :func:`predict_case`.
+
+    Returns:
+        The split's items (``case``, ``image``, ``label`` if labelled), each with its ``prediction`` path added.
+    """
+    model, config = load_run(run_dir, device)
+    items = split_items(run_dir, data_dir, split)
+    out_dir = Path(run_dir).expanduser() / "predictions"
+    for item in items:
+        result = predict_case(model, config, item["image"], tta=tta, keep_largest=keep_largest, tta_axes=tta_axes)
+        item["prediction"] = str(save_prediction(result["mask"], item["image"], out_dir / f"{item['case']}.nii.gz"))
+    return items
