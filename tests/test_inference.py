@@ -142,3 +142,16 @@ def test_slice_scrubber_draws_a_prediction_in_red() -> None:
     assert colours(viz.slice_scrubber(image, truth, alpha=0.9, prediction=pred)) == {"red", "green", "yellow"}
     only_pred = viz.slice_scrubber(image, prediction=pred, alpha=0.9)
     assert only_pred.overlay.value and colours(only_pred) == {"red"}
+
+
+def test_largest_component_keeps_only_the_biggest_blob() -> None:
+    import numpy as np
+
+    from heartseg_utils.inference import largest_component
+
+    mask = np.zeros((12, 12, 12), np.uint8)
+    mask[1:4, 1:4, 1:4] = 1  # 27 voxels
+    mask[5:10, 5:10, 5:10] = 1  # 125 voxels
+    mask[0, 11, 11] = 1  # a stray voxel
+    kept = largest_component(mask)
+    assert kept.sum() == 125 and kept[5:10, 5:10, 5:10].all() and kept.dtype == np.uint8
