@@ -20,17 +20,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
+from skimage.filters import threshold_otsu  # noqa: E402
+
 from heartseg_utils import synthetic  # noqa: E402
-
-
-def otsu_threshold(x: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold: the cut that maximises the between-class variance of the histogram."""
-    hist, edges = np.histogram(x, bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0, m0 = np.cumsum(hist)[:-1], np.cumsum(hist * centres)[:-1]
-    w1, m1 = hist.sum() - w0, (hist * centres).sum() - m0
-    between = w0 * w1 * (m0 / np.maximum(w0, 1) - m1 / np.maximum(w1, 1)) ** 2
-    return float(centres[np.argmax(between)])
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -53,7 +45,7 @@ def main() -> None:
         seconds.append(time.perf_counter() - start)
         x, y = case.image.astype(np.float32), case.label.astype(bool)
         fractions.append(100 * y.mean())
-        otsu.append(dice(x > otsu_threshold(x), y))
+        otsu.append(dice(x > threshold_otsu(x), y))
         sweep = np.linspace(np.percentile(x, 1), np.percentile(x, 99.9), 50)
         best.append(max(dice(x > t, y) for t in sweep))  # oracle: threshold chosen with the labels
         myo = np.median(x[case.tissues == 7])
