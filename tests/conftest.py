@@ -1,10 +1,15 @@
-"""Shared fixtures: a tiny synthetic MSD dataset and a tiny training configuration."""
+"""Shared fixtures: a tiny synthetic MSD dataset, a tiny training configuration, and one in-order series run."""
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SERIES_CELL_TIMEOUT_S = 900  # a hung cell fails the run instead of hanging CI
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +27,27 @@ def tiny_config(tiny_msd: Path, tmp_path: Path) -> dict:
     return dict(data_dir=str(tiny_msd), run_dir=str(tmp_path / "run"), max_epochs=2, seed=1, progress=False,
                 pixdim=[2.5, 2.5, 2.74], roi_size=[16, 16, 16], batch_size=2, num_samples=1, val_fraction=0.34,
                 model_kwargs={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1})
+
+
+@pytest.fixture(scope="session")
+def series(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run every numbered notebook once, in order, with its defaults, as a learner would (papermill, headless).
+
+    All notebooks share one working folder, so notebook 04 finds notebook 03's ``runs/03_train`` exactly as
+    in JupyterLab. A notebook that fails stops the series (later notebooks depend on earlier files).
+
+    Returns:
+        ``{"workdir": Path, "seconds": {name: wall s}, "executed": {name: Path}}``; name is e.g. ``"03_train"``.
+    """
+    import papermill
+
+    work = tmp_path_factory.mktemp("series")
+    result: dict = {"workdir": work, "seconds": {}, "executed": {}}
+    for nb in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        out = work / f"{nb.stem}_out.ipynb"
+        t0 = time.perf_counter()
+        papermill.execute_notebook(str(nb), str(out), kernel_name="python3", cwd=str(work), progress_bar=False,
+                                   execution_timeout=SERIES_CELL_TIMEOUT_S)
+        result["seconds"][nb.stem] = round(time.perf_counter() - t0, 1)
+        result["executed"][nb.stem] = out
+    return result

@@ -1,9 +1,9 @@
-"""Notebooks: output policy, the STYLE.md skeleton, and papermill runs of notebooks 01 and 03.
+"""Notebooks: output policy, the STYLE.md skeleton, and the series run headless in order with papermill.
 
 The fast tests read the committed ``.ipynb`` files only. The ``slow`` ones execute notebooks headless with
-papermill, each in its own temporary working folder, exactly as a user would from the command line. The
-module-scoped fixture ``trained_run_dir`` runs notebook 03 with its defaults once; later notebook tests
-(e.g. notebook 04's) can reuse its ``run_dir``.
+papermill, exactly as a user would from the command line. The session fixture ``series`` (conftest.py) runs
+every numbered notebook once, in order, with its defaults, in one working folder; the tests of notebooks 03,
+04, ... read what that run left there (e.g. ``runs/03_train``) instead of running a notebook again.
 """
 
 from __future__ import annotations
@@ -158,17 +158,18 @@ def test_notebook_03_parameter_contract() -> None:
 
 
 @pytest.mark.slow
-def test_notebook_01_runs_headless(tmp_path: Path) -> None:
-    _execute(NB01, tmp_path / "01_out.ipynb", tmp_path)
-    assert (tmp_path / "01_out.ipynb").is_file()
+def test_the_series_runs_in_order_headless(series: dict) -> None:
+    """Every numbered notebook ran, in order, with its defaults (the `series` fixture stops at the first failure)."""
+    assert list(series["executed"]) == [p.stem for p in NUMBERED]
+    for name, path in series["executed"].items():
+        assert path.is_file(), name
+    print("series wall times (s):", series["seconds"])
 
 
 @pytest.fixture(scope="module")
-def trained_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Run notebook 03 once with no parameters (`papermill notebooks/03_train.ipynb out.ipynb`); its run_dir."""
-    work = tmp_path_factory.mktemp("nb03_defaults")
-    _execute(NB03, work / "03_out.ipynb", work)
-    return work / "runs" / "03_train"
+def trained_run_dir(series: dict) -> Path:
+    """Notebook 03's run_dir from the in-order series run (`papermill notebooks/03_train.ipynb out.ipynb`)."""
+    return series["workdir"] / "runs" / "03_train"
 
 
 @pytest.mark.slow
@@ -227,7 +228,7 @@ EVAL_COLUMNS = ["case", "dice", "iou", "precision", "recall", "hd95_mm", "assd_m
 
 
 @pytest.mark.slow
-def test_notebook_04_evaluates_the_notebook_03_run(trained_run_dir: Path, tmp_path: Path) -> None:
+def test_notebook_04_evaluates_the_notebook_03_run(trained_run_dir: Path) -> None:
     """04 after 03, as a user runs them: evaluation.csv, evaluation_summary.json and NIfTI predictions."""
     import nibabel as nib
     import numpy as np
@@ -235,7 +236,7 @@ def test_notebook_04_evaluates_the_notebook_03_run(trained_run_dir: Path, tmp_pa
 
     from heartseg_utils import data
 
-    _execute(NB04, tmp_path / "04_out.ipynb", tmp_path, {"run_dir": str(trained_run_dir)})
+    # the series already ran 04 with its defaults (run_dir "runs/03_train" in the same working folder)
     table = pd.read_csv(trained_run_dir / "evaluation.csv")
     assert list(table.columns) == EVAL_COLUMNS
     split = json.loads((trained_run_dir / "split.json").read_text())
