@@ -413,8 +413,9 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
             gen = _seed_epoch(cfg.seed, epoch, train_ds, rank=rank)
             if sampler is not None:
                 sampler.set_epoch(epoch)  # a new shuffle every epoch, the same in every process
-            loader = ThreadDataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler or RandomSampler(train_ds, generator=gen),
-                                      num_workers=cfg.num_workers)
+            # MONAI's loader also seeds the dataset's random transforms from `gen`: pass it in both cases
+            loader = ThreadDataLoader(train_ds, batch_size=cfg.batch_size, generator=gen, num_workers=cfg.num_workers,
+                                      sampler=sampler or RandomSampler(train_ds, generator=gen))
             with tqdm(total=len(loader), desc=f"epoch {epoch}", leave=False, disable=not (cfg.progress and main)) as bar:
                 train_loss = train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype, bar)
             train_loss = _reduce([train_loss], device)[0] / world  # every process ran the same number of steps

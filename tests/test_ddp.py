@@ -174,7 +174,7 @@ def test_two_processes_learn_like_one(ddp_run: dict, tmp_path: Path) -> None:
         torch.set_num_threads(threads)
     two = json.loads((ddp_run["run"] / "metrics.json").read_text())
     assert one["best_val_dice"] > 0.2 and two["best_val_dice"] > 0.2, (one, two)  # both learned: epoch 1 is ~0.02
-    assert abs(one["best_val_dice"] - two["best_val_dice"]) < 0.1, (one, two)  # measured: 0.317 vs 0.290
+    assert abs(one["best_val_dice"] - two["best_val_dice"]) < 0.1, (one, two)  # measured: 0.265 (1 process) vs 0.245
 
 
 @pytest.mark.slow
