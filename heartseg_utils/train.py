@@ -2,6 +2,8 @@
 
 Introduced in notebook 03. ``train(config)`` is what notebook 03 calls and what
 ``python -m heartseg_utils.train --data_dir ... --run_dir ...`` runs; both share this one code path.
+Launched by ``torchrun --nproc_per_node=N -m heartseg_utils.train ...`` the same loop runs data-parallel
+(DistributedDataParallel, one process per GPU or CPU slot); see docs/distributed.md.
 
 Written into ``run_dir``: ``config.json``, ``split.json``, ``history.csv`` (one row per epoch),
 ``last.pt`` (every epoch), ``best_model.pt`` (best validation Dice) and ``metrics.json``.
@@ -30,16 +32,17 @@ HISTORY_FIELDS = ("epoch", "train_loss", "val_dice", "lr", "epoch_seconds")
 
 @dataclass
 class TrainConfig:
-    """Every knob of a training run; the names match notebook 03's parameters cell.
+    """Every knob of a training run; the names and defaults are notebook 03's parameters cell.
 
-    Introduced in notebook 03. Defaults are CI-sized (synthetic phantom, 2 CPU cores, a few minutes);
-    notebook 03's markdown gives the full-size values for the real Task02_Heart on a GPU.
+    Introduced in notebook 03. Defaults are CI-sized (synthetic phantom, 2 CPU cores, a few minutes) and
+    equal the notebook's (a test checks it); notebook 03's markdown gives the full-size values for the real
+    Task02_Heart on a GPU.
     """
 
     data_dir: str = ""  # "" = $HEARTSEG_DATA_DIR or data/ (synthetic phantom generated there once)
     run_dir: str = "runs/03_train"
-    max_epochs: int = 30
-    time_budget_min: float = 0.0  # 0 = no limit; else stop at the epoch boundary that would overrun
+    max_epochs: int = 40
+    time_budget_min: float = 4.5  # 0 = no limit; else stop at the epoch boundary that would overrun
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     amp: str = "auto"  # "auto" (on for CUDA only) | "on" | "off"
@@ -48,12 +51,12 @@ class TrainConfig:
     loss_name: str = "dicece"
     optimizer_name: str = "adamw"
     scheduler_name: str = "plateau"
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-5
-    roi_size: tuple[int, int, int] = (64, 64, 64)
-    batch_size: int = 2
+    roi_size: tuple[int, int, int] = (48, 48, 48)
+    batch_size: int = 2  # per process: the effective batch is batch_size x processes
     num_samples: int = 2  # patches drawn per volume per epoch
-    pixdim: Any = "auto"  # "auto" = the dataset's median spacing, or (x, y, z) in mm
+    pixdim: Any = (2.5, 2.5, 2.74)  # (x, y, z) in mm, or "auto" = the dataset's median spacing
     label_mode: str = "binary"
     elastic: bool = False
     val_fraction: float = 0.2
@@ -150,24 +153,78 @@ def transforms_from_config(config: dict[str, Any], stage: str):
                           num_samples=config["num_samples"], label_mode=config["label_mode"], elastic=config["elastic"])
 
 
+def _is_main() -> bool:
+    """True in a single process and on rank 0 of a torchrun job: the only process that writes run_dir files."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _reduce(values: list[float], device: torch.device, op: str = "sum") -> list[float]:
+    """Sum (op="sum") or maximum (op="max") of numbers over all processes; unchanged in a single process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def _init_distributed(device: torch.device) -> tuple[torch.device, int, int, bool]:
+    """Join torchrun's process group when launched by it (WORLD_SIZE > 1): nccl on GPUs, gloo on CPUs.
+
+    Introduced in docs/distributed.md (the notebooks run one process). Each process takes the GPU
+    ``LOCAL_RANK``. Returns ``(device, rank, world_size, created)``; ``created`` says this call initialised
+    the group, so ``train`` destroys it at the end.
+    """
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device, 0, 1, False
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device, dist.get_rank(), dist.get_world_size(), created
+
+
+def _data_parallel(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Wrap in DistributedDataParallel; on GPUs batch norm becomes SyncBatchNorm (PyTorch's is GPU-only)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def _save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file, then rename: a crash never leaves a half-written checkpoint."""
+    """torch.save to a temp file, then rename: a crash never leaves a half-written checkpoint (rank 0 only)."""
+    if not _is_main():
+        return
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
 def _write_json(obj: Any, path: Path) -> None:
+    if not _is_main():
+        return
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj, indent=2))
     os.replace(tmp, path)
 
 
-def _seed_epoch(seed: int, epoch: int, *datasets: Any) -> torch.Generator:
-    """Reseed every random source from (seed, epoch): a resumed run replays exactly what it would have done."""
+def _seed_epoch(seed: int, epoch: int, *datasets: Any, rank: int = 0) -> torch.Generator:
+    """Reseed every random source from (seed, epoch, rank): a resumed run replays exactly what it would have done.
+
+    Each torchrun process (``rank``) gets its own augmentation and dropout stream.
+    """
     from monai.utils import set_determinism
 
-    s = seed * 1000 + epoch
+    s = seed * 1000 + epoch + 1_000_000 * rank
     set_determinism(seed=s)
     for ds in datasets:
         ds.transform.set_random_state(seed=s)
@@ -177,7 +234,11 @@ def _seed_epoch(seed: int, epoch: int, *datasets: Any) -> torch.Generator:
 @torch.no_grad()
 def validate(model: torch.nn.Module, loader: Any, cfg: TrainConfig, device: torch.device,
              amp_dtype: torch.dtype | None) -> float:
-    """Mean foreground Dice over whole validation volumes with sliding-window inference."""
+    """Mean foreground Dice over whole validation volumes with sliding-window inference.
+
+    Under torchrun each process validates its share of the cases; the Dice sums and counts are added over
+    all processes, so every process returns the same mean.
+    """
     from monai.inferers import sliding_window_inference
     from monai.metrics import DiceMetric
 
@@ -188,7 +249,10 @@ def validate(model: torch.nn.Module, loader: Any, cfg: TrainConfig, device: torc
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = sliding_window_inference(image, cfg.roi_size, cfg.sw_batch_size, model, overlap=cfg.sw_overlap)
         metric(y_pred=logits_to_mask(logits.float()), y=(label > 0).to(torch.uint8))
-    return float(metric.aggregate().item())
+    scores = metric.get_buffer()  # (cases, 1); NaN where prediction and label are both empty
+    scores = torch.zeros(0) if scores is None else scores.flatten().double().cpu()
+    total, count = _reduce([float(scores.nansum()), float((~scores.isnan()).sum())], device)
+    return total / count if count else 0.0
 
 
 def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype, bar=None) -> float:
@@ -262,6 +326,8 @@ def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _write_history(rows: list[dict[str, Any]], path: Path) -> None:
+    if not _is_main():
+        return
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
@@ -280,9 +346,11 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
 
     Returns:
         The contents of ``metrics.json``: ``best_val_dice``, ``best_epoch``, ``epochs_run``,
-        ``train_seconds``, ``device``, ``amp`` and ``stopped_because``.
+        ``train_seconds``, ``device``, ``amp``, ``stopped_because`` and ``world_size`` (processes; 1
+        unless launched by torchrun, where every process returns the same dict and only rank 0 writes).
     """
     from monai.data import ThreadDataLoader, set_track_meta
+    from torch.utils.data import DistributedSampler, RandomSampler, Subset
     from tqdm.auto import tqdm
 
     from heartseg_utils.models import count_parameters
@@ -297,13 +365,17 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     amp_dtype = resolve_amp(cfg.amp, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    device, rank, world, created_group = _init_distributed(device)  # (device, 0, 1, False) without torchrun
+    main = rank == 0
 
-    _seed_epoch(cfg.seed, 0)
-    cfg, dataset_dir, train_ds, val_ds = _prepare_data(cfg, run_dir)
-    _write_json({**_config_dict(cfg), "dataset_dir": str(dataset_dir)}, run_dir / "config.json")
-    set_track_meta(False)  # plain tensors from here on: faster, and metadata is not needed for training
+    _seed_epoch(cfg.seed, 0)  # the same initial weights in every process
     try:
-        model = model_from_config(_config_dict(cfg)).to(device)
+        cfg, dataset_dir, train_ds, val_ds = _prepare_data(cfg, run_dir)
+        _write_json({**_config_dict(cfg), "dataset_dir": str(dataset_dir)}, run_dir / "config.json")
+        set_track_meta(False)  # plain tensors from here on: faster, and metadata is not needed for training
+        net = model_from_config(_config_dict(cfg)).to(device)
+        model = _data_parallel(net, device) if world > 1 else net
+        net = getattr(model, "module", model)  # the bare network: validated and saved, loads without DDP
         loss_fn = make_loss(cfg.loss_name)
         opt_cls = torch.optim.AdamW if cfg.optimizer_name == "adamw" else torch.optim.Adam
         optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -312,7 +384,7 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
         history, state = [], {"best_val_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0}
         if cfg.resume:
             ckpt = torch.load(last_path, map_location=device, weights_only=True)
-            model.load_state_dict(ckpt["model"])
+            net.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scaler.load_state_dict(ckpt["scaler"])
             if scheduler is not None:
@@ -320,14 +392,17 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
             state.update(ckpt["state"])
             history = list(ckpt["history"])  # the checkpoint, not history.csv, is the source of truth
             _write_history(history, run_dir / "history.csv")
-        print(f"{cfg.model_name}: {count_parameters(model):,} parameters | device {device} | "
-              f"amp {amp_dtype} | {len(train_ds)} train / {len(val_ds)} val cases | pixdim {cfg.pixdim}")
-        val_loader = ThreadDataLoader(val_ds, batch_size=1, num_workers=0)
+        if main:
+            print(f"{cfg.model_name}: {count_parameters(net):,} parameters | device {device} x {world} process(es) | "
+                  f"amp {amp_dtype} | {len(train_ds)} train / {len(val_ds)} val cases | pixdim {cfg.pixdim}")
+        # every process caches all cases; a DistributedSampler gives each a disjoint share of every epoch
+        sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, seed=cfg.seed) if world > 1 else None
+        val_loader = ThreadDataLoader(Subset(val_ds, range(rank, len(val_ds), world)), batch_size=1, num_workers=0)
         stopped = "max_epochs"
         start_epoch = len(history) + 1
-        epochs = tqdm(range(start_epoch, cfg.max_epochs + 1), desc="epochs", disable=not cfg.progress,
+        epochs = tqdm(range(start_epoch, cfg.max_epochs + 1), desc="epochs", disable=not (cfg.progress and main),
                       initial=start_epoch - 1, total=cfg.max_epochs)
-        writer = _tensorboard(cfg, run_dir)
+        writer = _tensorboard(cfg, run_dir) if main else None
         last_epoch_s, session_s = 0.0, 0.0  # the time budget applies to this call, so resume=True gets a fresh one
         for epoch in epochs:
             budget_s = cfg.time_budget_min * 60
@@ -335,18 +410,24 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
                 stopped = "time_budget"
                 break
             t0 = time.perf_counter()
-            gen = _seed_epoch(cfg.seed, epoch, train_ds)
-            loader = ThreadDataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                                      num_workers=cfg.num_workers)
-            steps = math.ceil(len(train_ds) * cfg.num_samples / cfg.batch_size)
-            with tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not cfg.progress) as bar:
+            gen = _seed_epoch(cfg.seed, epoch, train_ds, rank=rank)
+            if sampler is not None:
+                sampler.set_epoch(epoch)  # a new shuffle every epoch, the same in every process
+            # MONAI's loader also seeds the dataset's random transforms from `gen`: pass it in both cases
+            loader = ThreadDataLoader(train_ds, batch_size=cfg.batch_size, generator=gen, num_workers=cfg.num_workers,
+                                      sampler=sampler or RandomSampler(train_ds, generator=gen))
+            with tqdm(total=len(loader), desc=f"epoch {epoch}", leave=False, disable=not (cfg.progress and main)) as bar:
                 train_loss = train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype, bar)
-            val_dice = validate(model, val_loader, cfg, device, amp_dtype)
+            train_loss = _reduce([train_loss], device)[0] / world  # every process ran the same number of steps
+            if world > 1:  # batch-norm running statistics differ per process: keep rank 0's, as DDP does
+                for buf in net.buffers():
+                    torch.distributed.broadcast(buf, src=0)
+            val_dice = validate(net, val_loader, cfg, device, amp_dtype)  # the same number in every process
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(val_dice)
             elif scheduler is not None:
                 scheduler.step()
-            last_epoch_s = time.perf_counter() - t0
+            last_epoch_s = _reduce([time.perf_counter() - t0], device, "max")[0]  # identical stop decisions
             state["train_seconds"] += last_epoch_s
             session_s += last_epoch_s
             row = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_dice": round(val_dice, 6),
@@ -355,10 +436,10 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
             improved = val_dice > state["best_val_dice"]
             if improved:
                 state.update(best_val_dice=val_dice, best_epoch=epoch, bad_epochs=0)
-                _save_atomic({"model": model.state_dict(), "epoch": epoch, "val_dice": val_dice}, run_dir / "best_model.pt")
+                _save_atomic({"model": net.state_dict(), "epoch": epoch, "val_dice": val_dice}, run_dir / "best_model.pt")
             else:
                 state["bad_epochs"] += 1
-            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            _save_atomic({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                           "scheduler": scheduler.state_dict() if scheduler is not None else {},
                           "epoch": epoch, "state": dict(state), "history": history}, last_path)
             _write_history(history, run_dir / "history.csv")
@@ -371,13 +452,15 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
                 break
         if writer is not None:
             writer.close()
+        metrics = {"best_val_dice": round(state["best_val_dice"], 6), "best_epoch": state["best_epoch"],
+                   "epochs_run": len(history), "train_seconds": round(state["train_seconds"], 2),
+                   "device": str(device), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
+                   "stopped_because": stopped, "world_size": world}
+        _write_json(metrics, run_dir / "metrics.json")
     finally:
         set_track_meta(True)
-    metrics = {"best_val_dice": round(state["best_val_dice"], 6), "best_epoch": state["best_epoch"],
-               "epochs_run": len(history), "train_seconds": round(state["train_seconds"], 2),
-               "device": str(device), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
-               "stopped_because": stopped}
-    _write_json(metrics, run_dir / "metrics.json")
+        if created_group:
+            torch.distributed.destroy_process_group()
     return metrics
 
 
@@ -389,21 +472,36 @@ def _tensorboard(cfg: TrainConfig, run_dir: Path):
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Command-line entry: ``python -m heartseg_utils.train --run_dir runs/x --max_epochs 50`` (flags = fields)."""
-    def literal(text: str) -> Any:  # JSON values ("[96, 96, 96]", "true", "0.5"); anything else stays a string
+def _flag_parser(default: Any):
+    """argparse ``type=`` for a field: by the type of its default; JSON for lists, tuples and dicts."""
+    def boolean(text: str) -> bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+        return text.lower() in ("true", "1", "yes")
+
+    def literal(text: str) -> Any:  # "[96, 96, 96]", '{"channels": [8, 16]}'; anything else ("auto") stays text
         try:
             return json.loads(text)
         except json.JSONDecodeError:
             return text
 
+    return {bool: boolean, int: int, float: float, str: str}.get(type(default), literal)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command-line entry: ``python -m heartseg_utils.train --run_dir runs/x --max_epochs 50`` (flags = fields).
+
+    Introduced in notebook 03. Defaults are notebook 03's parameters; ``torchrun --nproc_per_node=N -m
+    heartseg_utils.train ...`` runs the same code in N processes (docs/distributed.md).
+    """
     parser = argparse.ArgumentParser(description="Train a heartseg model (same code path as notebook 03).")
     for f in dataclasses.fields(TrainConfig):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        kind = str if isinstance(default, str) and f.name != "pixdim" else literal
-        parser.add_argument(f"--{f.name}", default=default, type=kind, help=f"default: {json.dumps(default)}")
+        parser.add_argument(f"--{f.name}", default=default, type=_flag_parser(default), help=f"default: {json.dumps(default)}")
     return train(vars(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(), indent=2))
+    result = main()
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every process returns the same metrics
+        print(json.dumps(result, indent=2))
