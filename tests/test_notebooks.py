@@ -304,6 +304,7 @@ NB06_FAILURES = {  # what each section must have produced, by running code, in t
     "a flipped label that only the overlay shows": r"label_flipped: validate_dataset finds nothing wrong",
     "a measured peak memory": r"estimate \d+ MiB \| measured \d+ MiB",
     "under-fitting read from history.csv": r"under-fitting: neither curve moves",
+    "over-fitting read from history.csv": r"over-fitting: validation Dice stopped improving",
     "what early stopping did": r"stopped because (early_stopping|max_epochs) after \d+ epochs; best_model\.pt = epoch",
 }
 
