@@ -258,8 +258,8 @@ def validate_dataset(dataset_dir: str | os.PathLike[str], *, check_voxels: bool 
 
     Checks: dataset.json present and well-formed, a non-empty training list, every listed image and label
     present and readable, image/label spatial shapes and affines (atol 1e-3) agree, and, with
-    ``check_voxels``, that the voxels decompress, the image holds no NaN/inf and the label values are
-    keys of dataset.json's ``"labels"``. Nothing in the folder is modified.
+    ``check_voxels``, that the voxels decompress, the image holds no NaN/inf and is not constant (blank),
+    and the label values are keys of dataset.json's ``"labels"``. Nothing in the folder is modified.
 
     Introduced in notebook 01.
 
@@ -336,6 +336,11 @@ def validate_dataset(dataset_dir: str | os.PathLike[str], *, check_voxels: bool 
                     f"Image {image_path} has {bad} NaN/inf voxel(s). Re-export the volume, or replace them "
                     "with finite values (e.g. numpy.nan_to_num) and save it under a new name."
                 )
+        if image.size and float(image.min()) == float(image.max()):
+            raise DatasetError(
+                f"Image {image_path} is blank: every voxel is {float(image.min()):g}. A z-score of a constant volume "
+                "divides by a standard deviation of 0 (NaN). Re-export the scan or remove the case from dataset.json."
+            )
         del image
         label = _load_voxels(lbl, label_path, "Label")
         if allowed is not None:

@@ -246,6 +246,8 @@ BAD_INPUTS = {
                   r"Image .*imagesTr/la_004\.nii\.gz has 1 NaN/inf voxel\(s\).*nan_to_num"),
     "inf voxel": (lambda r: _rewrite_image(r, lambda a: _set(a, (0, 0, 0), np.inf)),
                   r"Image .*imagesTr/la_004\.nii\.gz has 1 NaN/inf"),
+    "blank image": (lambda r: _rewrite_image(r, lambda a: a * 0),
+                    r"Image .*imagesTr/la_004\.nii\.gz is blank: every voxel is 0.*Re-export"),
     "label value 2": (lambda r: _rewrite_label(r, _label_with(2, np.uint8)),
                       r"Label .*labelsTr/la_004\.nii\.gz holds values \[2\] .*not keys of \"labels\""
                       r".*allowed: \[0, 1\]"),

@@ -63,6 +63,17 @@ def _count_exercises(nb: nbformat.NotebookNode) -> int:
     return len(set(numbers))
 
 
+def _count_solutions(nb: nbformat.NotebookNode) -> int:
+    """Solution cells: code cells that start with '# Solution', or a 'Solution N' heading over a code cell."""
+    count = 0
+    for prev, cell in zip([None] + nb.cells[:-1], nb.cells):
+        if cell.cell_type != "code":
+            continue
+        headed = prev is not None and prev.cell_type == "markdown" and re.match(r"#+\s*Solution\s+\d", prev.source)
+        count += bool(cell.source.lstrip().startswith("# Solution") or headed)
+    return count
+
+
 def _execute(notebook: Path, output: Path, cwd: Path, parameters: dict | None = None) -> nbformat.NotebookNode:
     import papermill
 
@@ -92,16 +103,22 @@ def test_output_policy(path: Path) -> None:
 
 @pytest.mark.parametrize("path", NUMBERED, ids=lambda p: p.name)
 def test_skeleton(path: Path) -> None:
-    """STYLE.md lesson 1 and 5: title, learning goals, time budget, imports cell, Summary, Exercises, short cells."""
+    """Workshop readiness (STYLE.md lessons 1 and 5): title, learning goals, a time budget for CPU and GPU, imports
+    cell, Summary, >= 3 exercises each with a solution, 'What to try next', short cells."""
     nb = _read(path)
     first = nb.cells[0]
     assert first.cell_type == "markdown" and re.match(r"#\s+\S", first.source), "first cell must be a '# ' title"
     text = _markdown(nb)
     assert re.search(r"you will learn|learning goals", text, re.IGNORECASE), "no learning goals"
-    assert "Time budget" in text, "no time budget"
+    budget = re.search(r"Time budget.*?(?:\n\s*\n|\Z)", text, re.DOTALL)
+    assert budget, "no time budget"
+    assert "CPU" in budget.group(0) and "GPU" in budget.group(0), "the time budget must state CPU cores and a GPU"
     assert re.search(r"(?m)^#{1,6}\s+Summary\b", text), "no Summary heading"
     assert re.search(r"(?m)^#{1,6}\s+Exercises\b", text), "no Exercises heading"
-    assert _count_exercises(nb) >= 3, "fewer than 3 exercises"
+    n_exercises = _count_exercises(nb)
+    assert n_exercises >= 3, "fewer than 3 exercises"
+    assert _count_solutions(nb) >= n_exercises, f"{n_exercises} exercises but {_count_solutions(nb)} solutions"
+    assert re.search(r"(?m)^#{1,6}\s+What to try next\b", text), "no 'What to try next' heading"
     imports = _code_cells(nb)[0].source
     assert "__version__" in imports and "device" in imports, "the first code cell must print versions and the device"
     for i, cell in enumerate(_code_cells(nb)):
@@ -259,3 +276,48 @@ def test_notebook_04_without_a_run_says_run_notebook_03(tmp_path: Path) -> None:
 
     with pytest.raises(PapermillExecutionError, match="run notebook 03 first"):
         _execute(NB04, tmp_path / "04_bad.ipynb", tmp_path, {"run_dir": str(tmp_path / "no_such_run")})
+
+
+def _outputs_text(nb: nbformat.NotebookNode) -> str:
+    """Everything an executed notebook printed: streams, plain-text results and error messages."""
+    parts = []
+    for cell in _code_cells(nb):
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream":
+                parts.append(out.text)
+            elif out.output_type in ("execute_result", "display_data"):
+                parts.append(out.data.get("text/plain", ""))
+            elif out.output_type == "error":
+                parts.append(f"{out.ename}: {out.evalue}")
+    return "\n".join(parts)
+
+
+NB06_FAILURES = {  # what each section must have produced, by running code, in the series run
+    "NaN loss from a learning rate far too high": r"FloatingPointError: loss became (nan|inf) at step",
+    "the gradient-norm log": r"gradient norm per step: [\d.e+ ]+",
+    "NaN from a blank scan z-scored by hand": r"z-score by hand: [\d,]+ NaN voxels",
+    "the blank scan refused by validate_dataset": r"blank_image: DatasetError: Image .* is blank",
+    "the sanity check on an all-foreground mask": r"implausibly large for a left atrium",
+    "a bilinear label refused": r"bilinear_label: DatasetError: Label .* holds values",
+    "a nearest-neighbour label accepted": r"nearest_label: validate_dataset finds nothing wrong",
+    "a reoriented label refused": r"label_reoriented: DatasetError: Affine mismatch",
+    "a flipped label that only the overlay shows": r"label_flipped: validate_dataset finds nothing wrong",
+    "a measured peak memory": r"estimate \d+ MiB \| measured \d+ MiB",
+    "under-fitting read from history.csv": r"under-fitting: neither curve moves",
+    "over-fitting read from history.csv": r"over-fitting: validation Dice stopped improving",
+    "what early stopping did": r"stopped because (early_stopping|max_epochs) after \d+ epochs; best_model\.pt = epoch",
+}
+
+
+@pytest.mark.slow
+def test_notebook_06_produces_every_failure_by_running_code(series: dict) -> None:
+    """Issue 6: each failure in notebook 06 comes from running code (the series run), not from pasted output."""
+    text = _outputs_text(_read(series["executed"]["06_debugging"]))
+    missing = [name for name, pattern in NB06_FAILURES.items() if not re.search(pattern, text)]
+    assert not missing, f"notebook 06's outputs lack: {missing}"
+    # the all-foreground signature of reference 002: recall 1.0 and precision = the foreground fraction
+    fraction = float(re.search(r"atrium = ([\d.]+) of the voxels", text).group(1))
+    share, dice, precision, recall = map(float, re.search(
+        r"threshold 0\.05\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", text).groups())
+    assert recall == 1.0 and share > 0.99
+    assert precision == pytest.approx(fraction, rel=0.1) and dice == pytest.approx(2 * fraction, rel=0.1)
