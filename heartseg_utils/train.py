@@ -244,7 +244,8 @@ def _prepare_data(cfg: TrainConfig, run_dir: Path):
         by_case = {it["case"]: it for it in items}
         train_items, val_items = [by_case[c] for c in split["train"]], [by_case[c] for c in split["validation"]]
     else:
-        pool, holdout = data.train_val_split(items, cfg.holdout_fraction, cfg.seed) if cfg.holdout_fraction else (items, [])
+        pool, holdout = (data.train_val_split(items, cfg.holdout_fraction, cfg.seed) if cfg.holdout_fraction
+                         else (items, []))
         if cfg.n_folds:  # introduced in notebook 05: fold k of a k-fold partition of the non-holdout cases
             train_items, val_items = data.kfold_split(pool, cfg.n_folds, cfg.seed)[cfg.fold]
         else:
