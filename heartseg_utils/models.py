@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-MODEL_NAMES = ("unet", "segresnet", "unet3d_scratch")
+MODEL_NAMES = ("unet", "segresnet", "unet3d_scratch", "unet2d")
 
 
 class DoubleConv(nn.Sequential):
@@ -70,6 +70,22 @@ class UNet3D(nn.Module):
         return self.head(x)
 
 
+class SliceWise2D(nn.Module):
+    """Run a 2D network on every axial slice of a 3D input: (N, C, X, Y, Z) -> N*Z slices -> (N, C', X, Y, Z).
+
+    Introduced in notebook 05, to compare a slice-wise 2D UNet with the 3D one in the same 3D pipeline.
+    """
+
+    def __init__(self, net2d: nn.Module) -> None:
+        super().__init__()
+        self.net2d = net2d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, sx, sy, sz = x.shape
+        out = self.net2d(x.permute(0, 4, 1, 2, 3).reshape(n * sz, c, sx, sy))
+        return out.reshape(n, sz, -1, sx, sy).permute(0, 2, 3, 4, 1)
+
+
 def get_model(name: str = "unet", *, in_channels: int = 1, out_channels: int = 2, **kwargs: Any) -> nn.Module:
     """Build a segmentation network by name.
 
@@ -78,7 +94,8 @@ def get_model(name: str = "unet", *, in_channels: int = 1, out_channels: int = 2
     Args:
         name: ``"unet"`` (MONAI UNet, the deep dive's configuration: channels 16-256, strides 2,
             2 residual units, batch norm, dropout 0.2), ``"segresnet"`` (MONAI SegResNet) or
-            ``"unet3d_scratch"`` (:class:`UNet3D`).
+            ``"unet3d_scratch"`` (:class:`UNet3D`) or ``"unet2d"`` (MONAI's UNet in 2D with the
+            ``"unet"`` defaults, applied slice by slice: :class:`SliceWise2D`).
         in_channels: input channels.
         out_channels: output channels (2 for softmax over background/atrium, 1 for sigmoid + BCE).
         **kwargs: overrides of the defaults, e.g. ``channels=(8, 16, 32, 64, 128)`` for a smaller UNet.
@@ -92,12 +109,13 @@ def get_model(name: str = "unet", *, in_channels: int = 1, out_channels: int = 2
     from monai.networks.layers import Norm
     from monai.networks.nets import UNet, SegResNet
 
-    if name == "unet":
+    if name in ("unet", "unet2d"):
         cfg: dict[str, Any] = dict(channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2,
                                    norm=Norm.BATCH, dropout=0.2)
         cfg.update(kwargs)
         cfg["channels"], cfg["strides"] = tuple(cfg["channels"]), tuple(cfg["strides"])
-        return UNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, **cfg)
+        net = UNet(spatial_dims=3 if name == "unet" else 2, in_channels=in_channels, out_channels=out_channels, **cfg)
+        return net if name == "unet" else SliceWise2D(net)
     if name == "segresnet":
         cfg = dict(init_filters=16, blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), dropout_prob=0.2)
         cfg.update(kwargs)
@@ -120,7 +138,7 @@ def required_divisor(model_name: str, model_kwargs: dict[str, Any] | None = None
     Introduced in notebook 03 (roi sizes are checked against it before training starts).
     """
     kw = model_kwargs or {}
-    if model_name == "unet":
+    if model_name in ("unet", "unet2d"):
         div = 1
         for s in kw.get("strides", (2, 2, 2, 2)):
             div *= int(s)

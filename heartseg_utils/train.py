@@ -60,6 +60,9 @@ class TrainConfig:
     label_mode: str = "binary"
     elastic: bool = False
     val_fraction: float = 0.2
+    n_folds: int = 0  # 0 = the val_fraction split; k >= 2 = validate on fold `fold` of data.kfold_split
+    fold: int = 0
+    holdout_fraction: float = 0.0  # cases set aside before splitting (split.json "holdout"), e.g. for an ensemble
     patience: int = 15  # early stopping: epochs without a better validation Dice
     sw_batch_size: int = 4
     sw_overlap: float = 0.25
@@ -88,6 +91,11 @@ class TrainConfig:
             raise ValueError(f"roi_size {self.roi_size} must be 3 positive sides divisible by {div} for {self.model_name!r}")
         if self.max_epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("max_epochs and batch_size must be >= 1 and lr > 0")
+        if self.n_folds == 1 or self.n_folds < 0 or not 0 <= self.fold < max(self.n_folds, 1):
+            raise ValueError(f"n_folds {self.n_folds} / fold {self.fold}: use n_folds 0 (val_fraction split) or >= 2, "
+                             "and 0 <= fold < n_folds")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
 
     @property
     def out_channels(self) -> int:
@@ -300,9 +308,14 @@ def _prepare_data(cfg: TrainConfig, run_dir: Path):
         by_case = {it["case"]: it for it in items}
         train_items, val_items = [by_case[c] for c in split["train"]], [by_case[c] for c in split["validation"]]
     else:
-        train_items, val_items = data.train_val_split(items, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        pool, holdout = (data.train_val_split(items, cfg.holdout_fraction, cfg.seed) if cfg.holdout_fraction
+                         else (items, []))
+        if cfg.n_folds:  # introduced in notebook 05: fold k of a k-fold partition of the non-holdout cases
+            train_items, val_items = data.kfold_split(pool, cfg.n_folds, cfg.seed)[cfg.fold]
+        else:
+            train_items, val_items = data.train_val_split(pool, val_fraction=cfg.val_fraction, seed=cfg.seed)
         _write_json({"dataset_dir": str(dataset_dir), "seed": cfg.seed, "train": [i["case"] for i in train_items],
-                     "validation": [i["case"] for i in val_items]}, split_path)
+                     "validation": [i["case"] for i in val_items], "holdout": [i["case"] for i in holdout]}, split_path)
     pixdim = resolve_pixdim(cfg.pixdim, items)
     resolved = dataclasses.replace(cfg, pixdim=tuple(float(p) for p in pixdim))
     train_ds = CacheDataset(train_items, transforms_from_config(_config_dict(resolved), "train"),

@@ -321,3 +321,30 @@ def test_notebook_06_produces_every_failure_by_running_code(series: dict) -> Non
         r"threshold 0\.05\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", text).groups())
     assert recall == 1.0 and share > 0.99
     assert precision == pytest.approx(fraction, rel=0.1) and dice == pytest.approx(2 * fraction, rel=0.1)
+
+NB05 = NOTEBOOK_DIR / "05_improvements.ipynb"
+ABLATION_COLUMNS = ["arm", "n", "dice_mean", "dice_sd", "gain_mean", "gain_sd", "gain_ci_low", "gain_ci_high",
+                    "exceeds_noise"]
+
+
+@pytest.mark.slow
+def test_notebook_05_measures_its_arms_from_fold_runs(series: dict) -> None:
+    """The series ran 05 with its defaults: ablation.csv is computed from the fold runs it left in run_root."""
+    import pandas as pd
+
+    cell = _parameters_cells(_read(NB05))[0]
+    params = {s.targets[0].id: ast.literal_eval(s.value) for s in ast.parse(cell.source).body}
+    root = series["workdir"] / params["run_root"]
+    table = pd.read_csv(root / "ablation.csv")
+    assert list(table.columns) == ABLATION_COLUMNS and list(table["arm"]) == params["ablations"]
+    assert (table["n"] == params["n_folds"]).all() and table["dice_mean"].between(0, 1).all()
+    assert table[["dice_sd", "gain_sd", "gain_ci_low", "gain_ci_high"]].notna().all().all()
+    per_case = pd.read_csv(root / "per_case.csv")
+    for row in table.itertuples():  # every number in the table comes from the per-case scores of the runs
+        folds = per_case[per_case["arm"] == row.arm].groupby("fold")["dice"].mean()
+        assert row.dice_mean == pytest.approx(folds.mean())
+    for k in range(params["n_folds"]):
+        assert (root / "baseline" / f"fold_{k}" / "best_model.pt").is_file()
+    assert (root / "ablation.png").stat().st_size > 0
+    ensemble = pd.read_csv(root / "ensemble.csv")
+    assert set(ensemble["member"]) == {"ensemble"} | {f"fold_{k}" for k in range(params["n_folds"])}

@@ -1,0 +1,177 @@
+"""k-fold cross-validation, fold ensembles and paired ablation tables: is a change a real gain or noise?
+
+Introduced in notebook 05. Every arm of an ablation trains the same folds (``data.kfold_split`` through
+``TrainConfig.n_folds``/``fold``) into ``<root>/<arm>/fold_<k>``, so arms are compared fold by fold (paired).
+Inference-only arms (flip TTA, largest component) reuse the baseline's fold models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# arm name -> overrides of the training config ("train") or of predict_case's options ("infer")
+ARMS: dict[str, dict[str, dict[str, Any]]] = {
+    "baseline": {},  # notebook 03's recipe: MONAI UNet, DiceCE, AdamW, ReduceLROnPlateau, no elastic
+    "dice_loss": {"train": {"loss_name": "dice"}},
+    "adam": {"train": {"optimizer_name": "adam"}},
+    "cosine_restarts": {"train": {"scheduler_name": "cosine"}},
+    "segresnet": {"train": {"model_name": "segresnet"}},
+    "unet3d_scratch": {"train": {"model_name": "unet3d_scratch"}},
+    "unet2d_slices": {"train": {"model_name": "unet2d"}},
+    "elastic": {"train": {"elastic": True}},
+    "sigmoid_bce": {"train": {"loss_name": "bce"}},
+    "flip_tta": {"infer": {"tta": True, "tta_axes": (0, 1)}},  # the in-plane flips training's flip + quarter turns cover
+    "largest_cc": {"infer": {"keep_largest": True}},
+}
+
+
+def _arm(arm: str) -> dict[str, dict[str, Any]]:
+    if arm not in ARMS:
+        raise ValueError(f"unknown ablation arm {arm!r}; choose from {', '.join(ARMS)}")
+    return ARMS[arm]
+
+
+def fold_dir(root: str | os.PathLike[str], arm: str, fold: int) -> Path:
+    """Where fold ``fold`` of ``arm`` is trained; inference-only arms point at the baseline's folds."""
+    trained = arm if "infer" not in _arm(arm) else "baseline"
+    return Path(root) / trained / f"fold_{fold}"
+
+
+def train_folds(config: dict[str, Any], root: str | os.PathLike[str], arm: str = "baseline",
+                n_folds: int = 5) -> list[dict[str, Any]]:
+    """Train every fold of one ablation arm with :func:`heartseg_utils.train.train`.
+
+    Introduced in notebook 05.
+
+    Args:
+        config: training parameters shared by all arms (a dict of ``TrainConfig`` fields, ``run_dir`` ignored).
+        root: folder of the whole study; fold ``k`` of ``arm`` goes to ``root/arm/fold_k``.
+        arm: a key of :data:`ARMS`; its ``"train"`` overrides are applied. Inference-only arms train nothing.
+        n_folds: number of folds (>= 2); the folds depend only on the data and ``config["seed"]``.
+
+    Returns:
+        One ``metrics.json`` dict per fold (empty for an inference-only arm).
+    """
+    from heartseg_utils.train import train
+
+    spec = _arm(arm)
+    if "infer" in spec:
+        return []
+    return [train({**config, **spec.get("train", {}), "n_folds": n_folds, "fold": k,
+                   "run_dir": str(fold_dir(root, arm, k))}) for k in range(n_folds)]
+
+
+def split_cases(run_dir: str | os.PathLike[str], key: str = "validation") -> list[dict]:
+    """The datalist items of ``split.json[key]`` ("train", "validation" or "holdout") of a run. Notebook 05."""
+    from heartseg_utils import data
+
+    run = Path(run_dir)
+    split = json.loads((run / "split.json").read_text())
+    if key not in split:
+        raise KeyError(f"{run / 'split.json'} has no {key!r} list (it has {sorted(split)}); was it trained before notebook 05?")
+    by_case = {it["case"]: it for it in data.load_datalist(split["dataset_dir"])}
+    return [by_case[c] for c in split[key]]
+
+
+def _score(mask: np.ndarray, item: dict) -> dict[str, float]:
+    """Foreground Dice of a mask against the item's label (MONAI's compute_dice; both empty = 1)."""
+    import nibabel as nib
+    import torch
+    from monai.metrics import compute_dice
+
+    truth = torch.as_tensor(np.asanyarray(nib.load(item["label"]).dataobj) != 0)[None, None]
+    pred = torch.as_tensor(np.asarray(mask) != 0)[None, None]
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction {tuple(pred.shape[2:])} and label {item['label']} {tuple(truth.shape[2:])} differ")
+    return {"dice": float(compute_dice(pred, truth, include_background=True, ignore_empty=False).item())}
+
+
+def evaluate_folds(root: str | os.PathLike[str], arm: str, n_folds: int, *, key: str = "validation",
+                   device: str = "auto") -> list[dict[str, Any]]:
+    """Score every fold model of an arm on its own validation cases (or on the shared holdout).
+
+    Introduced in notebook 05.
+
+    Returns:
+        One row per (fold, case): ``arm``, ``fold``, ``case`` and ``dice`` (notebook 04's ``metrics.evaluate_case``
+        gives the other metrics; surface distances would double the cost of a study).
+    """
+    from heartseg_utils.inference import load_run, predict_case
+
+    rows = []
+    for k in range(n_folds):
+        model, config = load_run(fold_dir(root, arm, k), device)
+        for item in split_cases(fold_dir(root, arm, k), key):
+            mask = predict_case(model, config, item["image"], **_arm(arm).get("infer", {}))["mask"]
+            rows.append({"arm": arm, "fold": k, "case": item["case"], **_score(mask, item)})
+    return rows
+
+
+def average_probabilities(probabilities: list[np.ndarray]) -> np.ndarray:
+    """Mean of the members' foreground probability maps, which must share one shape. Introduced in notebook 05."""
+    shapes = {np.shape(p) for p in probabilities}
+    if not probabilities or len(shapes) != 1:
+        raise ValueError(f"an ensemble needs >= 1 probability maps of one shape, got shapes {sorted(shapes)}")
+    return np.mean(np.stack([np.asarray(p, dtype=np.float32) for p in probabilities]), axis=0)
+
+
+def evaluate_ensemble(root: str | os.PathLike[str], arm: str, n_folds: int, *, device: str = "auto") -> list[dict]:
+    """Score each fold model and their probability-averaged ensemble on the holdout cases no fold trained on.
+
+    Introduced in notebook 05. The members' probabilities (on each image's own grid, via ``predict_case``) are
+    averaged with :func:`average_probabilities` and thresholded at 0.5.
+
+    Returns:
+        One row per (member, case): ``member`` ("fold_k" or "ensemble"), ``case`` and ``dice``.
+    """
+    from heartseg_utils.inference import load_run, predict_case
+
+    members = [load_run(fold_dir(root, arm, k), device) for k in range(n_folds)]
+    holdout = split_cases(fold_dir(root, arm, 0), "holdout")
+    if not holdout:
+        raise ValueError(f"{fold_dir(root, arm, 0) / 'split.json'} has no holdout cases: train with holdout_fraction > 0")
+    rows = []
+    for item in holdout:
+        probs = [predict_case(m, c, item["image"], **_arm(arm).get("infer", {}))["probability"] for m, c in members]
+        for k, p in enumerate(probs):
+            rows.append({"member": f"fold_{k}", "case": item["case"], **_score(p >= 0.5, item)})
+        rows.append({"member": "ensemble", "case": item["case"], **_score(average_probabilities(probs) >= 0.5, item)})
+    return rows
+
+
+def ablation_table(fold_scores: dict[str, list[float]], baseline: str = "baseline",
+                   confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Mean ± sd per arm and the paired gain over the baseline, with a t confidence interval.
+
+    Introduced in notebook 05. ``fold_scores[arm][k]`` is arm's mean Dice on fold ``k`` (or seed ``k``); the
+    gain is computed fold by fold, so the fold-to-fold difficulty cancels. A gain "exceeds the noise" when
+    its ``confidence`` interval, mean ± t(n - 1) × sd / sqrt(n), excludes 0 (never with n < 2).
+
+    Returns:
+        One row per arm: ``arm, n, dice_mean, dice_sd, gain_mean, gain_sd, gain_ci_low, gain_ci_high,
+        exceeds_noise``.
+    """
+    from scipy import stats
+
+    if baseline not in fold_scores:
+        raise ValueError(f"the baseline arm {baseline!r} is missing from the scores ({sorted(fold_scores)})")
+    base = np.asarray(fold_scores[baseline], dtype=float)
+    rows = []
+    for arm, scores in fold_scores.items():
+        s = np.asarray(scores, dtype=float)
+        if s.shape != base.shape:
+            raise ValueError(f"arm {arm!r} has {s.size} fold scores, the baseline {base.size}: pair the same folds")
+        gain, n = s - base, s.size
+        sd = float(gain.std(ddof=1)) if n > 1 else math.nan
+        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else math.nan
+        mean = float(gain.mean())
+        rows.append({"arm": arm, "n": n, "dice_mean": float(s.mean()), "dice_sd": float(s.std(ddof=1)) if n > 1 else math.nan,
+                     "gain_mean": mean, "gain_sd": sd, "gain_ci_low": mean - half, "gain_ci_high": mean + half,
+                     "exceeds_noise": bool(n > 1 and arm != baseline and abs(mean) > half)})
+    return rows
