@@ -50,4 +50,5 @@ def series(tmp_path_factory: pytest.TempPathFactory) -> dict:
                                    execution_timeout=SERIES_CELL_TIMEOUT_S)
         result["seconds"][nb.stem] = round(time.perf_counter() - t0, 1)
         result["executed"][nb.stem] = out
+    print(f"\nseries wall times (s): {result['seconds']}", flush=True)  # shown in CI's log with -s / on failure
     return result
