@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -50,5 +51,5 @@ def series(tmp_path_factory: pytest.TempPathFactory) -> dict:
                                    execution_timeout=SERIES_CELL_TIMEOUT_S)
         result["seconds"][nb.stem] = round(time.perf_counter() - t0, 1)
         result["executed"][nb.stem] = out
-    print(f"\nseries wall times (s): {result['seconds']}", flush=True)  # shown in CI's log with -s / on failure
+    (work / "series_seconds.json").write_text(json.dumps(result["seconds"], indent=1))  # for docs/benchmarks.md
     return result
