@@ -8,7 +8,6 @@ need (:func:`activation_bytes`, free to compute) and how much did one training s
 
 from __future__ import annotations
 
-import resource
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -137,6 +136,8 @@ def measure_peak_memory(model: Any, roi_size: Sequence[int], batch_size: int, *,
     elif method.startswith("VmHWM"):
         peak = _rss_kib("VmHWM") * 1024 - base
     else:
+        import resource  # Unix only: imported here so that the module still imports elsewhere
+
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     seconds = time.perf_counter() - t0
     model.zero_grad(set_to_none=True)
