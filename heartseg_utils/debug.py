@@ -18,8 +18,8 @@ MIB = 2**20
 def track_grad_norms(optimizer: Any) -> tuple[list[float], Any]:
     """Record the total L2 gradient norm before every ``optimizer.step()``, without touching the training loop.
 
-    Introduced in notebook 06. Uses ``Optimizer.register_step_pre_hook`` and
-    ``torch.nn.utils.get_total_norm``, so ``train.train_one_epoch`` logs norms unchanged.
+    Introduced in notebook 06. Uses ``Optimizer.register_step_pre_hook`` (the norm of the per-tensor norms, as
+    ``clip_grad_norm_`` computes it, on any torch >= 2.4), so ``train.train_one_epoch`` logs norms unchanged.
 
     Args:
         optimizer: a ``torch.optim.Optimizer`` whose parameters receive gradients.
@@ -34,7 +34,8 @@ def track_grad_norms(optimizer: Any) -> tuple[list[float], Any]:
 
     def hook(opt: Any, args: Any, kwargs: Any) -> None:
         grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-        norms.append(float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0)
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+                     if grads else 0.0)
 
     return norms, optimizer.register_step_pre_hook(hook)
 
