@@ -12,7 +12,6 @@ import csv
 import dataclasses
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
