@@ -60,6 +60,7 @@ def export_onnx(model: torch.nn.Module, roi_size: Any, path: str | os.PathLike[s
         ``path``.
     """
     import logging
+    import warnings
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=1024)
@@ -67,9 +68,11 @@ def export_onnx(model: torch.nn.Module, roi_size: Any, path: str | os.PathLike[s
     level = log.level
     log.setLevel(logging.ERROR)
     try:
-        torch.onnx.export(model, (_example(roi_size),), str(path), input_names=["image"], output_names=["logits"],
-                          opset_version=opset, dynamo=True, dynamic_shapes=({0: batch},), verbose=False,
-                          external_data=False)
+        with warnings.catch_warnings():  # torch's own use of a deprecated pytree class
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.onnx.export(model, (_example(roi_size),), str(path), input_names=["image"], output_names=["logits"],
+                              opset_version=opset, dynamo=True, dynamic_shapes=({0: batch},), verbose=False,
+                              external_data=False)
     finally:
         log.setLevel(level)
     return Path(path)
@@ -80,9 +83,13 @@ def export_program(model: torch.nn.Module, roi_size: Any, path: str | os.PathLik
 
     Introduced in notebook 07. The batch size is dynamic, the spatial size is ``roi_size``.
     """
+    import warnings
+
     batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.export.export(model, (_example(roi_size),), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(path))
+    with warnings.catch_warnings():  # torch's own use of a deprecated pytree class warns on save
+        warnings.simplefilter("ignore", FutureWarning)
+        program = torch.export.export(model, (_example(roi_size),), dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(path))
     return Path(path)
 
 

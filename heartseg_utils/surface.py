@@ -112,7 +112,7 @@ def plot_surfaces(pred: Any, truth: Any, spacing: Any, *, step_size: int = 1, ma
         other = "truth" if key == "pred" else "prediction"
         ax.set_title(f"{name}: distance to the {other}\nmean {dist[key].mean():.2f} mm, max {dist[key].max():.1f} mm")
     mappable = plt.cm.ScalarMappable(cmap=colours, norm=plt.Normalize(0.0, vmax))
-    fig.colorbar(mappable, ax=fig.axes, shrink=0.6, label="distance to the other surface (mm)")
+    fig.colorbar(mappable, ax=fig.axes, shrink=0.6, pad=0.1, label="distance to the other surface (mm)")
     if title:
         fig.suptitle(title)
     fig.distances_mm = dist

@@ -157,3 +157,20 @@ def test_output_must_be_a_folder_for_several_inputs(tiny_msd: Path) -> None:
     with pytest.raises(ValueError, match="give a folder"):
         P.output_paths(inputs, "one.nii.gz")
     assert [p.name for p in P.output_paths(inputs, "out")] == [p.name for _, p in inputs]
+
+
+@pytest.mark.slow
+def test_notebook_07_in_the_series(series: dict) -> None:
+    """The series ran 07 after 03: DICOM and NIfTI masks agree in world coordinates, the export was checked."""
+    import nibabel.processing
+
+    work = series["workdir"]
+    phantom = work / "runs" / "07_use_the_model" / "phantom"
+    from_dicom, from_nifti = nib.load(phantom / "mask_from_dicom.nii.gz"), nib.load(phantom / "mask_from_nifti.nii.gz")
+    assert not np.allclose(from_dicom.affine, from_nifti.affine), "the notebook writes the series on another grid"
+    resampled = nibabel.processing.resample_from_to(from_dicom, from_nifti, order=0)
+    np.testing.assert_array_equal(np.asanyarray(resampled.dataobj), np.asanyarray(from_nifti.dataobj))
+    report = json.loads((phantom / "mask_from_dicom.json").read_text())
+    assert report["kind"] == "dicom" and report["volume_ml"] > 0 and not report["warnings"]
+    info = json.loads((work / "runs" / "03_train" / "export" / "export.json").read_text())
+    assert info["check"]["max_abs_diff"] <= 1e-3 and "model.onnx" in info["files"]
