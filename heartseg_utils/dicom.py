@@ -49,18 +49,31 @@ def series_files(folder: str | os.PathLike[str]) -> list[Path]:
     return files
 
 
-def _read_slices(files: list[Path]) -> list[Any]:
-    """Read every file with pydicom; a file that is not DICOM, or lacks pixels or geometry, is an error naming it."""
+def _read_file(path: Path) -> Any:
+    """One DICOM file with pydicom; files without the 128-byte preamble are retried as bare datasets."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError as err:
+        try:
+            ds = pydicom.dcmread(path, force=True)
+        except Exception:  # noqa: BLE001 - any parse failure means: not DICOM
+            ds = None
+        if ds is None or "SOPClassUID" not in ds:
+            raise DicomSeriesError(f"{path} is not a DICOM file ({err}); a DICOM folder must hold the files of one "
+                                   "series only") from err
+        return ds
+    except (OSError, ValueError) as err:
+        raise DicomSeriesError(f"{path} cannot be read as DICOM ({type(err).__name__}: {err})") from err
+
+
+def _read_slices(files: list[Path]) -> list[Any]:
+    """Read every file; a file that is not DICOM, or lacks pixels or geometry, is an error naming it."""
     slices = []
     for f in files:
-        try:
-            ds = pydicom.dcmread(f)
-        except (InvalidDicomError, OSError, ValueError) as err:
-            raise DicomSeriesError(f"{f} is not a DICOM file ({type(err).__name__}: {err}); a DICOM folder must hold "
-                                   "the files of one series only") from err
+        ds = _read_file(f)
         missing = [t for t in (*GEOMETRY_TAGS, "SeriesInstanceUID", "PixelData") if t not in ds]
         if missing:
             raise DicomSeriesError(f"{f} lacks {', '.join(missing)}: without them the slice cannot be placed in space "
@@ -115,8 +128,12 @@ def read_series(folder: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]
     """
     ordered, lps = _sorted_geometry(_read_slices(series_files(folder)))
     planes = []
-    for ds, _ in ordered:
-        pixels = ds.pixel_array.astype(np.float32)  # (rows, columns) = (j, i)
+    for ds, f in ordered:
+        try:
+            pixels = ds.pixel_array.astype(np.float32)  # (rows, columns) = (j, i)
+        except Exception as err:  # e.g. a compressed transfer syntax without its decoder installed
+            raise DicomSeriesError(f"{f}: its pixels cannot be decoded ({type(err).__name__}: {err}); compressed "
+                                   "series need a decoder such as pylibjpeg, or convert them with dcmdjpeg") from err
         planes.append(pixels * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0))
     return np.stack(planes, axis=-1).transpose(1, 0, 2).copy(), LPS_TO_RAS @ lps
 
