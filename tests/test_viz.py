@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from heartseg_utils import viz  # noqa: E402
+from heartseg_utils import surface, viz  # noqa: E402
 
 
 @pytest.fixture()
@@ -132,3 +132,66 @@ def test_import_has_no_side_effects():
     code = "import sys, heartseg_utils.viz; print('matplotlib' in sys.modules, 'ipywidgets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+# --------------------------------------------------------------------------------------------------
+# 3D surfaces (heartseg_utils.surface, notebook 07)
+
+
+def _ball(radius: float, shape=(40, 40, 40), centre=(20, 20, 20)) -> np.ndarray:
+    grid = np.indices(shape).astype(float)
+    return (sum((g - c) ** 2 for g, c in zip(grid, centre)) <= radius**2).astype(np.uint8)
+
+
+def test_mask_surface_uses_the_spacing_and_the_affine():
+    box = np.zeros((20, 20, 20), np.uint8)
+    box[5:15, 4:10, 2:18] = 1
+    verts, faces = surface.mask_surface(box, (1.0, 2.0, 3.0))
+    assert faces.shape[1] == 3 and faces.max() < len(verts)
+    np.testing.assert_allclose(verts.min(0), [4.5 * 1, 3.5 * 2, 1.5 * 3], atol=1e-6)  # half a voxel outside
+    np.testing.assert_allclose(verts.max(0), [14.5 * 1, 9.5 * 2, 17.5 * 3], atol=1e-6)
+    affine = np.array([[-1.0, 0, 0, 10], [0, -2.0, 0, 20], [0, 0, 3.0, -5], [0, 0, 0, 1]])
+    world, _ = surface.mask_surface(box, affine=affine)
+    np.testing.assert_allclose(world.max(0), [10 - 4.5, 20 - 3.5 * 2, -5 + 17.5 * 3], atol=1e-6)
+    with pytest.raises(ValueError, match="empty"):
+        surface.mask_surface(np.zeros((4, 4, 4)))
+
+
+def test_distance_between_concentric_spheres_is_the_radius_gap():
+    inner, _ = surface.mask_surface(_ball(6), (1.5, 1.5, 1.5))
+    outer, _ = surface.mask_surface(_ball(10), (1.5, 1.5, 1.5))
+    d = surface.distance_to_surface(inner, outer)
+    assert abs(float(np.median(d)) - 4 * 1.5) < 0.75  # within half a voxel of the true 6 mm gap
+    assert surface.distance_to_surface(inner, inner).max() == 0
+
+
+def test_plot_surfaces_colours_errors_by_distance():
+    truth, pred = _ball(8), _ball(8)
+    pred[28:34, 18:22, 18:22] = 1  # a false-positive bump
+    fig = surface.plot_surfaces(pred, truth, (1.0, 1.0, 1.0), step_size=2, title="bump")
+    assert len([ax for ax in fig.axes if ax.name == "3d"]) == 2
+    d = fig.distances_mm
+    assert d["pred"].max() > 4 and d["truth"].max() < 2  # the bump is far from the truth, not the other way
+    plt.close(fig)
+
+
+def test_stl_and_obj_files(tmp_path):
+    verts, faces = surface.mask_surface(_ball(4, (12, 12, 12), (6, 6, 6)), affine=np.diag([2.0, 2.0, 2.0, 1.0]))
+    stl = surface.write_stl(tmp_path / "m.stl", verts, faces, name="atrium").read_text().splitlines()
+    assert stl[0] == "solid atrium" and stl[-1] == "endsolid atrium"
+    assert sum(line.startswith("facet normal") for line in stl) == len(faces)
+    first = np.array(stl[3].split()[1:], dtype=float)
+    np.testing.assert_allclose(first, verts[faces[0, 0]] * [-1, -1, 1], atol=1e-5)  # RAS -> LPS for Slicer
+    obj = surface.write_obj(tmp_path / "m.obj", verts, faces, ras_to_lps=False).read_text().splitlines()
+    assert sum(line.startswith("v ") for line in obj) == len(verts)
+    assert obj[len(verts)] == f"f {faces[0, 0] + 1} {faces[0, 1] + 1} {faces[0, 2] + 1}"
+
+
+def test_surface_import_has_no_side_effects():
+    import subprocess
+    import sys
+
+    code = "import sys, heartseg_utils.surface, heartseg_utils.predict, heartseg_utils.export, heartseg_utils.dicom; " \
+           "print('matplotlib' in sys.modules, 'pydicom' in sys.modules, 'onnxruntime' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False", "False"]
