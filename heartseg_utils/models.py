@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+
 class DoubleConv(nn.Sequential):
     """Two 3x3x3 convolutions, each followed by batch norm and ReLU (the classic UNet block)."""
 
@@ -39,7 +40,9 @@ class UNet3D(nn.Module):
         features: channels per level, the last one is the bottleneck.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 2, features: tuple[int, ...] = (16, 32, 64, 128)) -> None:
+    def __init__(
+        self, in_channels: int = 1, out_channels: int = 2, features: tuple[int, ...] = (16, 32, 64, 128)
+    ) -> None:
         super().__init__()
         self.down = nn.ModuleList()
         ch = in_channels
@@ -132,8 +135,13 @@ class ModelSpec(NamedTuple):
     divisor: Callable[[dict[str, Any]], tuple[int, int, int]]  # merged kwargs -> per-axis (x, y, z) divisor
 
 
-_UNET = {"channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2), "num_res_units": 2, "norm": "batch",
-         "dropout": 0.2}
+_UNET = {
+    "channels": (16, 32, 64, 128, 256),
+    "strides": (2, 2, 2, 2),
+    "num_res_units": 2,
+    "norm": "batch",
+    "dropout": 0.2,
+}
 _DYN_STRIDES = ((1, 1, 1), (2, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2))
 
 # name -> builder, default kwargs, divisor: the one place a network family is named (adding one = one entry)
@@ -144,12 +152,19 @@ MODELS: dict[str, ModelSpec] = {
         {"init_filters": 16, "blocks_down": (1, 2, 2, 4), "blocks_up": (1, 1, 1), "dropout_prob": 0.2},
         lambda kw: (2 ** (len(kw["blocks_down"]) - 1),) * 3,
     ),
-    "unet3d_scratch": ModelSpec(UNet3D, {"features": (16, 32, 64, 128)}, lambda kw: (2 ** (len(kw["features"]) - 1),) * 3),
+    "unet3d_scratch": ModelSpec(
+        UNet3D, {"features": (16, 32, 64, 128)}, lambda kw: (2 ** (len(kw["features"]) - 1),) * 3
+    ),
     "unet2d": ModelSpec(_build_unet2d, _UNET, lambda kw: (*_stride_product(kw["strides"], 2), 1)),
     "dynunet": ModelSpec(
         _build_dynunet,
-        {"kernel_size": ((3, 3, 3),) * 5, "strides": _DYN_STRIDES, "filters": (16, 32, 64, 128, 256),
-         "norm_name": "instance", "res_block": False},
+        {
+            "kernel_size": ((3, 3, 3),) * 5,
+            "strides": _DYN_STRIDES,
+            "filters": (16, 32, 64, 128, 256),
+            "norm_name": "instance",
+            "res_block": False,
+        },
         lambda kw: _stride_product(kw["strides"]),
     ),
 }

@@ -171,7 +171,8 @@ def get_transforms(
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}.")
     if isinstance(pixdim, str):
         raise ValueError(
-            f"get_transforms needs concrete spacings, got pixdim={pixdim!r}: use pixdim=resolve_pixdim('auto', datalist)."
+            f"get_transforms needs concrete spacings, got pixdim={pixdim!r}: "
+            "use pixdim=resolve_pixdim('auto', datalist)."
         )
     keys = KEYS[:1] if stage == "infer" else KEYS
     xforms = _deterministic(mt, keys, resolve_pixdim(pixdim), divisor)
@@ -192,8 +193,12 @@ def _deterministic(mt: Any, keys: tuple[str, ...], spacing: Sequence[float], div
         mt.Orientationd(keys=keys, axcodes="RAS", labels=None),
         mt.Spacingd(keys=keys, pixdim=spacing, mode=modes),
         mt.CropForegroundd(
-            keys=keys, source_key="image", select_fn=is_positive, allow_smaller=True,
-            start_coord_key=None, end_coord_key=None,  # keep the data dict to image/label only
+            keys=keys,
+            source_key="image",
+            select_fn=is_positive,
+            allow_smaller=True,
+            start_coord_key=None,
+            end_coord_key=None,  # keep the data dict to image/label only
         ),
         mt.NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True),
         mt.DivisiblePadd(keys=keys, k=divisor if isinstance(divisor, int) else tuple(int(d) for d in divisor)),
@@ -205,15 +210,21 @@ def _random(mt: Any, roi: tuple[int, ...], num_samples: int, elastic: bool) -> l
     keys, modes = KEYS, ("bilinear", "nearest")
     xforms: list = [
         mt.SpatialPadd(keys=keys, spatial_size=roi),
-        mt.RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=num_samples),
+        mt.RandCropByPosNegLabeld(
+            keys=keys, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=num_samples
+        ),
         mt.RandFlipd(keys=keys, spatial_axis=0, prob=0.5),
     ]
     if roi[0] == roi[1]:  # a quarter turn of a non-square patch would change its shape
         xforms.append(mt.RandRotate90d(keys=keys, spatial_axes=(0, 1), prob=0.5))
     xforms.append(
         mt.RandAffined(
-            keys=keys, prob=0.5, rotate_range=(0.26, 0.26, 0.26),  # about +-15 degrees
-            scale_range=(0.1, 0.1, 0.1), mode=modes, padding_mode="zeros",
+            keys=keys,
+            prob=0.5,
+            rotate_range=(0.26, 0.26, 0.26),  # about +-15 degrees
+            scale_range=(0.1, 0.1, 0.1),
+            mode=modes,
+            padding_mode="zeros",
         )
     )
     if elastic:

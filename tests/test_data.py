@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
 import json
@@ -18,8 +17,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from _msd import AFFINE, make_msd, tree_digest, write_nifti
+
 from heartseg_utils import data
 from heartseg_utils.data import DatasetError
 
@@ -60,8 +59,16 @@ def test_import_is_light_and_side_effect_free():
 
 
 def test_public_functions_say_which_notebook_introduces_them():
-    for name in ["resolve_data_dir", "get_dataset_dir", "load_dataset_json", "load_datalist",
-                 "validate_dataset", "download_task02_heart", "train_val_split", "kfold_split"]:
+    for name in [
+        "resolve_data_dir",
+        "get_dataset_dir",
+        "load_dataset_json",
+        "load_datalist",
+        "validate_dataset",
+        "download_task02_heart",
+        "train_val_split",
+        "kfold_split",
+    ]:
         assert "Introduced in notebook 0" in getattr(data, name).__doc__, name
     assert "notebook 03" in data.train_val_split.__doc__
     assert "notebook 05" in data.kfold_split.__doc__
@@ -213,48 +220,85 @@ def _label_with(value, dtype):
 
 BAD_INPUTS = {
     # name: (break the folder, regex the message must match: file name + problem + fix)
-    "missing dataset.json": (lambda r: (r / "dataset.json").unlink(),
-                             r"dataset\.json is missing.*data_dir"),
-    "bad json": (lambda r: (r / "dataset.json").write_text('{"training": [,]}'),
-                 r"dataset\.json is not valid JSON.*line 1.*Fix the syntax"),
-    "no training key": (lambda r: _edit_json(r, lambda m: m.pop("training")),
-                        r"dataset\.json has no \"training\" key.*Add a \"training\" list"),
-    "empty training": (lambda r: _edit_json(r, lambda m: m.update(training=[])),
-                       r"dataset\.json lists no training cases.*Add image/label entries"),
-    "entry without label": (lambda r: _edit_json(r, lambda m: m["training"][1].pop("label")),
-                            r"dataset\.json: training entry 1 .*la_004.* has no \"label\""),
-    "missing image": (lambda r: _image(r).unlink(),
-                      r"Listed image .*imagesTr/la_004\.nii\.gz.* is missing.*Restore the file"),
-    "image without label": (lambda r: _label(r).unlink(),
-                            r"imagesTr/la_004\.nii\.gz has no label: .*labelsTr/la_004\.nii\.gz.*missing"),
-    "not a nifti": (lambda r: _image(r).write_bytes(b"this is not a NIfTI file" * 20),
-                    r"Image .*imagesTr/la_004\.nii\.gz cannot be read as NIfTI.*re-download"),
-    "damaged gzip": (lambda r: _label(r).write_bytes(gzip.compress(b"\x00" * 10)[:-8] + b"garbage!"),
-                 r"Label .*labelsTr/la_004\.nii\.gz cannot be read as NIfTI"),
-    "truncated image": (lambda r: _truncate(_image(r), 0.6),
-                        r"Image .*imagesTr/la_004\.nii\.gz is corrupt or truncated.*Re-download"),
-    "flipped bytes": (lambda r: _overwrite_middle(_image(r)),
-                      r"Image .*imagesTr/la_004\.nii\.gz is corrupt or truncated"),
-    "truncated label": (lambda r: _truncate(_label(r), 0.5),
-                        r"Label .*labelsTr/la_004\.nii\.gz (is corrupt or truncated|cannot be read)"),
-    "shape mismatch": (lambda r: _rewrite_label(r, np.zeros((8, 8, 5), np.uint8)),
-                       r"Shape mismatch for case la_004: image .*la_004\.nii\.gz is \(8, 8, 6\), "
-                       r"label .*la_004\.nii\.gz is \(8, 8, 5\)"),
-    "affine mismatch": (lambda r: _rewrite_label(r, affine=np.diag([1.25, 1.25, 1.5, 1.0])),
-                        r"Affine mismatch for case la_004: label .*labelsTr/la_004\.nii\.gz.*Resample"),
-    "nan voxel": (lambda r: _rewrite_image(r, lambda a: _set(a, (1, 2, 3), np.nan)),
-                  r"Image .*imagesTr/la_004\.nii\.gz has 1 NaN/inf voxel\(s\).*nan_to_num"),
-    "inf voxel": (lambda r: _rewrite_image(r, lambda a: _set(a, (0, 0, 0), np.inf)),
-                  r"Image .*imagesTr/la_004\.nii\.gz has 1 NaN/inf"),
-    "blank image": (lambda r: _rewrite_image(r, lambda a: a * 0),
-                    r"Image .*imagesTr/la_004\.nii\.gz is blank: every voxel is 0.*Re-export"),
-    "label value 2": (lambda r: _rewrite_label(r, _label_with(2, np.uint8)),
-                      r"Label .*labelsTr/la_004\.nii\.gz holds values \[2\] .*not keys of \"labels\""
-                      r".*allowed: \[0, 1\]"),
-    "interpolated label": (lambda r: _rewrite_label(r, _label_with(0.5, np.float32)),
-                           r"Label .*la_004\.nii\.gz holds values \[0\.5\].*nearest-neighbour"),
-    "duplicate case": (lambda r: _edit_json(r, lambda m: m["training"].append(m["training"][0])),
-                       r"case id 'la_003' appears twice"),
+    "missing dataset.json": (lambda r: (r / "dataset.json").unlink(), r"dataset\.json is missing.*data_dir"),
+    "bad json": (
+        lambda r: (r / "dataset.json").write_text('{"training": [,]}'),
+        r"dataset\.json is not valid JSON.*line 1.*Fix the syntax",
+    ),
+    "no training key": (
+        lambda r: _edit_json(r, lambda m: m.pop("training")),
+        r"dataset\.json has no \"training\" key.*Add a \"training\" list",
+    ),
+    "empty training": (
+        lambda r: _edit_json(r, lambda m: m.update(training=[])),
+        r"dataset\.json lists no training cases.*Add image/label entries",
+    ),
+    "entry without label": (
+        lambda r: _edit_json(r, lambda m: m["training"][1].pop("label")),
+        r"dataset\.json: training entry 1 .*la_004.* has no \"label\"",
+    ),
+    "missing image": (
+        lambda r: _image(r).unlink(),
+        r"Listed image .*imagesTr/la_004\.nii\.gz.* is missing.*Restore the file",
+    ),
+    "image without label": (
+        lambda r: _label(r).unlink(),
+        r"imagesTr/la_004\.nii\.gz has no label: .*labelsTr/la_004\.nii\.gz.*missing",
+    ),
+    "not a nifti": (
+        lambda r: _image(r).write_bytes(b"this is not a NIfTI file" * 20),
+        r"Image .*imagesTr/la_004\.nii\.gz cannot be read as NIfTI.*re-download",
+    ),
+    "damaged gzip": (
+        lambda r: _label(r).write_bytes(gzip.compress(b"\x00" * 10)[:-8] + b"garbage!"),
+        r"Label .*labelsTr/la_004\.nii\.gz cannot be read as NIfTI",
+    ),
+    "truncated image": (
+        lambda r: _truncate(_image(r), 0.6),
+        r"Image .*imagesTr/la_004\.nii\.gz is corrupt or truncated.*Re-download",
+    ),
+    "flipped bytes": (
+        lambda r: _overwrite_middle(_image(r)),
+        r"Image .*imagesTr/la_004\.nii\.gz is corrupt or truncated",
+    ),
+    "truncated label": (
+        lambda r: _truncate(_label(r), 0.5),
+        r"Label .*labelsTr/la_004\.nii\.gz (is corrupt or truncated|cannot be read)",
+    ),
+    "shape mismatch": (
+        lambda r: _rewrite_label(r, np.zeros((8, 8, 5), np.uint8)),
+        r"Shape mismatch for case la_004: image .*la_004\.nii\.gz is \(8, 8, 6\), "
+        r"label .*la_004\.nii\.gz is \(8, 8, 5\)",
+    ),
+    "affine mismatch": (
+        lambda r: _rewrite_label(r, affine=np.diag([1.25, 1.25, 1.5, 1.0])),
+        r"Affine mismatch for case la_004: label .*labelsTr/la_004\.nii\.gz.*Resample",
+    ),
+    "nan voxel": (
+        lambda r: _rewrite_image(r, lambda a: _set(a, (1, 2, 3), np.nan)),
+        r"Image .*imagesTr/la_004\.nii\.gz has 1 NaN/inf voxel\(s\).*nan_to_num",
+    ),
+    "inf voxel": (
+        lambda r: _rewrite_image(r, lambda a: _set(a, (0, 0, 0), np.inf)),
+        r"Image .*imagesTr/la_004\.nii\.gz has 1 NaN/inf",
+    ),
+    "blank image": (
+        lambda r: _rewrite_image(r, lambda a: a * 0),
+        r"Image .*imagesTr/la_004\.nii\.gz is blank: every voxel is 0.*Re-export",
+    ),
+    "label value 2": (
+        lambda r: _rewrite_label(r, _label_with(2, np.uint8)),
+        r"Label .*labelsTr/la_004\.nii\.gz holds values \[2\] .*not keys of \"labels\""
+        r".*allowed: \[0, 1\]",
+    ),
+    "interpolated label": (
+        lambda r: _rewrite_label(r, _label_with(0.5, np.float32)),
+        r"Label .*la_004\.nii\.gz holds values \[0\.5\].*nearest-neighbour",
+    ),
+    "duplicate case": (
+        lambda r: _edit_json(r, lambda m: m["training"].append(m["training"][0])),
+        r"case id 'la_003' appears twice",
+    ),
 }
 
 

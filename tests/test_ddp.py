@@ -27,9 +27,20 @@ REPO = Path(__file__).resolve().parents[1]
 TORCHRUN_TIMEOUT_S = 300  # a hung rendezvous or collective fails the test instead of blocking CI
 SNAPSHOT_AFTER = 10  # the probe copies run_dir after this epoch: an "interrupted" run to resume
 # a configuration that learns on tiny_msd in seconds: per process and step 1 volume x 4 patches of 32^3
-DDP_CONFIG = dict(max_epochs=12, seed=1, progress=False, pixdim=[2.5, 2.5, 2.74], roi_size=[32, 32, 32],
-                  batch_size=1, num_samples=4, val_fraction=0.34, lr=0.01, time_budget_min=0, patience=50,
-                  model_kwargs={"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1})
+DDP_CONFIG = dict(
+    max_epochs=12,
+    seed=1,
+    progress=False,
+    pixdim=[2.5, 2.5, 2.74],
+    roi_size=[32, 32, 32],
+    batch_size=1,
+    num_samples=4,
+    val_fraction=0.34,
+    lr=0.01,
+    time_budget_min=0,
+    patience=50,
+    model_kwargs={"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
+)
 
 
 def _flags(config: dict) -> list[str]:
@@ -41,10 +52,23 @@ def _torchrun(target: list[str], config: dict, env: dict | None = None) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={port}", *target, *_flags(config)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           **(env or {})}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        *target,
+        *_flags(config),
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        **(env or {}),
+    }
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TORCHRUN_TIMEOUT_S, cwd=REPO)
     assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
 
@@ -79,8 +103,10 @@ def test_notebook_03_defaults_are_the_command_line_defaults() -> None:
     assert {k: normalise(v) for k, v in parser_defaults.items()} == notebook
 
 
-@pytest.mark.parametrize("text, value", [("true", True), ("True", True), ("1", True), ("false", False),
-                                         ("False", False), ("0", False), ("no", False)])
+@pytest.mark.parametrize(
+    "text, value",
+    [("true", True), ("True", True), ("1", True), ("false", False), ("False", False), ("0", False), ("no", False)],
+)
 def test_boolean_flags_parse(text: str, value: bool) -> None:
     assert T._flag_parser(False)(text) is value
 
@@ -157,7 +183,9 @@ def test_reduced_validation_dice_equals_one_process_validating_the_checkpoint(dd
     cfg = T.TrainConfig(**{f.name: saved[f.name] for f in dataclasses.fields(T.TrainConfig)})
     model = T.model_from_config(saved)
     model.load_state_dict(torch.load(run / "last.pt", weights_only=True)["model"])
-    loader = DataLoader(Dataset(split_items(run, split="validation"), T.transforms_from_config(saved, "val")), batch_size=1)
+    loader = DataLoader(
+        Dataset(split_items(run, split="validation"), T.transforms_from_config(saved, "val")), batch_size=1
+    )
     dice = T.validate(model, loader, cfg, torch.device("cpu"), None)
     assert abs(dice - float(_history(run)[-1]["val_dice"])) < 1e-5
 

@@ -7,10 +7,13 @@ import torch
 
 from heartseg_utils.models import MODEL_NAMES, MODELS, count_parameters, get_model, model_kwargs, required_divisor
 
-SMALL = {"unet": {"channels": (4, 8, 16), "strides": (2, 2)}, "segresnet": {"init_filters": 8},
-         "unet3d_scratch": {"features": (4, 8, 16)}, "unet2d": {"channels": (4, 8, 16), "strides": (2, 2)},
-         "dynunet": {"kernel_size": [[3, 3, 3]] * 3, "strides": [[1, 1, 1], [2, 2, 1], [2, 2, 2]],
-                     "filters": [4, 8, 16]}}
+SMALL = {
+    "unet": {"channels": (4, 8, 16), "strides": (2, 2)},
+    "segresnet": {"init_filters": 8},
+    "unet3d_scratch": {"features": (4, 8, 16)},
+    "unet2d": {"channels": (4, 8, 16), "strides": (2, 2)},
+    "dynunet": {"kernel_size": [[3, 3, 3]] * 3, "strides": [[1, 1, 1], [2, 2, 1], [2, 2, 2]], "filters": [4, 8, 16]},
+}
 
 
 def test_names_derive_from_the_registry() -> None:
@@ -29,14 +32,23 @@ def test_every_model_maps_a_patch_to_logits(name: str) -> None:
 
 def test_unet_default_is_the_deep_dive_configuration() -> None:
     model = get_model("unet")
-    assert (model.channels, model.strides, model.num_res_units, model.dropout) == ((16, 32, 64, 128, 256), (2, 2, 2, 2), 2, 0.2)
+    assert (model.channels, model.strides, model.num_res_units, model.dropout) == (
+        (16, 32, 64, 128, 256),
+        (2, 2, 2, 2),
+        2,
+        0.2,
+    )
     assert count_parameters(model) == 4_808_917  # MONAI UNet 16-256, 2 res units, 2 outputs
     assert required_divisor("unet") == (16, 16, 16)
 
 
 def test_per_axis_strides_give_per_axis_divisors_and_shapes() -> None:
     """Thick slices: no pooling along z in the first level; the divisor and the network agree."""
-    kw = {"channels": [4, 8, 16], "strides": [[2, 2, 1], [2, 2, 2]], "num_res_units": 1}  # JSON lists, as in config.json
+    kw = {
+        "channels": [4, 8, 16],
+        "strides": [[2, 2, 1], [2, 2, 2]],
+        "num_res_units": 1,
+    }  # JSON lists, as in config.json
     assert required_divisor("unet", kw) == (4, 4, 2)
     assert model_kwargs("unet", kw)["strides"] == ((2, 2, 1), (2, 2, 2))
     with torch.no_grad():
