@@ -640,8 +640,9 @@ def split_cases(
     missing = [c for c in split[key] if c not in by_case]
     if missing:
         raise ValueError(
-            f"{key} cases {missing[:5]} of {path} are not in the dataset searched; the run was trained "
-            f"on {split.get('dataset_dir', 'another dataset')}: pass that folder as data_dir"
+            f"{key} cases {missing[:5]} of {path} are not in the dataset searched: wrong data_dir? The run was "
+            f"trained on {split.get('dataset_dir', 'another dataset')}; pass that folder as data_dir, "
+            "or use split='all'"
         )
     return [by_case[c] for c in split[key]]
 

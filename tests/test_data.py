@@ -452,3 +452,48 @@ def test_kfold_seeded_and_errors():
         data.kfold_split(CASES[:3], 4)
     with pytest.raises(ValueError, match="n_folds"):
         data.kfold_split(CASES, 1)
+
+
+def test_holdout_then_kfold_sets_aside_then_partitions():
+    holdout, folds = data.holdout_then_kfold(CASES, n_folds=3, holdout_fraction=0.2, seed=5)
+    assert len(holdout) == 4 and len(folds) == 3
+    validated = sum((_ids(v) for _, v in folds), [])
+    assert sorted(validated + _ids(holdout)) == sorted(_ids(CASES))  # every case: holdout or validated once
+    assert all(set(_ids(t)).isdisjoint(_ids(holdout)) for t, _ in folds)
+    assert data.holdout_then_kfold(CASES, 3, 0.0, 5)[0] == []
+    split = data.make_split(CASES, seed=5, n_folds=3, fold=1, holdout_fraction=0.2)
+    assert (split["holdout"], split["validation"]) == (holdout, folds[1][1])
+    plain = data.make_split(CASES, seed=0, val_fraction=0.2)
+    assert (plain["train"], plain["validation"], plain["holdout"]) == (*data.train_val_split(CASES, 0.2, 0), [])
+
+
+def test_read_split_and_split_cases(tmp_path):
+    items = [{"case": c, "image": f"/x/{c}"} for c in ("a", "b", "c")]
+    with pytest.raises(FileNotFoundError, match="split.json is missing"):
+        data.read_split(tmp_path)
+    (tmp_path / "split.json").write_text("{not json")
+    with pytest.raises(ValueError, match="split.json is not valid JSON"):
+        data.read_split(tmp_path)
+    (tmp_path / "split.json").write_text(json.dumps({"train": ["a"]}))
+    with pytest.raises(ValueError, match="needs 'train' and 'validation'"):
+        data.read_split(tmp_path)
+    data.write_json({"dataset_dir": "/nowhere", "train": ["c", "a"], "validation": ["b"]}, tmp_path / "split.json")
+    assert data.split_cases(tmp_path, "train", items) == [items[2], items[0]]
+    with pytest.raises(KeyError, match="no 'holdout' list"):
+        data.split_cases(tmp_path, "holdout", items)
+    with pytest.raises(ValueError, match=r"validation cases \['b'\].*wrong data_dir"):
+        data.split_cases(tmp_path, "validation", items[:1])
+
+
+def test_write_atomic_replaces_whole_files_only(tmp_path):
+    target = tmp_path / "x.json"
+    data.write_json({"a": 1}, target)
+
+    def crash(tmp):
+        tmp.write_text('{"a": ')
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        data.write_atomic(target, crash)
+    assert json.loads(target.read_text()) == {"a": 1}  # the old content survives a crash
+    assert data.write_atomic(target, lambda p: p.write_text("{}")) == target and json.loads(target.read_text()) == {}

@@ -172,7 +172,7 @@ def test_cli_uses_the_notebook_parameter_names(tiny_config: dict) -> None:
         ({"model_name": "vnet"}, "unknown model_name 'vnet'"),
         ({"loss_name": "focal"}, "unknown loss_name 'focal'.*dicece, dice, bce"),
         ({"roi_size": [18, 16, 16]}, r"divisible by \(4, 4, 4\)"),
-        ({"model_kwargs": {"channels": [4, 8, 16], "strides": [[2, 2, 1], 2]}, "roi_size": [16, 16, 6]},
+        ({"model_kwargs": {"channels": [4, 8, 16], "strides": [[2, 2, 1], 2]}, "roi_size": [16, 16, 7]},
          r"divisible by \(4, 4, 2\)"),
         ({"amp": "maybe"}, "unknown amp 'maybe'"),
         ({"device": "tpu"}, "unknown device 'tpu'"),
