@@ -288,74 +288,85 @@ def validate_dataset(dataset_dir: str | os.PathLike[str], *, check_voxels: bool 
                 "Remove the duplicate entry."
             )
         seen[item["case"]] = item["image"]
-
-    allowed: set[float] | None = None
-    if "labels" in meta:
-        try:
-            allowed = {float(int(k)) for k in meta["labels"]}
-        except (TypeError, ValueError) as exc:
-            raise DatasetError(
-                f'{json_path}: "labels" keys must be integer class ids as strings, e.g. {{"0": "background"}}.'
-            ) from exc
-
+    allowed = _allowed_label_values(meta, json_path)
     for item in items:
-        image_path, label_path = Path(item["image"]), Path(item["label"])
-        if not image_path.is_file():
-            raise DatasetError(
-                f"Listed image {image_path} (case {item['case']}, in {json_path}) is missing. "
-                "Restore the file or remove its entry from dataset.json."
-            )
-        if not label_path.is_file():
-            raise DatasetError(
-                f"Image {image_path} has no label: {label_path} (listed in {json_path}) is missing. "
-                'Add the label file, or move the image to the "test" section of dataset.json.'
-            )
-        img = _load_header(image_path, "Image")
-        lbl = _load_header(label_path, "Label")
-        img_shape, lbl_shape = tuple(img.shape), tuple(lbl.shape)
-        if len(img_shape) not in (3, 4) or len(lbl_shape) != 3 or img_shape[:3] != lbl_shape:
-            raise DatasetError(
-                f"Shape mismatch for case {item['case']}: image {image_path} is {img_shape}, "
-                f"label {label_path} is {lbl_shape}; the label must have the image's spatial shape "
-                "(3D label, 3D or 4D image). Re-export the label on the image's voxel grid."
-            )
-        if not np.allclose(img.affine, lbl.affine, rtol=0.0, atol=AFFINE_ATOL):
-            raise DatasetError(
-                f"Affine mismatch for case {item['case']}: label {label_path} is not on the voxel grid of image "
-                f"{image_path} (max difference {np.abs(img.affine - lbl.affine).max():.4g} > {AFFINE_ATOL}). "
-                "Resample the label onto the image (nearest-neighbour) or fix its header."
-            )
-        if not check_voxels:
-            continue
-        image = _load_voxels(img, image_path, "Image")
-        if image.dtype.kind in "fc":
-            bad = int(np.count_nonzero(~np.isfinite(image)))
-            if bad:
-                raise DatasetError(
-                    f"Image {image_path} has {bad} NaN/inf voxel(s). Re-export the volume, or replace them "
-                    "with finite values (e.g. numpy.nan_to_num) and save it under a new name."
-                )
-        if image.size and float(image.min()) == float(image.max()):
-            raise DatasetError(
-                f"Image {image_path} is blank: every voxel is {float(image.min()):g}. A z-score of a constant volume "
-                "divides by a standard deviation of 0 (NaN). Re-export the scan or remove the case from dataset.json."
-            )
-        del image
-        label = _load_voxels(lbl, label_path, "Label")
-        if allowed is not None:
-            values = np.unique(label)
-            stray = [v for v in values.tolist() if float(v) not in allowed]
-            if stray:
-                shown = ", ".join(f"{v:g}" for v in stray[:8]) + (" ..." if len(stray) > 8 else "")
-                raise DatasetError(
-                    f'Label {label_path} holds values [{shown}] that are not keys of "labels" in {json_path} '
-                    f"(allowed: {sorted(int(a) for a in allowed)}). Labels must be integer class ids: resample "
-                    'them with nearest-neighbour interpolation, or add the class to "labels".'
-                )
-        del label
+        img, lbl = _check_case_headers(item, json_path)
+        if check_voxels:
+            _check_case_voxels(item, img, lbl, allowed, json_path)
         img.uncache()
         lbl.uncache()
     return items
+
+
+def _allowed_label_values(meta: dict, json_path: Path) -> set[float] | None:
+    """The class ids of dataset.json's ``"labels"`` as floats; None where it has no ``"labels"``."""
+    if "labels" not in meta:
+        return None
+    try:
+        return {float(int(k)) for k in meta["labels"]}
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(
+            f'{json_path}: "labels" keys must be integer class ids as strings, e.g. {{"0": "background"}}.'
+        ) from exc
+
+
+def _check_case_headers(item: dict, json_path: Path) -> tuple[Any, Any]:
+    """Both files of a case exist, and their headers agree on shape and affine; returns the two nibabel images."""
+    image_path, label_path = Path(item["image"]), Path(item["label"])
+    if not image_path.is_file():
+        raise DatasetError(
+            f"Listed image {image_path} (case {item['case']}, in {json_path}) is missing. "
+            "Restore the file or remove its entry from dataset.json."
+        )
+    if not label_path.is_file():
+        raise DatasetError(
+            f"Image {image_path} has no label: {label_path} (listed in {json_path}) is missing. "
+            'Add the label file, or move the image to the "test" section of dataset.json.'
+        )
+    img = _load_header(image_path, "Image")
+    lbl = _load_header(label_path, "Label")
+    img_shape, lbl_shape = tuple(img.shape), tuple(lbl.shape)
+    if len(img_shape) not in (3, 4) or len(lbl_shape) != 3 or img_shape[:3] != lbl_shape:
+        raise DatasetError(
+            f"Shape mismatch for case {item['case']}: image {image_path} is {img_shape}, "
+            f"label {label_path} is {lbl_shape}; the label must have the image's spatial shape "
+            "(3D label, 3D or 4D image). Re-export the label on the image's voxel grid."
+        )
+    if not np.allclose(img.affine, lbl.affine, rtol=0.0, atol=AFFINE_ATOL):
+        raise DatasetError(
+            f"Affine mismatch for case {item['case']}: label {label_path} is not on the voxel grid of image "
+            f"{image_path} (max difference {np.abs(img.affine - lbl.affine).max():.4g} > {AFFINE_ATOL}). "
+            "Resample the label onto the image (nearest-neighbour) or fix its header."
+        )
+    return img, lbl
+
+
+def _check_case_voxels(item: dict, img: Any, lbl: Any, allowed: set[float] | None, json_path: Path) -> None:
+    """The voxels decompress, the image is finite and not blank, the label holds only allowed class ids."""
+    image_path, label_path = Path(item["image"]), Path(item["label"])
+    image = _load_voxels(img, image_path, "Image")
+    if image.dtype.kind in "fc":
+        bad = int(np.count_nonzero(~np.isfinite(image)))
+        if bad:
+            raise DatasetError(
+                f"Image {image_path} has {bad} NaN/inf voxel(s). Re-export the volume, or replace them "
+                "with finite values (e.g. numpy.nan_to_num) and save it under a new name."
+            )
+    if image.size and float(image.min()) == float(image.max()):
+        raise DatasetError(
+            f"Image {image_path} is blank: every voxel is {float(image.min()):g}. A z-score of a constant volume "
+            "divides by a standard deviation of 0 (NaN). Re-export the scan or remove the case from dataset.json."
+        )
+    del image
+    values = np.unique(_load_voxels(lbl, label_path, "Label"))  # also catches a truncated label file
+    stray = [] if allowed is None else [v for v in values.tolist() if float(v) not in allowed]
+    if stray:
+        shown = ", ".join(f"{v:g}" for v in stray[:8]) + (" ..." if len(stray) > 8 else "")
+        raise DatasetError(
+            f'Label {label_path} holds values [{shown}] that are not keys of "labels" in {json_path} '
+            f"(allowed: {sorted(int(a) for a in allowed)}). Labels must be integer class ids: resample "
+            'them with nearest-neighbour interpolation, or add the class to "labels".'
+        )
 
 
 # --------------------------------------------------------------------------------------------------
