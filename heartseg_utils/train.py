@@ -435,13 +435,13 @@ def save_best(path: Path, net: torch.nn.Module, epoch: int, val_dice: float) -> 
     write_atomic(path, lambda tmp: torch.save(best, tmp))
 
 
-def save_checkpoint(path: Path, net, optimizer, scheduler, scaler, state: dict, history: list) -> None:
+def save_checkpoint(path: Path, run: Run, state: dict[str, Any], history: list[dict[str, Any]]) -> None:
     """Write ``last.pt`` atomically: everything :func:`load_checkpoint` needs to continue. Notebook 03."""
     ckpt = {
-        "model": net.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else {},
+        "model": run.net.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else {},
         "epoch": len(history),
         "state": dict(state),
         "history": list(history),
@@ -449,19 +449,19 @@ def save_checkpoint(path: Path, net, optimizer, scheduler, scaler, state: dict, 
     write_atomic(path, lambda tmp: torch.save(ckpt, tmp))
 
 
-def load_checkpoint(path: Path, net, optimizer, scheduler, scaler, device: torch.device) -> tuple[dict, list]:
-    """Restore what :func:`save_checkpoint` wrote (``weights_only=True``). Introduced in notebook 03.
+def load_checkpoint(path: Path, run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Restore what :func:`save_checkpoint` wrote into ``run`` (``weights_only=True``). Introduced in notebook 03.
 
     Returns:
-        ``(state, history)``: early-stopping state and the epochs so far (the checkpoint, not history.csv,
-        is the source of truth).
+        ``(state, history)``: the bookkeeping of :func:`new_state` and the epochs so far (the checkpoint, not
+        history.csv, is the source of truth).
     """
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    net.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scaler.load_state_dict(ckpt["scaler"])
-    if scheduler is not None:
-        scheduler.load_state_dict(ckpt["scheduler"])
+    ckpt = torch.load(path, map_location=run.ddp.device, weights_only=True)
+    run.net.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scaler.load_state_dict(ckpt["scaler"])
+    if run.scheduler is not None:
+        run.scheduler.load_state_dict(ckpt["scheduler"])
     return {**new_state(), **ckpt["state"]}, list(ckpt["history"])
 
 
@@ -607,28 +607,18 @@ class Run:
     val_ds: Any
 
 
-def build_run(
-    cfg: TrainConfig, run_dir: Path, ddp: distributed.Distributed, amp_dtype: torch.dtype | None, data: Data
-) -> Run:
+def build_run(data: Data, run_dir: Path, ddp: distributed.Distributed, amp_dtype: torch.dtype | None) -> Run:
     """Build the network (same initial weights in every process), loss, optimiser, schedule and scaler."""
+    cfg = data.cfg
     seed_epoch(cfg.seed, 0)
     net = model_from_config(config_dict(cfg)).to(ddp.device)
     model = distributed.wrap(net, ddp)  # DDP: DistributedDataParallel under torchrun, net itself otherwise
     optimizer = OPTIMIZERS[cfg.optimizer_name](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler(ddp.device.type, enabled=amp_dtype == torch.float16)
+    scheduler = SCHEDULERS[cfg.scheduler_name](optimizer)
+    scaler = torch.amp.GradScaler(ddp.device.type, enabled=amp_dtype == torch.float16)  # fp16 only
+    loss_fn = make_loss(cfg.loss_name)
     return Run(
-        cfg,
-        run_dir,
-        ddp,
-        net,
-        model,
-        make_loss(cfg.loss_name),
-        optimizer,
-        SCHEDULERS[cfg.scheduler_name](optimizer),
-        scaler,
-        amp_dtype,
-        data.train_ds,
-        data.val_ds,
+        cfg, run_dir, ddp, net, model, loss_fn, optimizer, scheduler, scaler, amp_dtype, data.train_ds, data.val_ds
     )
 
 
@@ -677,7 +667,7 @@ def _epoch_loader(run: Run, epoch: int, sampler: Any) -> Any:
 # The loop
 # --------------------------------------------------------------------------------------------------
 def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]]) -> str:
-    """The epoch loop: train, validate, schedule, checkpoint, stop early. Introduced in notebook 03.
+    """The epoch loop: train, validate, schedule, checkpoint, stop. Introduced in notebook 03.
 
     Returns:
         Why it stopped: ``"max_epochs"``, ``"time_budget"`` or ``"early_stopping"``.
@@ -685,57 +675,54 @@ def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]]) -> str:
     from monai.data import ThreadDataLoader
     from tqdm.auto import tqdm
 
-    cfg, master = run.cfg, run.ddp.master
+    cfg, device, master = run.cfg, run.ddp.device, run.ddp.master
     sampler = distributed.train_sampler(run.train_ds, run.ddp, cfg.seed)  # DDP: a disjoint share per process
     val_loader = ThreadDataLoader(distributed.shard(run.val_ds, run.ddp), batch_size=1, num_workers=0)  # DDP
     first = len(history) + 1
-    bar = tqdm(
-        range(first, cfg.max_epochs + 1),
-        desc="epochs",
-        initial=first - 1,
-        total=cfg.max_epochs,
-        disable=not (cfg.progress and master),
-    )
+    epochs = range(first, cfg.max_epochs + 1)
+    bar = tqdm(epochs, desc="epochs", initial=first - 1, total=cfg.max_epochs, disable=not (cfg.progress and master))
     session_s, last_s = 0.0, 0.0  # the time budget applies to this call: resume=True gets a fresh one
     for epoch in bar:
         if cfg.time_budget_min and session_s + last_s > cfg.time_budget_min * 60:
             return "time_budget"
         t0, lr = time.perf_counter(), run.optimizer.param_groups[0]["lr"]
         loader = _epoch_loader(run, epoch, sampler)
-        loss = train_one_epoch(run.model, loader, run.loss_fn, run.optimizer, run.scaler, run.ddp.device, run.amp_dtype)
+        loss = train_one_epoch(run.model, loader, run.loss_fn, run.optimizer, run.scaler, device, run.amp_dtype)
         loss = distributed.mean_over_processes(loss, run.ddp)  # DDP
         distributed.sync_buffers(run.net, run.ddp)  # DDP: keep rank 0's batch-norm statistics
-        dice = validate(run.net, val_loader, cfg, run.ddp.device, run.amp_dtype, run.ddp)
+        dice = validate(run.net, val_loader, cfg, device, run.amp_dtype, run.ddp)
         last_s = distributed.reduce([time.perf_counter() - t0], run.ddp, "max")[0]  # DDP: identical decisions
         session_s += last_s
         planned = planned_epochs(cfg, epoch, session_s, epoch - first + 1)
         step_scheduler(run.scheduler, dice, progress=epoch / planned)
         history.append(
-            {
-                "epoch": epoch,
-                "train_loss": round(loss, 6),
-                "val_dice": round(dice, 6),
-                "lr": lr,
-                "planned_epochs": planned,
-                "epoch_seconds": round(last_s, 3),
-            }
+            dict(zip(HISTORY_FIELDS, (epoch, round(loss, 6), round(dice, 6), lr, planned, round(last_s, 3))))
         )
-        improved = dice > state["best_val_dice"]
-        state["train_seconds"] += last_s
-        state["planned_epochs"] = planned
-        if improved:
-            state.update(best_val_dice=dice, best_epoch=epoch, bad_epochs=0)
-        elif patience_counts(cfg, epoch / planned):
-            state["bad_epochs"] += 1
+        improved = track_best(state, cfg, epoch, dice, planned, last_s)
         if master:
             if improved:
                 save_best(run.run_dir / "best_model.pt", run.net, epoch, dice)
-            save_checkpoint(run.run_dir / "last.pt", run.net, run.optimizer, run.scheduler, run.scaler, state, history)
+            save_checkpoint(run.run_dir / "last.pt", run, state, history)
             write_history(history, run.run_dir / "history.csv")
         bar.set_postfix(loss=f"{loss:.3f}", dice=f"{dice:.3f}", best=f"{state['best_val_dice']:.3f}")
         if state["bad_epochs"] >= cfg.patience:
             return "early_stopping"
     return "max_epochs"
+
+
+def track_best(state: dict[str, Any], cfg: TrainConfig, epoch: int, dice: float, planned: int, seconds: float) -> bool:
+    """Update the run's bookkeeping after an epoch; True when validation Dice improved. Introduced in notebook 03.
+
+    A better Dice resets the early-stopping count; a worse one adds to it once :func:`patience_counts` allows.
+    """
+    state["train_seconds"] += seconds
+    state["planned_epochs"] = planned
+    if dice > state["best_val_dice"]:
+        state.update(best_val_dice=dice, best_epoch=epoch, bad_epochs=0)
+        return True
+    if patience_counts(cfg, epoch / planned):
+        state["bad_epochs"] += 1
+    return False
 
 
 def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
@@ -745,43 +732,24 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
         config: a :class:`TrainConfig` or a dict of its fields (e.g. notebook 03's parameters).
 
     Returns:
-        The contents of ``metrics.json``: ``best_val_dice``, ``best_epoch``, ``epochs_run``, ``planned_epochs``,
-        ``train_seconds``, ``device``, ``amp``, ``amp_reason``, ``stopped_because`` and ``world_size``
-        (processes; 1 unless launched by torchrun, where every process returns the same dict and only rank 0 writes).
+        The contents of ``metrics.json`` (:func:`run_metrics`); under torchrun every process returns the
+        same dict and only rank 0 writes.
     """
     from monai.data import set_track_meta
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig(**config)
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.resume and not (run_dir / "last.pt").exists():
-        raise FileNotFoundError(f"resume=True but {run_dir / 'last.pt'} does not exist; run once with resume=False")
+    run_dir = open_run_dir(cfg)
     ddp = distributed.setup(resolve_device(cfg.device))  # DDP: rank 0 of 1 without torchrun
     try:
         amp_dtype, amp_reason = distributed.broadcast(amp_decision(cfg.amp, ddp.device), ddp)  # DDP: one decision
         data = prepare_data(cfg, run_dir, ddp.device)
         set_track_meta(False)  # plain tensors from here on: faster, and metadata is not needed for training
-        run = build_run(data.cfg, run_dir, ddp, amp_dtype, data)
-        state, history = new_state(), []
-        if cfg.resume:
-            state, history = load_checkpoint(
-                run_dir / "last.pt", run.net, run.optimizer, run.scheduler, run.scaler, ddp.device
-            )
+        run = build_run(data, run_dir, ddp, amp_dtype)
+        state, history = load_checkpoint(run_dir / "last.pt", run) if cfg.resume else (new_state(), [])
         if ddp.master:
-            _write_run_files(run, data, history, amp_reason)
+            write_run_files(run, data, history, amp_reason)
         stopped = fit(run, state, history)
-        metrics = {
-            "best_val_dice": round(state["best_val_dice"], 6),
-            "best_epoch": state["best_epoch"],
-            "epochs_run": len(history),
-            "planned_epochs": state["planned_epochs"] or run.cfg.max_epochs,
-            "train_seconds": round(state["train_seconds"], 2),
-            "device": str(ddp.device),
-            "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
-            "amp_reason": amp_reason,
-            "stopped_because": stopped,
-            "world_size": ddp.world,
-        }
+        metrics = run_metrics(run, state, history, stopped, amp_reason)
         if ddp.master:
             write_json(metrics, run_dir / "metrics.json")
     finally:
@@ -790,7 +758,32 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def _write_run_files(run: Run, data: Data, history: list[dict[str, Any]], amp_reason: str) -> None:
+def open_run_dir(cfg: TrainConfig) -> Path:
+    """Create ``run_dir``; with ``resume=True`` it must hold a ``last.pt``."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.resume and not (run_dir / "last.pt").exists():
+        raise FileNotFoundError(f"resume=True but {run_dir / 'last.pt'} does not exist; run once with resume=False")
+    return run_dir
+
+
+def run_metrics(run: Run, state: dict, history: list, stopped: str, amp_reason: str) -> dict[str, Any]:
+    """The content of ``metrics.json`` (docs/contract.md)."""
+    return {
+        "best_val_dice": round(state["best_val_dice"], 6),
+        "best_epoch": state["best_epoch"],
+        "epochs_run": len(history),
+        "planned_epochs": state["planned_epochs"] or run.cfg.max_epochs,
+        "train_seconds": round(state["train_seconds"], 2),
+        "device": str(run.ddp.device),
+        "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
+        "amp_reason": amp_reason,
+        "stopped_because": stopped,
+        "world_size": run.ddp.world,
+    }
+
+
+def write_run_files(run: Run, data: Data, history: list[dict[str, Any]], amp_reason: str) -> None:
     """Write config.json, split.json, plan.json (planned runs) and, on resume, history.csv; print a summary."""
     from heartseg_utils.models import count_parameters
 

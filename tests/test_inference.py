@@ -177,3 +177,19 @@ def test_largest_component_keeps_only_the_biggest_blob() -> None:
     mask[0, 11, 11] = 1  # a stray voxel
     kept = largest_component(mask)
     assert kept.sum() == 125 and kept[5:10, 5:10, 5:10].all() and kept.dtype == np.uint8
+
+
+def test_prediction_asks_the_training_amp_decision(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inference takes its precision from train.amp_decision ("off" only where the run trained in fp32 by choice)."""
+    model, config = I.load_run(run_dir, "cpu")
+    image = I.split_items(run_dir)[0]["image"]
+    asked = []
+    real = I.amp_decision
+    monkeypatch.setattr(I, "amp_decision", lambda amp, device: asked.append(amp) or real("off", device))
+    fp32 = I.predict_case(model, config, image)
+    I.predict_case(model, {**config, "amp": "off"}, image)
+    assert asked == ["auto", "off"]
+    monkeypatch.setattr(I, "amp_decision", lambda amp, device: real("on", device))  # bf16 on the CPU
+    bf16 = I.predict_case(model, config, image)
+    assert bf16["mask"].shape == fp32["mask"].shape
+    assert np.abs(bf16["probability"] - fp32["probability"]).max() < 0.1  # same model, 8-bit mantissa

@@ -71,8 +71,12 @@ def test_same_seed_same_history(tiny_config: dict, tmp_path: Path, amp: str) -> 
 
 def test_epoch_seeds_never_collide() -> None:
     """The old seed * 1000 + epoch + 1_000_000 * rank collided (seed 0, epoch 1000 = seed 1, epoch 0)."""
-    seeds = {T.seed_epoch(seed, epoch, rank=rank).initial_seed() for seed in (0, 1) for rank in (0, 1)
-             for epoch in (0, 1, 1000)}
+    seeds = {
+        T.seed_epoch(seed, epoch, rank=rank).initial_seed()
+        for seed in (0, 1)
+        for rank in (0, 1)
+        for epoch in (0, 1, 1000)
+    }
     assert len(seeds) == 12
 
 
@@ -172,8 +176,10 @@ def test_cli_uses_the_notebook_parameter_names(tiny_config: dict) -> None:
         ({"model_name": "vnet"}, "unknown model_name 'vnet'"),
         ({"loss_name": "focal"}, "unknown loss_name 'focal'.*dicece, dice, bce"),
         ({"roi_size": [18, 16, 16]}, r"divisible by \(4, 4, 4\)"),
-        ({"model_kwargs": {"channels": [4, 8, 16], "strides": [[2, 2, 1], 2]}, "roi_size": [16, 16, 7]},
-         r"divisible by \(4, 4, 2\)"),
+        (
+            {"model_kwargs": {"channels": [4, 8, 16], "strides": [[2, 2, 1], 2]}, "roi_size": [16, 16, 7]},
+            r"divisible by \(4, 4, 2\)",
+        ),
         ({"amp": "maybe"}, "unknown amp 'maybe'"),
         ({"device": "tpu"}, "unknown device 'tpu'"),
     ],
