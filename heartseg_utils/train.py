@@ -285,25 +285,32 @@ def cpu_bf16_flags() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def probe_cpu_bf16(channels: int = 16, side: int = 24, repeats: int = 2) -> tuple[float, float]:
-    """Seconds of one Conv3d forward + backward (batch 2, ``side``³, ``channels``) in fp32 and in bf16 autocast.
+def probe_cpu_bf16(channels: int = 16, side: int = 32, repeats: int = 2) -> tuple[float, float]:
+    """Best seconds of one forward + backward of a small UNet-like block in fp32 and in bf16 autocast.
 
-    Introduced in notebook 03. Well under a second; computed once per process; leaves the random state alone.
+    Introduced in notebook 03. The block (conv, batch norm, PReLU, strided conv, transposed conv; batch 2,
+    ``side``³, ``channels``) has the layer types of the series' UNet: a lone Conv3d measured bf16 slower on a
+    CPU where whole UNet steps run faster in bf16. fp32 and bf16 runs alternate, so a load change hits both.
+    Well under a second on an idle CPU; computed once per process; leaves the random state alone.
     """
-    timings = []
+    nn = torch.nn
+    best = {None: math.inf, torch.bfloat16: math.inf}
     with torch.random.fork_rng(devices=[]):
-        conv = torch.nn.Conv3d(channels, channels, 3, padding=1)
-        x = torch.randn(2, channels, side, side, side)
-        for dtype in (None, torch.bfloat16):
-            best = math.inf
-            for _ in range(repeats + 1):  # the first run warms up
+        net = nn.Sequential(
+            nn.Conv3d(1, channels, 3, padding=1), nn.BatchNorm3d(channels), nn.PReLU(),
+            nn.Conv3d(channels, channels, 3, stride=2, padding=1), nn.BatchNorm3d(channels), nn.PReLU(),
+            nn.ConvTranspose3d(channels, channels, 3, stride=2, padding=1, output_padding=1), nn.Conv3d(channels, 2, 1),
+        )  # fmt: skip
+        x = torch.randn(2, 1, side, side, side)
+        for i in range(repeats + 1):  # round 0 warms both paths up
+            for dtype in best:
                 t0 = time.perf_counter()
                 with autocast(torch.device("cpu"), dtype):
-                    out = conv(x)
+                    out = net(x)
                 out.float().mean().backward()
-                best = min(best, time.perf_counter() - t0)
-            timings.append(best)
-    return timings[0], timings[1]
+                if i:
+                    best[dtype] = min(best[dtype], time.perf_counter() - t0)
+    return best[None], best[torch.bfloat16]
 
 
 def amp_decision(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
@@ -311,7 +318,8 @@ def amp_decision(amp: str, device: torch.device) -> tuple[torch.dtype | None, st
 
     CUDA: bf16, or fp16 (with a gradient scaler) where the GPU has no bf16. CPU: ``"on"`` = bf16;
     ``"auto"`` = bf16 only where the CPU has native bf16 instructions and :func:`probe_cpu_bf16` measures
-    it faster than fp32 (without them bf16 3D convolutions run many times slower).
+    it faster than fp32 (without them bf16 3D convolutions run many times slower). The probe is timed, so
+    two processes can decide differently: set ``amp`` explicitly where runs must match bit for bit.
 
     Args:
         amp: ``"auto"``, ``"on"`` or ``"off"``.
@@ -332,7 +340,7 @@ def amp_decision(amp: str, device: torch.device) -> tuple[torch.dtype | None, st
     if not flags:
         return None, "amp='auto' on a CPU without native bf16 (no avx512_bf16/amx_bf16): fp32"
     fp32_s, bf16_s = probe_cpu_bf16()
-    verdict = f"Conv3d probe bf16 {bf16_s * 1e3:.0f} ms vs fp32 {fp32_s * 1e3:.0f} ms"
+    verdict = f"probe step bf16 {bf16_s * 1e3:.0f} ms vs fp32 {fp32_s * 1e3:.0f} ms"
     if bf16_s < fp32_s:
         return torch.bfloat16, f"amp='auto' on a CPU with {flags}: {verdict}: bf16 autocast"
     return None, f"amp='auto' on a CPU with {flags}: {verdict}: fp32"
@@ -550,6 +558,7 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, device: torch.device) -> Data:
     from monai.data import CacheDataset
 
     from heartseg_utils import data
+    from heartseg_utils.transforms import resolve_pixdim
 
     dataset_dir = data.get_dataset_dir(cfg.data_dir)
     items = data.validate_dataset(dataset_dir)
@@ -567,7 +576,7 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, device: torch.device) -> Data:
         )
     split = {"dataset_dir": str(dataset_dir), "seed": cfg.seed, **{k: [i["case"] for i in v] for k, v in cases.items()}}
     cfg, plan = resolve_auto(cfg, items, device, run_dir)  # the planner plugs in here
-    cfg = dataclasses.replace(cfg, pixdim=tuple(float(p) for p in cfg.pixdim))  # also re-checks roi_size
+    cfg = dataclasses.replace(cfg, pixdim=resolve_pixdim(cfg.pixdim))  # three floats; also re-checks roi_size
     tf_device = device if device.type == "cuda" else None
     datasets = [
         CacheDataset(
