@@ -82,7 +82,7 @@ def test_device_argument_keeps_keys_and_shapes_on_the_cpu(case, stage):
     assert EnsureTyped not in [type(t) for t in plain_tf.transforms]
     for a, b in zip(plain, fast, strict=True):
         assert set(a) == set(b) and {"image", "label"} <= set(b)
-        assert all(a[k].shape == b[k].shape and b[k].device.type == "cpu" for k in a)
+        assert all(a[k].shape == b[k].shape and b[k].device.type == "cpu" for k in ("image", "label"))
 
 
 def test_binarize_label_numpy_and_torch():
