@@ -36,7 +36,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arm_by_arm", action="store_true", help="crossval directly, table rewritten after each arm")
     args = parser.parse_args()
-    arms = list(ARMS) if args.ablations == "all" else ["baseline"] + [a for a in args.ablations.split(",") if a != "baseline"]
+    chosen = [a for a in args.ablations.split(",") if a != "baseline"]
+    arms = list(ARMS) if args.ablations == "all" else ["baseline", *chosen]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     load0, t0 = os.getloadavg(), time.perf_counter()
@@ -51,7 +52,7 @@ def main() -> None:
 
 
 def arm_by_arm(args, arms: list[str], out: Path, load0, t0: float) -> None:
-    """Train and score one arm at a time with notebook 05's defaults; rewrite per_case.csv and ablation.csv each time."""
+    """Train and score one arm at a time with notebook 05's defaults; rewrite per_case.csv and ablation.csv each."""
     import ast
 
     import nbformat
@@ -87,7 +88,8 @@ def print_tables(root: Path, wall: float, load0, args) -> None:
     table = pd.read_csv(root / "ablation.csv")
     ens = pd.read_csv(root / "ensemble.csv").groupby("member")["dice"].agg(["mean", "std", "count"])
     print(json.dumps({"wall_s": round(wall, 1), "load_before": load0, "load_after": os.getloadavg(), **vars(args)}))
-    print("| arm | folds | Dice mean ± sd | paired gain (points) | 95 % CI | exceeds noise |\n|---|---|---|---|---|---|")
+    print("| arm | folds | Dice mean ± sd | paired gain (points) | 95 % CI | exceeds noise |")
+    print("|---|---|---|---|---|---|")
     for r in table.itertuples():
         print(f"| {r.arm} | {r.n} | {r.dice_mean:.3f} ± {r.dice_sd:.3f} | {100 * r.gain_mean:+.2f} | "
               f"[{100 * r.gain_ci_low:+.2f}, {100 * r.gain_ci_high:+.2f}] | {'yes' if r.exceeds_noise else 'no'} |")

@@ -36,7 +36,7 @@ def step_time(dtype: torch.dtype | None, roi: int, batch: int, steps: int = 20, 
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+        with T.autocast(torch.device("cuda"), dtype):
             out = model(x)
         loss = loss_fn(out.float(), y)
         scaler.scale(loss).backward()

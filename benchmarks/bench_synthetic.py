@@ -19,7 +19,6 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
-
 from skimage.filters import threshold_otsu  # noqa: E402
 
 from heartseg_utils import synthetic  # noqa: E402

@@ -59,7 +59,9 @@ def one_pipeline(kind: str, epochs: int) -> None:
 
     set_determinism(0)
     items, _ = data.train_val_split(data.load_datalist(data.get_dataset_dir("")), seed=0)
-    tf = get_transforms("train", pixdim=DEFAULTS["pixdim"], roi_size=DEFAULTS["roi_size"], num_samples=DEFAULTS["num_samples"])
+    tf = get_transforms(
+        "train", pixdim=DEFAULTS["pixdim"], roi_size=DEFAULTS["roi_size"], num_samples=DEFAULTS["num_samples"]
+    )
     t0 = time.perf_counter()
     if kind == "heartseg":  # cached deterministic prefix, thread loader, plain tensors
         ds = CacheDataset(items, tf, cache_rate=1.0, progress=False)
@@ -85,12 +87,14 @@ def one_pipeline(kind: str, epochs: int) -> None:
 def throughput(epochs: int) -> None:
     out = {}
     for kind in ("tutorial", "heartseg"):
-        proc = subprocess.run([sys.executable, __file__, "_one", kind, str(epochs)], capture_output=True, text=True, check=True)
+        cmd = [sys.executable, __file__, "_one", kind, str(epochs)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[kind] = json.loads(proc.stdout.strip().splitlines()[-1])
     mean = {k: sum(v["epoch_s"]) / len(v["epoch_s"]) for k, v in out.items()}
     print(json.dumps(out, indent=2))
     for kind in ("tutorial", "heartseg"):
-        print(f"| {kind} | {mean[kind]:.1f} s/epoch | setup {out[kind]['setup_s']} s | peak RAM {out[kind]['peak_rss_mib']} MiB |")
+        o = out[kind]
+        print(f"| {kind} | {mean[kind]:.1f} s/epoch | setup {o['setup_s']} s | peak RAM {o['peak_rss_mib']} MiB |")
     print(f"| speed-up | {mean['tutorial'] / mean['heartseg']:.2f}x |")
 
 

@@ -7,7 +7,6 @@ Inference-only arms (flip TTA, largest component) reuse the baseline's fold mode
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -15,18 +14,24 @@ from typing import Any
 
 import numpy as np
 
+from heartseg_utils.data import split_cases  # also notebook 05's crossval.split_cases
+
 # arm name -> overrides of the training config ("train") or of predict_case's options ("infer")
 ARMS: dict[str, dict[str, dict[str, Any]]] = {
-    "baseline": {},  # notebook 03's recipe: MONAI UNet, DiceCE, AdamW, ReduceLROnPlateau, no elastic
+    "baseline": {},  # notebook 03's recipe: MONAI UNet, DiceCE, AdamW, poly schedule, no elastic
     "dice_loss": {"train": {"loss_name": "dice"}},
     "adam": {"train": {"optimizer_name": "adam"}},
-    "cosine_restarts": {"train": {"scheduler_name": "cosine"}},
+    "plateau": {"train": {"scheduler_name": "plateau"}},  # halve lr when validation Dice stalls
+    "cosine": {"train": {"scheduler_name": "cosine"}},
+    "cosine_restarts": {"train": {"scheduler_name": "cosine_restarts"}},
     "segresnet": {"train": {"model_name": "segresnet"}},
     "unet3d_scratch": {"train": {"model_name": "unet3d_scratch"}},
     "unet2d_slices": {"train": {"model_name": "unet2d"}},
     "elastic": {"train": {"elastic": True}},
     "sigmoid_bce": {"train": {"loss_name": "bce"}},
-    "flip_tta": {"infer": {"tta": True, "tta_axes": (0, 1)}},  # the in-plane flips training's flip + quarter turns cover
+    "flip_tta": {
+        "infer": {"tta": True, "tta_axes": (0, 1)}
+    },  # the in-plane flips training's flip + quarter turns cover
     "largest_cc": {"infer": {"keep_largest": True}},
 }
 
@@ -43,8 +48,9 @@ def fold_dir(root: str | os.PathLike[str], arm: str, fold: int) -> Path:
     return Path(root) / trained / f"fold_{fold}"
 
 
-def train_folds(config: dict[str, Any], root: str | os.PathLike[str], arm: str = "baseline",
-                n_folds: int = 5) -> list[dict[str, Any]]:
+def train_folds(
+    config: dict[str, Any], root: str | os.PathLike[str], arm: str = "baseline", n_folds: int = 5
+) -> list[dict[str, Any]]:
     """Train every fold of one ablation arm with :func:`heartseg_utils.train.train`.
 
     Introduced in notebook 05.
@@ -63,20 +69,12 @@ def train_folds(config: dict[str, Any], root: str | os.PathLike[str], arm: str =
     spec = _arm(arm)
     if "infer" in spec:
         return []
-    return [train({**config, **spec.get("train", {}), "n_folds": n_folds, "fold": k,
-                   "run_dir": str(fold_dir(root, arm, k))}) for k in range(n_folds)]
-
-
-def split_cases(run_dir: str | os.PathLike[str], key: str = "validation") -> list[dict]:
-    """The datalist items of ``split.json[key]`` ("train", "validation" or "holdout") of a run. Notebook 05."""
-    from heartseg_utils import data
-
-    run = Path(run_dir)
-    split = json.loads((run / "split.json").read_text())
-    if key not in split:
-        raise KeyError(f"{run / 'split.json'} has no {key!r} list (it has {sorted(split)}); was it trained before notebook 05?")
-    by_case = {it["case"]: it for it in data.load_datalist(split["dataset_dir"])}
-    return [by_case[c] for c in split[key]]
+    return [
+        train(
+            {**config, **spec.get("train", {}), "n_folds": n_folds, "fold": k, "run_dir": str(fold_dir(root, arm, k))}
+        )
+        for k in range(n_folds)
+    ]
 
 
 def _score(mask: np.ndarray, item: dict) -> dict[str, float]:
@@ -88,12 +86,15 @@ def _score(mask: np.ndarray, item: dict) -> dict[str, float]:
     truth = torch.as_tensor(np.asanyarray(nib.load(item["label"]).dataobj) != 0)[None, None]
     pred = torch.as_tensor(np.asarray(mask) != 0)[None, None]
     if pred.shape != truth.shape:
-        raise ValueError(f"prediction {tuple(pred.shape[2:])} and label {item['label']} {tuple(truth.shape[2:])} differ")
+        raise ValueError(
+            f"prediction {tuple(pred.shape[2:])} and label {item['label']} {tuple(truth.shape[2:])} differ"
+        )
     return {"dice": float(compute_dice(pred, truth, include_background=True, ignore_empty=False).item())}
 
 
-def evaluate_folds(root: str | os.PathLike[str], arm: str, n_folds: int, *, key: str = "validation",
-                   device: str = "auto") -> list[dict[str, Any]]:
+def evaluate_folds(
+    root: str | os.PathLike[str], arm: str, n_folds: int, *, key: str = "validation", device: str = "auto"
+) -> list[dict[str, Any]]:
     """Score every fold model of an arm on its own validation cases (or on the shared holdout).
 
     Introduced in notebook 05.
@@ -135,7 +136,9 @@ def evaluate_ensemble(root: str | os.PathLike[str], arm: str, n_folds: int, *, d
     members = [load_run(fold_dir(root, arm, k), device) for k in range(n_folds)]
     holdout = split_cases(fold_dir(root, arm, 0), "holdout")
     if not holdout:
-        raise ValueError(f"{fold_dir(root, arm, 0) / 'split.json'} has no holdout cases: train with holdout_fraction > 0")
+        raise ValueError(
+            f"{fold_dir(root, arm, 0) / 'split.json'} has no holdout cases: train with holdout_fraction > 0"
+        )
     rows = []
     for item in holdout:
         probs = [predict_case(m, c, item["image"], **_arm(arm).get("infer", {}))["probability"] for m, c in members]
@@ -145,8 +148,9 @@ def evaluate_ensemble(root: str | os.PathLike[str], arm: str, n_folds: int, *, d
     return rows
 
 
-def ablation_table(fold_scores: dict[str, list[float]], baseline: str = "baseline",
-                   confidence: float = 0.95) -> list[dict[str, Any]]:
+def ablation_table(
+    fold_scores: dict[str, list[float]], baseline: str = "baseline", confidence: float = 0.95
+) -> list[dict[str, Any]]:
     """Mean ± sd per arm and the paired gain over the baseline, with a t confidence interval.
 
     Introduced in notebook 05. ``fold_scores[arm][k]`` is arm's mean Dice on fold ``k`` (or seed ``k``); the
@@ -171,7 +175,17 @@ def ablation_table(fold_scores: dict[str, list[float]], baseline: str = "baselin
         sd = float(gain.std(ddof=1)) if n > 1 else math.nan
         half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else math.nan
         mean = float(gain.mean())
-        rows.append({"arm": arm, "n": n, "dice_mean": float(s.mean()), "dice_sd": float(s.std(ddof=1)) if n > 1 else math.nan,
-                     "gain_mean": mean, "gain_sd": sd, "gain_ci_low": mean - half, "gain_ci_high": mean + half,
-                     "exceeds_noise": bool(n > 1 and arm != baseline and abs(mean) > half)})
+        rows.append(
+            {
+                "arm": arm,
+                "n": n,
+                "dice_mean": float(s.mean()),
+                "dice_sd": float(s.std(ddof=1)) if n > 1 else math.nan,
+                "gain_mean": mean,
+                "gain_sd": sd,
+                "gain_ci_low": mean - half,
+                "gain_ci_high": mean + half,
+                "exceeds_noise": bool(n > 1 and arm != baseline and abs(mean) > half),
+            }
+        )
     return rows

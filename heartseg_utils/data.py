@@ -22,8 +22,9 @@ import threading
 import urllib.parse
 import urllib.request
 import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -143,18 +144,16 @@ def load_dataset_json(dataset_dir: str | os.PathLike[str]) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path} cannot be read ({exc}). Check the file's permissions and encoding.") from exc
     if not isinstance(meta, dict):
-        raise DatasetError(f"{path} must hold a JSON object with a \"training\" list, found {type(meta).__name__}.")
+        raise DatasetError(f'{path} must hold a JSON object with a "training" list, found {type(meta).__name__}.')
     if "training" not in meta:
         raise DatasetError(
-            f"{path} has no \"training\" key. Add a \"training\" list of "
+            f'{path} has no "training" key. Add a "training" list of '
             '{"image": "./imagesTr/<case>.nii.gz", "label": "./labelsTr/<case>.nii.gz"} entries.'
         )
     if not isinstance(meta["training"], list):
-        raise DatasetError(f"{path}: \"training\" must be a list of {{\"image\", \"label\"}} entries.")
+        raise DatasetError(f'{path}: "training" must be a list of {{"image", "label"}} entries.')
     if "labels" in meta and not isinstance(meta["labels"], dict):
-        raise DatasetError(
-            f"{path}: \"labels\" must be an object such as {{\"0\": \"background\", \"1\": \"left atrium\"}}."
-        )
+        raise DatasetError(f'{path}: "labels" must be an object such as {{"0": "background", "1": "left atrium"}}.')
     return meta
 
 
@@ -186,23 +185,23 @@ def load_datalist(dataset_dir: str | os.PathLike[str], section: str = "training"
         if section == "test":
             return []
         sections = [k for k, v in meta.items() if isinstance(v, list)]
-        raise DatasetError(f"{json_path} has no \"{section}\" section; available list sections: {sections}.")
+        raise DatasetError(f'{json_path} has no "{section}" section; available list sections: {sections}.')
     entries = meta[section]
     if not isinstance(entries, list):
-        raise DatasetError(f"{json_path}: \"{section}\" must be a list.")
+        raise DatasetError(f'{json_path}: "{section}" must be a list.')
     items: list[dict] = []
     for i, entry in enumerate(entries):
         if isinstance(entry, str):
             entry = {"image": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
             raise DatasetError(
-                f"{json_path}: \"{section}\" entry {i} ({entry!r}) needs an \"image\" path string. "
+                f'{json_path}: "{section}" entry {i} ({entry!r}) needs an "image" path string. '
                 'Use {"image": "./imagesTr/<case>.nii.gz", "label": "./labelsTr/<case>.nii.gz"}.'
             )
         if section == "training" and not isinstance(entry.get("label"), str):
             raise DatasetError(
-                f"{json_path}: training entry {i} ({entry['image']}) has no \"label\" path. "
-                "Add the matching \"./labelsTr/<case>.nii.gz\" or move the image to the \"test\" section."
+                f'{json_path}: training entry {i} ({entry["image"]}) has no "label" path. '
+                'Add the matching "./labelsTr/<case>.nii.gz" or move the image to the "test" section.'
             )
         item = {"case": _case_id(entry["image"]), "image": str((root / entry["image"]).resolve())}
         if isinstance(entry.get("label"), str):
@@ -278,7 +277,7 @@ def validate_dataset(dataset_dir: str | os.PathLike[str], *, check_voxels: bool 
     items = load_datalist(root, "training")
     if not items:
         raise DatasetError(
-            f"{json_path} lists no training cases (\"training\" is empty). "
+            f'{json_path} lists no training cases ("training" is empty). '
             "Add image/label entries, or point data_dir at a complete MSD folder."
         )
     seen: dict[str, str] = {}
@@ -289,74 +288,85 @@ def validate_dataset(dataset_dir: str | os.PathLike[str], *, check_voxels: bool 
                 "Remove the duplicate entry."
             )
         seen[item["case"]] = item["image"]
-
-    allowed: set[float] | None = None
-    if "labels" in meta:
-        try:
-            allowed = {float(int(k)) for k in meta["labels"]}
-        except (TypeError, ValueError) as exc:
-            raise DatasetError(
-                f"{json_path}: \"labels\" keys must be integer class ids as strings, e.g. {{\"0\": \"background\"}}."
-            ) from exc
-
+    allowed = _allowed_label_values(meta, json_path)
     for item in items:
-        image_path, label_path = Path(item["image"]), Path(item["label"])
-        if not image_path.is_file():
-            raise DatasetError(
-                f"Listed image {image_path} (case {item['case']}, in {json_path}) is missing. "
-                "Restore the file or remove its entry from dataset.json."
-            )
-        if not label_path.is_file():
-            raise DatasetError(
-                f"Image {image_path} has no label: {label_path} (listed in {json_path}) is missing. "
-                "Add the label file, or move the image to the \"test\" section of dataset.json."
-            )
-        img = _load_header(image_path, "Image")
-        lbl = _load_header(label_path, "Label")
-        img_shape, lbl_shape = tuple(img.shape), tuple(lbl.shape)
-        if len(img_shape) not in (3, 4) or len(lbl_shape) != 3 or img_shape[:3] != lbl_shape:
-            raise DatasetError(
-                f"Shape mismatch for case {item['case']}: image {image_path} is {img_shape}, "
-                f"label {label_path} is {lbl_shape}; the label must have the image's spatial shape "
-                "(3D label, 3D or 4D image). Re-export the label on the image's voxel grid."
-            )
-        if not np.allclose(img.affine, lbl.affine, rtol=0.0, atol=AFFINE_ATOL):
-            raise DatasetError(
-                f"Affine mismatch for case {item['case']}: label {label_path} is not on the voxel grid of image "
-                f"{image_path} (max difference {np.abs(img.affine - lbl.affine).max():.4g} > {AFFINE_ATOL}). "
-                "Resample the label onto the image (nearest-neighbour) or fix its header."
-            )
-        if not check_voxels:
-            continue
-        image = _load_voxels(img, image_path, "Image")
-        if image.dtype.kind in "fc":
-            bad = int(np.count_nonzero(~np.isfinite(image)))
-            if bad:
-                raise DatasetError(
-                    f"Image {image_path} has {bad} NaN/inf voxel(s). Re-export the volume, or replace them "
-                    "with finite values (e.g. numpy.nan_to_num) and save it under a new name."
-                )
-        if image.size and float(image.min()) == float(image.max()):
-            raise DatasetError(
-                f"Image {image_path} is blank: every voxel is {float(image.min()):g}. A z-score of a constant volume "
-                "divides by a standard deviation of 0 (NaN). Re-export the scan or remove the case from dataset.json."
-            )
-        del image
-        label = _load_voxels(lbl, label_path, "Label")
-        if allowed is not None:
-            values = np.unique(label)
-            stray = [v for v in values.tolist() if float(v) not in allowed]
-            if stray:
-                shown = ", ".join(f"{v:g}" for v in stray[:8]) + (" ..." if len(stray) > 8 else "")
-                raise DatasetError(
-                    f"Label {label_path} holds values [{shown}] that are not keys of \"labels\" in {json_path} "
-                    f"(allowed: {sorted(int(a) for a in allowed)}). Labels must be integer class ids: resample "
-                    "them with nearest-neighbour interpolation, or add the class to \"labels\"."
-                )
-        del label
+        img, lbl = _check_case_headers(item, json_path)
+        if check_voxels:
+            _check_case_voxels(item, img, lbl, allowed, json_path)
         img.uncache()
         lbl.uncache()
     return items
+
+
+def _allowed_label_values(meta: dict, json_path: Path) -> set[float] | None:
+    """The class ids of dataset.json's ``"labels"`` as floats; None where it has no ``"labels"``."""
+    if "labels" not in meta:
+        return None
+    try:
+        return {float(int(k)) for k in meta["labels"]}
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(
+            f'{json_path}: "labels" keys must be integer class ids as strings, e.g. {{"0": "background"}}.'
+        ) from exc
+
+
+def _check_case_headers(item: dict, json_path: Path) -> tuple[Any, Any]:
+    """Both files of a case exist, and their headers agree on shape and affine; returns the two nibabel images."""
+    image_path, label_path = Path(item["image"]), Path(item["label"])
+    if not image_path.is_file():
+        raise DatasetError(
+            f"Listed image {image_path} (case {item['case']}, in {json_path}) is missing. "
+            "Restore the file or remove its entry from dataset.json."
+        )
+    if not label_path.is_file():
+        raise DatasetError(
+            f"Image {image_path} has no label: {label_path} (listed in {json_path}) is missing. "
+            'Add the label file, or move the image to the "test" section of dataset.json.'
+        )
+    img = _load_header(image_path, "Image")
+    lbl = _load_header(label_path, "Label")
+    img_shape, lbl_shape = tuple(img.shape), tuple(lbl.shape)
+    if len(img_shape) not in (3, 4) or len(lbl_shape) != 3 or img_shape[:3] != lbl_shape:
+        raise DatasetError(
+            f"Shape mismatch for case {item['case']}: image {image_path} is {img_shape}, "
+            f"label {label_path} is {lbl_shape}; the label must have the image's spatial shape "
+            "(3D label, 3D or 4D image). Re-export the label on the image's voxel grid."
+        )
+    if not np.allclose(img.affine, lbl.affine, rtol=0.0, atol=AFFINE_ATOL):
+        raise DatasetError(
+            f"Affine mismatch for case {item['case']}: label {label_path} is not on the voxel grid of image "
+            f"{image_path} (max difference {np.abs(img.affine - lbl.affine).max():.4g} > {AFFINE_ATOL}). "
+            "Resample the label onto the image (nearest-neighbour) or fix its header."
+        )
+    return img, lbl
+
+
+def _check_case_voxels(item: dict, img: Any, lbl: Any, allowed: set[float] | None, json_path: Path) -> None:
+    """The voxels decompress, the image is finite and not blank, the label holds only allowed class ids."""
+    image_path, label_path = Path(item["image"]), Path(item["label"])
+    image = _load_voxels(img, image_path, "Image")
+    if image.dtype.kind in "fc":
+        bad = int(np.count_nonzero(~np.isfinite(image)))
+        if bad:
+            raise DatasetError(
+                f"Image {image_path} has {bad} NaN/inf voxel(s). Re-export the volume, or replace them "
+                "with finite values (e.g. numpy.nan_to_num) and save it under a new name."
+            )
+    if image.size and float(image.min()) == float(image.max()):
+        raise DatasetError(
+            f"Image {image_path} is blank: every voxel is {float(image.min()):g}. A z-score of a constant volume "
+            "divides by a standard deviation of 0 (NaN). Re-export the scan or remove the case from dataset.json."
+        )
+    del image
+    values = np.unique(_load_voxels(lbl, label_path, "Label"))  # also catches a truncated label file
+    stray = [] if allowed is None else [v for v in values.tolist() if float(v) not in allowed]
+    if stray:
+        shown = ", ".join(f"{v:g}" for v in stray[:8]) + (" ..." if len(stray) > 8 else "")
+        raise DatasetError(
+            f'Label {label_path} holds values [{shown}] that are not keys of "labels" in {json_path} '
+            f"(allowed: {sorted(int(a) for a in allowed)}). Labels must be integer class ids: resample "
+            'them with nearest-neighbour interpolation, or add the class to "labels".'
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -427,7 +437,7 @@ def download_task02_heart(
         return dest
     tar_path = root / f"{REAL_DIRNAME}.tar"
     manual = (
-        f"Either use the synthetic default (data_dir=\"\"), or download {url} on a machine with internet "
+        f'Either use the synthetic default (data_dir=""), or download {url} on a machine with internet '
         f"access and place it at {tar_path}; it will be verified (md5 {md5}) and extracted on the next call."
     )
     root.mkdir(parents=True, exist_ok=True)
@@ -541,3 +551,132 @@ def kfold_split(items: Sequence[Any], n_folds: int = 5, seed: int = 0) -> list[t
         folds.append((sorted(train, key=_key), sorted(val, key=_key)))
         start += size
     return folds
+
+
+def holdout_then_kfold(
+    items: Sequence[Any], n_folds: int, holdout_fraction: float = 0.0, seed: int = 0
+) -> tuple[list, list[tuple[list, list]]]:
+    """Set ``holdout_fraction`` of the cases aside, then partition the rest into ``n_folds`` folds.
+
+    Introduced in notebook 05 (the holdout is what a fold ensemble is scored on; no fold ever trains on it).
+
+    Args:
+        items: datalist dicts (keyed by ``"case"``) or case ids.
+        n_folds: number of folds (>= 2) over the non-holdout cases.
+        holdout_fraction: fraction set aside first (0 = none), as :func:`train_val_split` rounds it.
+        seed: shuffling seed for both steps.
+
+    Returns:
+        ``(holdout, folds)``: the holdout cases and :func:`kfold_split`'s ``(train, val)`` pairs.
+    """
+    pool, holdout = train_val_split(items, holdout_fraction, seed) if holdout_fraction else (list(items), [])
+    return holdout, kfold_split(pool, n_folds, seed)
+
+
+def make_split(
+    items: Sequence[Any],
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    n_folds: int = 0,
+    fold: int = 0,
+    holdout_fraction: float = 0.0,
+) -> dict[str, list]:
+    """The cases of one training run: ``{"train", "validation", "holdout"}`` (what split.json lists).
+
+    Introduced in notebook 03 (``val_fraction``); notebook 05 adds ``n_folds``/``fold`` and ``holdout_fraction``.
+
+    Args:
+        items: datalist dicts (keyed by ``"case"``) or case ids.
+        seed: shuffling seed.
+        val_fraction: the validation share when ``n_folds`` is 0.
+        n_folds: 0 = one ``val_fraction`` split; k >= 2 = validate on fold ``fold`` of :func:`holdout_then_kfold`.
+        fold: which fold validates.
+        holdout_fraction: cases set aside before splitting.
+
+    Returns:
+        The three lists of items, each sorted by case id.
+    """
+    if n_folds:
+        holdout, folds = holdout_then_kfold(items, n_folds, holdout_fraction, seed)
+        train, val = folds[fold]
+    else:
+        pool, holdout = train_val_split(items, holdout_fraction, seed) if holdout_fraction else (list(items), [])
+        train, val = train_val_split(pool, val_fraction=val_fraction, seed=seed)
+    return {"train": train, "validation": val, "holdout": holdout}
+
+
+def read_split(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a run's ``split.json`` (``dataset_dir``, ``seed``, ``train``, ``validation``, maybe ``holdout``).
+
+    Introduced in notebook 04.
+
+    Args:
+        run_dir: a training run folder.
+
+    Returns:
+        The parsed file.
+    """
+    path = Path(run_dir).expanduser() / "split.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run notebook 03 first (it writes split.json), or use split='all'")
+    try:
+        split = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); delete the run or retrain it") from err
+    if not isinstance(split, dict) or not {"train", "validation"} <= set(split):
+        raise ValueError(f"{path} needs 'train' and 'validation' lists of case ids; it has {sorted(split)}")
+    return split
+
+
+def split_cases(
+    run_dir: str | os.PathLike[str], key: str = "validation", items: Sequence[dict] | None = None
+) -> list[dict]:
+    """The datalist items of ``split.json[key]`` ("train", "validation" or "holdout") of a run.
+
+    Introduced in notebook 05.
+
+    Args:
+        run_dir: a training run folder.
+        key: which list of split.json.
+        items: the datalist to look the case ids up in; default: the ``dataset_dir`` recorded in split.json.
+
+    Returns:
+        The items in split.json's order.
+    """
+    split, path = read_split(run_dir), Path(run_dir).expanduser() / "split.json"
+    if key not in split:
+        raise KeyError(f"{path} has no {key!r} list (it has {sorted(split)}); was it trained before notebook 05?")
+    by_case = {it["case"]: it for it in (items if items is not None else load_datalist(split["dataset_dir"]))}
+    missing = [c for c in split[key] if c not in by_case]
+    if missing:
+        raise ValueError(
+            f"{key} cases {missing[:5]} of {path} are not in the dataset searched: wrong data_dir? The run was "
+            f"trained on {split.get('dataset_dir', 'another dataset')}; pass that folder as data_dir, "
+            "or use split='all'"
+        )
+    return [by_case[c] for c in split[key]]
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` on a temp file next to ``path``, then rename it: readers never see a half-written file.
+
+    Introduced in notebook 03 (``json``, ``csv`` and ``torch.save`` outputs of a run all go through it).
+
+    Args:
+        path: the final file.
+        write: writes the content to the path it is given, e.g. ``lambda p: torch.save(obj, p)``.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``obj`` as indented JSON with :func:`write_atomic`. Introduced in notebook 03."""
+    return write_atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2)))

@@ -34,14 +34,16 @@ def track_grad_norms(optimizer: Any) -> tuple[list[float], Any]:
 
     def hook(opt: Any, args: Any, kwargs: Any) -> None:
         grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
-                     if grads else 0.0)
+        norms.append(
+            float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
+        )
 
     return norms, optimizer.register_step_pre_hook(hook)
 
 
-def activation_bytes(model: Any, roi_size: Sequence[int], batch_size: int, *, in_channels: int = 1,
-                     bytes_per_value: int = 4) -> int:
+def activation_bytes(
+    model: Any, roi_size: Sequence[int], batch_size: int, *, in_channels: int = 1, bytes_per_value: int = 4
+) -> int:
     """Estimate the activation memory of one forward pass without allocating it (PyTorch's meta device).
 
     Introduced in notebook 06. Sums the outputs of every leaf module (convolutions, norms, activations), which
@@ -87,8 +89,15 @@ def _rss_kib(field: str) -> int:
     raise OSError(f"/proc/self/status has no {field}")
 
 
-def measure_peak_memory(model: Any, roi_size: Sequence[int], batch_size: int, *, device: str = "cpu",
-                        amp_dtype: Any = None, in_channels: int = 1) -> dict[str, Any]:
+def measure_peak_memory(
+    model: Any,
+    roi_size: Sequence[int],
+    batch_size: int,
+    *,
+    device: str = "cpu",
+    amp_dtype: Any = None,
+    in_channels: int = 1,
+) -> dict[str, Any]:
     """Run one forward + backward step on random input and report the memory it really took.
 
     Introduced in notebook 06. On CUDA: ``torch.cuda.max_memory_allocated`` after a peak reset (tensors only).
@@ -111,6 +120,8 @@ def measure_peak_memory(model: Any, roi_size: Sequence[int], batch_size: int, *,
 
     import torch
 
+    from heartseg_utils.train import autocast
+
     dev = torch.device(device)
     x = torch.randn(batch_size, in_channels, *[int(r) for r in roi_size], device=dev)
     model.train()
@@ -128,7 +139,7 @@ def measure_peak_memory(model: Any, roi_size: Sequence[int], batch_size: int, *,
         except OSError:
             method = "ru_maxrss (lifetime peak; may under-report)"
     t0 = time.perf_counter()
-    with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+    with autocast(dev, amp_dtype):
         out = model(x)
     out.float().mean().backward()
     if dev.type == "cuda":
@@ -168,10 +179,14 @@ def diagnose_history(history: Any, *, min_gain: float = 0.05) -> str:
     loss, dice = h["train_loss"].to_numpy(), h["val_dice"].to_numpy()
     best = int(dice.argmax())
     drop = (loss[0] - loss.min()) / abs(loss[0])
-    facts = (f"train loss {loss[0]:.3f} -> {loss[-1]:.3f} ({drop:.0%} lower), best val Dice {dice[best]:.3f} at "
-             f"epoch {int(h['epoch'].iloc[best])} of {len(h)}")
+    facts = (
+        f"train loss {loss[0]:.3f} -> {loss[-1]:.3f} ({drop:.0%} lower), best val Dice {dice[best]:.3f} at "
+        f"epoch {int(h['epoch'].iloc[best])} of {len(h)}"
+    )
     if drop < min_gain and dice.max() < 0.5:
-        return f"under-fitting: neither curve moves; raise the learning rate, train longer or use a bigger model ({facts})"
+        return (
+            f"under-fitting: neither curve moves; raise the learning rate, train longer or use a bigger model ({facts})"
+        )
     if len(h) - 1 - best >= 3 and loss[-1] < loss[best]:
         return f"over-fitting: validation Dice stopped improving while the training loss kept falling ({facts})"
     if len(h) - 1 - best < 3:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from heartseg_utils.train import model_from_config, resolve_amp, resolve_device, transforms_from_config
+from heartseg_utils.data import split_cases
+from heartseg_utils.train import amp_decision, autocast, model_from_config, resolve_device, transforms_from_config
 
 SPLITS = ("validation", "all", "test")
 
@@ -35,40 +36,55 @@ def load_run(run_dir: str | os.PathLike[str], device: str = "auto") -> tuple[tor
     """
     run = Path(run_dir).expanduser()
     if not run.is_dir():
-        raise FileNotFoundError(f"run_dir {run} does not exist: run notebook 03 first, or point run_dir at a training run")
+        raise FileNotFoundError(
+            f"run_dir {run} does not exist: run notebook 03 first, or point run_dir at a training run"
+        )
     for name in ("config.json", "best_model.pt"):
         if not (run / name).is_file():
-            raise FileNotFoundError(f"{run / name} is missing: {run} is not a finished training run; run notebook 03 first")
+            raise FileNotFoundError(
+                f"{run / name} is missing: {run} is not a finished training run; run notebook 03 first"
+            )
     config = json.loads((run / "config.json").read_text())
     model = model_from_config(config)
     checkpoint = torch.load(run / "best_model.pt", map_location="cpu", weights_only=True)
     try:
         model.load_state_dict(checkpoint.get("model", checkpoint))
     except RuntimeError as err:
-        raise ValueError(f"{run / 'best_model.pt'} does not fit the {config['model_name']!r} network described by "
-                         f"{run / 'config.json'} (was it copied from another run?): {str(err).splitlines()[0]}") from err
+        raise ValueError(
+            f"{run / 'best_model.pt'} does not fit the {config['model_name']!r} network described by "
+            f"{run / 'config.json'} (was it copied from another run?): {str(err).splitlines()[0]}"
+        ) from err
     return model.to(resolve_device(device)).eval(), config
 
 
-def _foreground_probability(model: torch.nn.Module, image: torch.Tensor, config: dict[str, Any],
-                            flip_axes: tuple[int, ...]) -> torch.Tensor:
+def _foreground_probability(
+    model: torch.nn.Module, image: torch.Tensor, config: dict[str, Any], flip_axes: tuple[int, ...]
+) -> torch.Tensor:
     """Sliding-window foreground probability (N, 1, ...), averaged with copies flipped along each of ``flip_axes``."""
     from monai.inferers import sliding_window_inference
 
     probs = []
     for dims in [[]] + [[int(a) + 2] for a in flip_axes]:
         flipped = torch.flip(image, dims) if dims else image
-        logits = sliding_window_inference(flipped, config["roi_size"], config["sw_batch_size"], model,
-                                          overlap=config["sw_overlap"]).float()
+        logits = sliding_window_inference(
+            flipped, config["roi_size"], config["sw_batch_size"], model, overlap=config["sw_overlap"]
+        ).float()
         prob = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)[:, 1:2]
         probs.append(torch.flip(prob, dims) if dims else prob)
     return torch.stack(probs).mean(dim=0)
 
 
 @torch.no_grad()
-def predict_case(model: torch.nn.Module, config: dict[str, Any], image_path: str | os.PathLike[str], *,
-                 device: str | torch.device | None = None, tta: bool = False, keep_largest: bool = False,
-                 tta_axes: tuple[int, ...] = (0, 1, 2)) -> dict[str, Any]:
+def predict_case(
+    model: torch.nn.Module,
+    config: dict[str, Any],
+    image_path: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    tta: bool = False,
+    keep_largest: bool = False,
+    tta_axes: tuple[int, ...] = (0, 1, 2),
+) -> dict[str, Any]:
     """Predict one image and map the result back to the image's original voxel grid.
 
     Introduced in notebook 04.
@@ -77,7 +93,8 @@ def predict_case(model: torch.nn.Module, config: dict[str, Any], image_path: str
         model: from :func:`load_run`.
         config: the run's ``config.json`` (transforms, ``roi_size``, ``sw_batch_size``, ``sw_overlap``).
         image_path: a NIfTI image.
-        device: where to run; default: the model's device. AMP is used on CUDA only (``resolve_amp``).
+        device: where to run; default: the model's device. Mixed precision as training decides it
+            (``train.amp_decision`` with ``amp="auto"``, unless the run was trained with ``amp="off"``).
         tta: average the probability over the identity and one flip along each of ``tta_axes``
             (1 + len(tta_axes) passes).
         keep_largest: keep only the largest connected component of the mask (:func:`largest_component`).
@@ -92,18 +109,22 @@ def predict_case(model: torch.nn.Module, config: dict[str, Any], image_path: str
     from monai.transforms import Invertd
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    amp_dtype = resolve_amp("off" if config.get("amp") == "off" else "auto", device)
+    amp_dtype, _ = amp_decision("off" if config.get("amp") == "off" else "auto", device)
     pipeline = transforms_from_config(config, "infer")
     data = pipeline({"image": str(image_path)})
     image = data["image"].unsqueeze(0).to(device)
-    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+    with autocast(device, amp_dtype):
         prob = _foreground_probability(model, image, config, tuple(tta_axes) if tta else ())[0].cpu()
     data["prob"] = MetaTensor(prob, meta=data["image"].meta)
     prob = Invertd(keys="prob", transform=pipeline, orig_keys="image", nearest_interp=False)(data)["prob"]
     mask = np.asarray(prob[0] >= 0.5, dtype=np.uint8)
     reference = nib.load(str(image_path))
-    return {"probability": np.asarray(prob[0], dtype=np.float32), "mask": largest_component(mask) if keep_largest else mask,
-            "affine": reference.affine, "spacing": tuple(float(z) for z in reference.header.get_zooms()[:3])}
+    return {
+        "probability": np.asarray(prob[0], dtype=np.float32),
+        "mask": largest_component(mask) if keep_largest else mask,
+        "affine": reference.affine,
+        "spacing": tuple(float(z) for z in reference.header.get_zooms()[:3]),
+    }
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -140,28 +161,29 @@ def split_items(run_dir: str | os.PathLike[str], data_dir: str = "", split: str 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     run = Path(run_dir).expanduser()
-    trained_on = json.loads((run / "config.json").read_text()).get("dataset_dir", "") if (run / "config.json").is_file() else ""
+    trained_on = (
+        json.loads((run / "config.json").read_text()).get("dataset_dir", "") if (run / "config.json").is_file() else ""
+    )
     use_trained = not str(data_dir).strip() and trained_on and Path(trained_on).is_dir()
     dataset_dir = data.get_dataset_dir(trained_on if use_trained else data_dir)
     items = data.load_datalist(dataset_dir, "test" if split == "test" else "training")
     if split == "validation":
-        if not (run / "split.json").is_file():
-            raise FileNotFoundError(f"{run / 'split.json'} is missing: run notebook 03 first, or use split='all'")
-        wanted, by_case = json.loads((run / "split.json").read_text())["validation"], {it["case"]: it for it in items}
-        missing = [c for c in wanted if c not in by_case]
-        if missing:
-            raise ValueError(f"validation cases {missing[:5]} of {run / 'split.json'} are not in {dataset_dir}: wrong "
-                             f"data_dir? The run was trained on {trained_on or 'another dataset'}; pass that folder "
-                             "as data_dir, or use split='all'")
-        items = [by_case[c] for c in wanted]
+        items = split_cases(run, "validation", items)  # the run's split.json, looked up in this data folder
     if not items:
         raise ValueError(f"no {split!r} cases found in {dataset_dir}")
     return items
 
 
-def predict_run(run_dir: str | os.PathLike[str], data_dir: str = "", split: str = "validation", *,
-                tta: bool = False, keep_largest: bool = False, device: str = "auto",
-                tta_axes: tuple[int, ...] = (0, 1, 2)) -> list[dict]:
+def predict_run(
+    run_dir: str | os.PathLike[str],
+    data_dir: str = "",
+    split: str = "validation",
+    *,
+    tta: bool = False,
+    keep_largest: bool = False,
+    device: str = "auto",
+    tta_axes: tuple[int, ...] = (0, 1, 2),
+) -> list[dict]:
     """Predict every case of a split (see :func:`split_items`) into ``run_dir/predictions/<case>.nii.gz``.
 
     Introduced in notebook 04. ``tta``, ``keep_largest``, ``tta_axes`` and ``device`` are as in :func:`predict_case`.

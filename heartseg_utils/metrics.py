@@ -74,11 +74,25 @@ def evaluate_case(pred: Any, truth: Any, spacing: Sequence[float]) -> dict[str, 
     if tp + fp == 0 and tp + fn == 0:  # both empty: correct
         return {"dice": 1.0, "iou": 1.0, "precision": 1.0, "recall": 1.0, "hd95_mm": 0.0, "assd_mm": 0.0, **volumes}
     if tp + fp == 0 or tp + fn == 0:  # exactly one empty
-        return {"dice": 0.0, "iou": 0.0, "precision": 0.0, "recall": 0.0,
-                "hd95_mm": math.inf, "assd_mm": math.inf, **volumes}
+        return {
+            "dice": 0.0,
+            "iou": 0.0,
+            "precision": 0.0,
+            "recall": 0.0,
+            "hd95_mm": math.inf,
+            "assd_mm": math.inf,
+            **volumes,
+        }
     hd95, assd = surface_distances_mm(p, t, spacing)
-    return {"dice": 2 * tp / (2 * tp + fp + fn), "iou": tp / (tp + fp + fn), "precision": tp / (tp + fp),
-            "recall": tp / (tp + fn), "hd95_mm": hd95, "assd_mm": assd, **volumes}
+    return {
+        "dice": 2 * tp / (2 * tp + fp + fn),
+        "iou": tp / (tp + fp + fn),
+        "precision": tp / (tp + fp),
+        "recall": tp / (tp + fn),
+        "hd95_mm": hd95,
+        "assd_mm": assd,
+        **volumes,
+    }
 
 
 def evaluate_files(prediction_path: Any, label_path: Any) -> dict[str, float]:
@@ -91,8 +105,9 @@ def evaluate_files(prediction_path: Any, label_path: Any) -> dict[str, float]:
     pred_img, label_img = nib.load(str(prediction_path)), nib.load(str(label_path))
     if not np.allclose(pred_img.affine, label_img.affine, atol=1e-3):
         raise ValueError(f"{prediction_path} is not on the voxel grid of {label_path} (affines differ)")
-    return evaluate_case(np.asanyarray(pred_img.dataobj), np.asanyarray(label_img.dataobj),
-                         label_img.header.get_zooms()[:3])
+    return evaluate_case(
+        np.asanyarray(pred_img.dataobj), np.asanyarray(label_img.dataobj), label_img.header.get_zooms()[:3]
+    )
 
 
 def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -145,9 +160,13 @@ def sanity_check(prediction: Any, body_mask: Any = None, *, max_fraction: float 
     if n == 0:
         warnings.append("empty prediction: no foreground voxel at all (all-background model, or threshold too high)")
     elif n == p.size:
-        warnings.append("every voxel is foreground: the all-foreground failure (recall 1, precision = foreground share)")
+        warnings.append(
+            "every voxel is foreground: the all-foreground failure (recall 1, precision = foreground share)"
+        )
     fraction = np.count_nonzero(p & region) / max(int(np.count_nonzero(region)), 1)
     if n and fraction > max_fraction:
-        warnings.append(f"foreground covers {fraction:.1%} of {where} (> {max_fraction:.0%}): implausibly large for a "
-                        "left atrium; check the threshold, the loss and the label values")
+        warnings.append(
+            f"foreground covers {fraction:.1%} of {where} (> {max_fraction:.0%}): implausibly large for a "
+            "left atrium; check the threshold, the loss and the label values"
+        )
     return warnings

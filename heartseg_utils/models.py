@@ -1,17 +1,17 @@
 """Model factory: one place that builds every network the series trains.
 
 Introduced in notebook 03. ``config.json`` stores ``model_name`` and ``model_kwargs``; calling
-``get_model(name, **kwargs)`` with them rebuilds the exact architecture a checkpoint belongs to.
+``get_model(name, **kwargs)`` with them rebuilds the exact architecture a checkpoint belongs to. Every network
+family is one entry of :data:`MODELS` (builder, default kwargs, divisor); ``MODEL_NAMES`` derives from it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
-
-MODEL_NAMES = ("unet", "segresnet", "unet3d_scratch", "unet2d")
 
 
 class DoubleConv(nn.Sequential):
@@ -40,7 +40,9 @@ class UNet3D(nn.Module):
         features: channels per level, the last one is the bottleneck.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 2, features: tuple[int, ...] = (16, 32, 64, 128)) -> None:
+    def __init__(
+        self, in_channels: int = 1, out_channels: int = 2, features: tuple[int, ...] = (16, 32, 64, 128)
+    ) -> None:
         super().__init__()
         self.down = nn.ModuleList()
         ch = in_channels
@@ -86,19 +88,124 @@ class SliceWise2D(nn.Module):
         return out.reshape(n, sz, -1, sx, sy).permute(0, 2, 3, 4, 1)
 
 
-def get_model(name: str = "unet", *, in_channels: int = 1, out_channels: int = 2, **kwargs: Any) -> nn.Module:
-    """Build a segmentation network by name.
+def _tuples(value: Any) -> Any:
+    """JSON lists (from config.json) back to tuples, nested ones too: ``[[2, 2, 1], 2]`` -> ``((2, 2, 1), 2)``."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _stride_product(strides: Any, spatial_dims: int = 3) -> tuple[int, ...]:
+    """Per-axis product of a stride list whose entries are ints (all axes) or per-axis sequences."""
+    div = [1] * spatial_dims
+    for s in strides:
+        per_axis = s if isinstance(s, (list, tuple)) else [s] * spatial_dims
+        div = [d * int(p) for d, p in zip(div, per_axis)]
+    return tuple(div)
+
+
+def _build_unet(in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    from monai.networks.nets import UNet
+
+    return UNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, **kw)
+
+
+def _build_unet2d(in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    from monai.networks.nets import UNet
+
+    return SliceWise2D(UNet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels, **kw))
+
+
+def _build_segresnet(in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    from monai.networks.nets import SegResNet
+
+    return SegResNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, **kw)
+
+
+def _build_dynunet(in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    from monai.networks.nets import DynUNet
+
+    kw.setdefault("upsample_kernel_size", kw["strides"][1:])
+    return DynUNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, **kw)
+
+
+class ModelSpec(NamedTuple):
+    """One entry of :data:`MODELS`: how to build a network, its defaults, and what its input sides must divide by."""
+
+    build: Callable[..., nn.Module]
+    defaults: dict[str, Any]
+    divisor: Callable[[dict[str, Any]], tuple[int, int, int]]  # merged kwargs -> per-axis (x, y, z) divisor
+
+
+_UNET = {
+    "channels": (16, 32, 64, 128, 256),
+    "strides": (2, 2, 2, 2),
+    "num_res_units": 2,
+    "norm": "batch",
+    "dropout": 0.2,
+}
+_DYN_STRIDES = ((1, 1, 1), (2, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2))
+
+# name -> builder, default kwargs, divisor: the one place a network family is named (adding one = one entry)
+MODELS: dict[str, ModelSpec] = {
+    "unet": ModelSpec(_build_unet, _UNET, lambda kw: _stride_product(kw["strides"])),
+    "segresnet": ModelSpec(
+        _build_segresnet,
+        {"init_filters": 16, "blocks_down": (1, 2, 2, 4), "blocks_up": (1, 1, 1), "dropout_prob": 0.2},
+        lambda kw: (2 ** (len(kw["blocks_down"]) - 1),) * 3,
+    ),
+    "unet3d_scratch": ModelSpec(
+        UNet3D, {"features": (16, 32, 64, 128)}, lambda kw: (2 ** (len(kw["features"]) - 1),) * 3
+    ),
+    "unet2d": ModelSpec(_build_unet2d, _UNET, lambda kw: (*_stride_product(kw["strides"], 2), 1)),
+    "dynunet": ModelSpec(
+        _build_dynunet,
+        {
+            "kernel_size": ((3, 3, 3),) * 5,
+            "strides": _DYN_STRIDES,
+            "filters": (16, 32, 64, 128, 256),
+            "norm_name": "instance",
+            "res_block": False,
+        },
+        lambda kw: _stride_product(kw["strides"]),
+    ),
+}
+MODEL_NAMES = tuple(MODELS)
+
+
+def _spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ValueError(f"unknown model_name {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def model_kwargs(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The registry's defaults for ``name`` updated with ``overrides`` (lists from JSON become tuples).
 
     Introduced in notebook 03.
 
     Args:
-        name: ``"unet"`` (MONAI UNet, the deep dive's configuration: channels 16-256, strides 2,
-            2 residual units, batch norm, dropout 0.2), ``"segresnet"`` (MONAI SegResNet) or
-            ``"unet3d_scratch"`` (:class:`UNet3D`) or ``"unet2d"`` (MONAI's UNet in 2D with the
-            ``"unet"`` defaults, applied slice by slice: :class:`SliceWise2D`).
+        name: a key of :data:`MODELS`.
+        overrides: e.g. ``{"channels": [8, 16, 32], "strides": [[2, 2, 1], 2]}`` from ``config.json``.
+
+    Returns:
+        The complete keyword arguments the builder receives.
+    """
+    return {k: _tuples(v) for k, v in {**_spec(name).defaults, **(overrides or {})}.items()}
+
+
+def get_model(name: str = "unet", *, in_channels: int = 1, out_channels: int = 2, **kwargs: Any) -> nn.Module:
+    """Build a segmentation network by name from the :data:`MODELS` registry.
+
+    Introduced in notebook 03.
+
+    Args:
+        name: ``"unet"`` (MONAI UNet, the deep dive's configuration: channels 16-256, strides 2, 2 residual
+            units, batch norm, dropout 0.2), ``"segresnet"`` (MONAI SegResNet), ``"unet3d_scratch"``
+            (:class:`UNet3D`), ``"unet2d"`` (MONAI's UNet in 2D with the ``"unet"`` defaults, applied slice by
+            slice: :class:`SliceWise2D`) or ``"dynunet"`` (MONAI DynUNet, nnU-Net's network, for planned runs).
         in_channels: input channels.
         out_channels: output channels (2 for softmax over background/atrium, 1 for sigmoid + BCE).
-        **kwargs: overrides of the defaults, e.g. ``channels=(8, 16, 32, 64, 128)`` for a smaller UNet.
+        **kwargs: overrides of the defaults, e.g. ``channels=(8, 16, 32, 64, 128)`` for a smaller UNet, or
+            per-axis ``strides=((2, 2, 1), (2, 2, 2))`` for thick slices (no pooling along z at first).
 
     Returns:
         The model, in training mode, on the CPU.
@@ -106,25 +213,7 @@ def get_model(name: str = "unet", *, in_channels: int = 1, out_channels: int = 2
     Raises:
         ValueError: for an unknown name.
     """
-    from monai.networks.layers import Norm
-    from monai.networks.nets import UNet, SegResNet
-
-    if name in ("unet", "unet2d"):
-        cfg: dict[str, Any] = dict(channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2,
-                                   norm=Norm.BATCH, dropout=0.2)
-        cfg.update(kwargs)
-        cfg["channels"], cfg["strides"] = tuple(cfg["channels"]), tuple(cfg["strides"])
-        net = UNet(spatial_dims=3 if name == "unet" else 2, in_channels=in_channels, out_channels=out_channels, **cfg)
-        return net if name == "unet" else SliceWise2D(net)
-    if name == "segresnet":
-        cfg = dict(init_filters=16, blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), dropout_prob=0.2)
-        cfg.update(kwargs)
-        return SegResNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, **cfg)
-    if name == "unet3d_scratch":
-        if "features" in kwargs:
-            kwargs["features"] = tuple(kwargs["features"])
-        return UNet3D(in_channels=in_channels, out_channels=out_channels, **kwargs)
-    raise ValueError(f"unknown model_name {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return _spec(name).build(in_channels, out_channels, **model_kwargs(name, kwargs))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -132,19 +221,18 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def required_divisor(model_name: str, model_kwargs: dict[str, Any] | None = None) -> int:
-    """Return the factor every input side must be divisible by for this architecture.
+def required_divisor(model_name: str, model_kwargs_: dict[str, Any] | None = None) -> tuple[int, int, int]:
+    """Return the per-axis factors ``(x, y, z)`` every input side must be divisible by for this architecture.
 
-    Introduced in notebook 03 (roi sizes are checked against it before training starts).
+    Introduced in notebook 03 (roi sizes are checked against it before training starts, and the
+    transforms pad volumes to it). Per-axis strides give per-axis divisors: strides ``((2, 2, 1), (2, 2, 2))``
+    need ``(4, 4, 2)``.
+
+    Args:
+        model_name: a key of :data:`MODELS`.
+        model_kwargs_: the run's ``model_kwargs`` (overrides of the registry's defaults).
+
+    Returns:
+        Three positive ints.
     """
-    kw = model_kwargs or {}
-    if model_name in ("unet", "unet2d"):
-        div = 1
-        for s in kw.get("strides", (2, 2, 2, 2)):
-            div *= int(s)
-        return div
-    if model_name == "segresnet":
-        return 2 ** (len(kw.get("blocks_down", (1, 2, 2, 4))) - 1)
-    if model_name == "unet3d_scratch":
-        return 2 ** (len(kw.get("features", (16, 32, 64, 128))) - 1)
-    raise ValueError(f"unknown model_name {model_name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return tuple(int(d) for d in _spec(model_name).divisor(model_kwargs(model_name, model_kwargs_)))  # type: ignore[return-value]

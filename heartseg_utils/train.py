@@ -1,12 +1,14 @@
-"""Training: an explicit, readable loop around MONAI pieces, writing ``run_dir`` per the contract.
+"""Training: an explicit, readable loop around MONAI pieces, writing ``run_dir`` per docs/contract.md.
 
 Introduced in notebook 03. ``train(config)`` is what notebook 03 calls and what
 ``python -m heartseg_utils.train --data_dir ... --run_dir ...`` runs; both share this one code path.
-Launched by ``torchrun --nproc_per_node=N -m heartseg_utils.train ...`` the same loop runs data-parallel
-(DistributedDataParallel, one process per GPU or CPU slot); see docs/distributed.md.
+Launched by ``torchrun --nproc_per_node=N -m heartseg_utils.train ...`` the same loop runs data-parallel:
+the few lines that differ are marked ``# DDP`` and call :mod:`heartseg_utils.distributed` (docs/distributed.md).
 
-Written into ``run_dir``: ``config.json``, ``split.json``, ``history.csv`` (one row per epoch),
-``last.pt`` (every epoch), ``best_model.pt`` (best validation Dice) and ``metrics.json``.
+Read it top to bottom: the registries (losses, optimisers, schedules), the building blocks (AMP, seeding,
+one epoch, validation, checkpoints), then :func:`train` over named steps and :func:`fit`, the epoch loop.
+Written into ``run_dir``: ``config.json``, ``split.json``, ``plan.json`` (planned runs only),
+``history.csv`` (one row per epoch), ``last.pt`` (every epoch), ``best_model.pt`` and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -14,28 +16,143 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
+import importlib.util
 import json
+import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
-LOSS_NAMES = ("dicece", "dice", "bce")
-OPTIMIZER_NAMES = ("adamw", "adam")
-SCHEDULER_NAMES = ("plateau", "cosine", "none")
-HISTORY_FIELDS = ("epoch", "train_loss", "val_dice", "lr", "epoch_seconds")
+from heartseg_utils import distributed
+from heartseg_utils.data import write_atomic, write_json
+
+HISTORY_FIELDS = ("epoch", "train_loss", "val_dice", "lr", "planned_epochs", "epoch_seconds")
+PLANNED_FIELDS = ("pixdim", "roi_size", "batch_size", "model_name")  # "auto" = chosen by heartseg_utils.plan
 
 
+# --------------------------------------------------------------------------------------------------
+# Registries: one per name family; the allowed names are their keys
+# --------------------------------------------------------------------------------------------------
+class LossSpec(NamedTuple):
+    """One entry of :data:`LOSSES`: a factory and how many output channels the network needs for it."""
+
+    make: Callable[[], torch.nn.Module]
+    out_channels: int
+
+
+def _dicece() -> torch.nn.Module:
+    from monai.losses import DiceCELoss
+
+    return DiceCELoss(to_onehot_y=True, softmax=True)
+
+
+def _dice() -> torch.nn.Module:
+    from monai.losses import DiceLoss
+
+    return DiceLoss(to_onehot_y=True, softmax=True)
+
+
+LOSSES: dict[str, LossSpec] = {
+    "dicece": LossSpec(_dicece, 2),  # Dice + cross-entropy over a 2-channel softmax (background, atrium)
+    "dice": LossSpec(_dice, 2),
+    "bce": LossSpec(torch.nn.BCEWithLogitsLoss, 1),  # one logit, sigmoid
+}
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+
+
+def poly_decay(progress: float) -> float:
+    """nnU-Net's schedule: the learning-rate factor ``(1 - progress) ** 0.9``. Introduced in notebook 03."""
+    return max(0.0, 1.0 - progress) ** 0.9
+
+
+def cosine_decay(progress: float) -> float:
+    """Half a cosine from 1 to 0 over the run (no restarts). Introduced in notebook 03."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+DECAYS: dict[str, Callable[[float], float]] = {"poly": poly_decay, "cosine": cosine_decay}
+
+
+class ProgressLR:
+    """Learning rate = initial lr x ``DECAYS[name](progress)``, progress = epochs done / planned epochs.
+
+    Introduced in notebook 03. Like nnU-Net's PolyLRScheduler, it is told where the run stands instead of
+    counting steps, so a time budget that shortens the run also shortens the schedule.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, name: str) -> None:
+        self.optimizer, self.name = optimizer, name
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.progress = 0.0
+
+    def step(self, progress: float) -> None:
+        """Set every parameter group's lr for the next epoch."""
+        self.progress = progress
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * DECAYS[self.name](progress)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "base_lrs": self.base_lrs, "progress": self.progress}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.name, self.base_lrs, self.progress = state["name"], list(state["base_lrs"]), state["progress"]
+
+
+SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer], Any]] = {
+    "poly": lambda opt: ProgressLR(opt, "poly"),  # nnU-Net's default
+    "cosine": lambda opt: ProgressLR(opt, "cosine"),
+    "cosine_restarts": lambda opt: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=10, T_mult=2),
+    "plateau": lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=5),
+    "none": lambda opt: None,
+}
+CHOICES = {
+    "loss_name": LOSSES,
+    "optimizer_name": OPTIMIZERS,
+    "scheduler_name": SCHEDULERS,
+    "device": ("auto", "cpu", "cuda"),
+    "amp": ("auto", "on", "off"),
+}
+
+
+def make_loss(name: str) -> torch.nn.Module:
+    """Build a loss of :data:`LOSSES` by name. Introduced in notebook 03."""
+    return LOSSES[_choice("loss_name", name)].make()
+
+
+def _choice(what: str, value: Any) -> Any:
+    """``value`` if it is one of ``CHOICES[what]``, else a ValueError listing the choices."""
+    if value not in CHOICES[what]:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(CHOICES[what])}")
+    return value
+
+
+def step_scheduler(scheduler: Any, val_dice: float, progress: float) -> None:
+    """Advance any schedule of :data:`SCHEDULERS` after an epoch: by progress, by validation Dice, or by one."""
+    if isinstance(scheduler, ProgressLR):
+        scheduler.step(progress)
+    elif isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(val_dice)
+    elif scheduler is not None:
+        scheduler.step()
+
+
+# --------------------------------------------------------------------------------------------------
+# The configuration
+# --------------------------------------------------------------------------------------------------
 @dataclass
 class TrainConfig:
     """Every knob of a training run; the names and defaults are notebook 03's parameters cell.
 
     Introduced in notebook 03. Defaults are CI-sized (synthetic phantom, 2 CPU cores, a few minutes) and
     equal the notebook's (a test checks it); notebook 03's markdown gives the full-size values for the real
-    Task02_Heart on a GPU.
+    Task02_Heart on a GPU. ``pixdim``, ``roi_size``, ``batch_size`` and ``model_name`` accept ``"auto"``:
+    :func:`resolve_auto` asks the planner (``heartseg_utils.plan``) for them before training starts.
     """
 
     data_dir: str = ""  # "" = $HEARTSEG_DATA_DIR or data/ (synthetic phantom generated there once)
@@ -44,64 +161,111 @@ class TrainConfig:
     time_budget_min: float = 4.5  # 0 = no limit; else stop at the epoch boundary that would overrun
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda"
-    amp: str = "auto"  # "auto" (on for CUDA only) | "on" | "off"
-    model_name: str = "unet"
+    amp: str = "auto"  # "auto" (bf16/fp16 on CUDA; bf16 on a CPU where it measures faster) | "on" | "off"
+    model_name: str = "unet"  # a key of models.MODELS, or "auto"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     loss_name: str = "dicece"
     optimizer_name: str = "adamw"
-    scheduler_name: str = "plateau"
+    scheduler_name: str = "poly"
     lr: float = 3e-3
     weight_decay: float = 1e-5
-    roi_size: tuple[int, int, int] = (48, 48, 48)
-    batch_size: int = 2  # per process: the effective batch is batch_size x processes
+    roi_size: Any = (48, 48, 48)  # 3 sides, or "auto"
+    batch_size: Any = 2  # per process (the effective batch is batch_size x processes), or "auto"
     num_samples: int = 2  # patches drawn per volume per epoch
-    pixdim: Any = (2.5, 2.5, 2.74)  # (x, y, z) in mm, or "auto" = the dataset's median spacing
-    label_mode: str = "binary"
+    pixdim: Any = (2.5, 2.5, 2.74)  # (x, y, z) in mm, or "auto"
     elastic: bool = False
     val_fraction: float = 0.2
-    n_folds: int = 0  # 0 = the val_fraction split; k >= 2 = validate on fold `fold` of data.kfold_split
+    n_folds: int = 0  # 0 = the val_fraction split; k >= 2 = validate on fold `fold` of data.holdout_then_kfold
     fold: int = 0
     holdout_fraction: float = 0.0  # cases set aside before splitting (split.json "holdout"), e.g. for an ensemble
-    patience: int = 15  # early stopping: epochs without a better validation Dice
+    patience: int = 15  # early stopping: epochs without a better validation Dice (late in decaying schedules)
     sw_batch_size: int = 4
     sw_overlap: float = 0.25
     num_workers: int = 0
     resume: bool = False
     progress: bool = True
-    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         for name in ("roi_size", "pixdim", "model_kwargs"):  # papermill's -p passes "[96, 96, 96]" as text
             value = getattr(self, name)
             if isinstance(value, str) and value.strip()[:1] in "[{" and value.strip():
                 setattr(self, name, json.loads(value))
-        self.roi_size = tuple(int(r) for r in self.roi_size)  # type: ignore[assignment]
+        if self.roi_size != "auto":
+            self.roi_size = tuple(int(r) for r in self.roi_size)
         if isinstance(self.pixdim, list):
             self.pixdim = tuple(float(p) for p in self.pixdim)
-        checks = {"loss_name": LOSS_NAMES, "optimizer_name": OPTIMIZER_NAMES,
-                  "scheduler_name": SCHEDULER_NAMES, "device": ("auto", "cpu", "cuda"), "amp": ("auto", "on", "off")}
-        for name, allowed in checks.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
-        from heartseg_utils.models import required_divisor
-
-        div = required_divisor(self.model_name, self.model_kwargs)  # also rejects unknown model names
-        if len(self.roi_size) != 3 or any(r <= 0 or r % div for r in self.roi_size):
-            raise ValueError(f"roi_size {self.roi_size} must be 3 positive sides divisible by {div} for {self.model_name!r}")
-        if self.max_epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        for name in CHOICES:
+            _choice(name, getattr(self, name))
+        if self.max_epochs < 1 or (self.batch_size != "auto" and self.batch_size < 1) or self.lr <= 0:
             raise ValueError("max_epochs and batch_size must be >= 1 and lr > 0")
         if self.n_folds == 1 or self.n_folds < 0 or not 0 <= self.fold < max(self.n_folds, 1):
-            raise ValueError(f"n_folds {self.n_folds} / fold {self.fold}: use n_folds 0 (val_fraction split) or >= 2, "
-                             "and 0 <= fold < n_folds")
+            raise ValueError(
+                f"n_folds {self.n_folds} / fold {self.fold}: use n_folds 0 (val_fraction split) or >= 2, "
+                "and 0 <= fold < n_folds"
+            )
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        check_roi(self)
 
     @property
     def out_channels(self) -> int:
-        """1 logit for single-channel sigmoid + BCE, else 2 (softmax over background/atrium)."""
-        return 1 if self.loss_name == "bce" else 2
+        """The loss decides: 1 logit for sigmoid + BCE, else 2 (softmax over background/atrium)."""
+        return LOSSES[self.loss_name].out_channels
 
 
+def check_roi(cfg: TrainConfig) -> None:
+    """Reject an unknown model name, and a ``roi_size`` its network cannot take; "auto" values wait for the plan."""
+    from heartseg_utils.models import required_divisor
+
+    if cfg.model_name == "auto":
+        return
+    div = required_divisor(cfg.model_name, cfg.model_kwargs)  # also rejects unknown model names
+    if cfg.roi_size != "auto" and (len(cfg.roi_size) != 3 or any(r <= 0 or r % d for r, d in zip(cfg.roi_size, div))):
+        raise ValueError(f"roi_size {cfg.roi_size} must be 3 positive sides divisible by {div} for {cfg.model_name!r}")
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The JSON form of a config (``config.json``): tuples become lists; ``out_channels`` is added."""
+    d = dataclasses.asdict(cfg)
+    d["out_channels"] = cfg.out_channels
+    for name in ("roi_size", "pixdim"):
+        if isinstance(d[name], tuple):
+            d[name] = list(d[name])
+    return d
+
+
+def model_from_config(config: dict[str, Any]) -> torch.nn.Module:
+    """Rebuild the network described by a run's ``config.json``. Introduced in notebook 04."""
+    from heartseg_utils.models import get_model
+
+    out = LOSSES[config["loss_name"]].out_channels
+    return get_model(config["model_name"], out_channels=out, **config.get("model_kwargs", {}))
+
+
+def transforms_from_config(config: dict[str, Any], stage: str, device: torch.device | None = None):
+    """Rebuild a run's transforms from ``config.json`` (values resolved). Introduced in notebook 04.
+
+    The pad divisor comes from the model registry (``models.required_divisor``); ``device`` is the CUDA fast
+    path of :func:`heartseg_utils.transforms.get_transforms` (None on the CPU).
+    """
+    from heartseg_utils.models import required_divisor
+    from heartseg_utils.transforms import get_transforms
+
+    divisor = required_divisor(config["model_name"], config.get("model_kwargs"))
+    return get_transforms(
+        stage,
+        pixdim=tuple(config["pixdim"]),
+        roi_size=tuple(config["roi_size"]),
+        num_samples=config["num_samples"],
+        elastic=config["elastic"],
+        divisor=divisor,
+        device=device,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Device, mixed precision, seeding
+# --------------------------------------------------------------------------------------------------
 def resolve_device(device: str = "auto") -> torch.device:
     """Map "auto" to CUDA when available, else CPU; asking for "cuda" without one is an error."""
     if device == "auto":
@@ -111,32 +275,109 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """Decide the autocast dtype: bf16 (or fp16 on older GPUs) on CUDA, None (fp32) on the CPU.
+def cpu_bf16_flags() -> str:
+    """The CPU's native bf16 instruction flags from /proc/cpuinfo (``avx512_bf16``, ``amx_bf16``); "" if none."""
+    try:
+        words = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:  # not Linux
+        return ""
+    return " ".join(f for f in ("avx512_bf16", "amx_bf16") if f in words)
 
-    Introduced in notebook 03. AMP is never used on the CPU: bf16 autocast there was measured
-    ~16x slower than fp32 for 3D convolutions.
+
+@functools.lru_cache(maxsize=1)
+def probe_cpu_bf16(channels: int = 16, side: int = 32, repeats: int = 2) -> tuple[float, float]:
+    """Best seconds of one forward + backward of a small UNet-like block in fp32 and in bf16 autocast.
+
+    Introduced in notebook 03. The block (conv, batch norm, PReLU, strided conv, transposed conv; batch 2,
+    ``side``³, ``channels``) has the layer types of the series' UNet: a lone Conv3d measured bf16 slower on a
+    CPU where whole UNet steps run faster in bf16. fp32 and bf16 runs alternate, so a load change hits both.
+    Well under a second on an idle CPU; computed once per process; leaves the random state alone.
     """
-    if device.type != "cuda" or amp == "off":
-        if amp == "on":
-            raise ValueError("amp='on' needs a CUDA device; use amp='auto' (fp32 on the CPU)")
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    nn = torch.nn
+    best = {None: math.inf, torch.bfloat16: math.inf}
+    with torch.random.fork_rng(devices=[]):
+        net = nn.Sequential(
+            nn.Conv3d(1, channels, 3, padding=1), nn.BatchNorm3d(channels), nn.PReLU(),
+            nn.Conv3d(channels, channels, 3, stride=2, padding=1), nn.BatchNorm3d(channels), nn.PReLU(),
+            nn.ConvTranspose3d(channels, channels, 3, stride=2, padding=1, output_padding=1), nn.Conv3d(channels, 2, 1),
+        )  # fmt: skip
+        x = torch.randn(2, 1, side, side, side)
+        for i in range(repeats + 1):  # round 0 warms both paths up
+            for dtype in best:
+                t0 = time.perf_counter()
+                with autocast(torch.device("cpu"), dtype):
+                    out = net(x)
+                out.float().mean().backward()
+                if i:
+                    best[dtype] = min(best[dtype], time.perf_counter() - t0)
+    return best[None], best[torch.bfloat16]
 
 
-def make_loss(name: str) -> torch.nn.Module:
-    """DiceCE (default), Dice (softmax over 2 channels) or single-channel BCE-with-logits."""
-    from monai.losses import DiceCELoss, DiceLoss
+def amp_decision(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """Decide the autocast dtype (None = fp32) and say why. Introduced in notebook 03.
 
-    if name == "dicece":
-        return DiceCELoss(to_onehot_y=True, softmax=True)
-    if name == "dice":
-        return DiceLoss(to_onehot_y=True, softmax=True)
-    if name == "bce":
-        return torch.nn.BCEWithLogitsLoss()
-    raise ValueError(f"unknown loss_name {name!r}; choose one of {', '.join(LOSS_NAMES)}")
+    CUDA: bf16, or fp16 (with a gradient scaler) where the GPU has no bf16. CPU: ``"on"`` = bf16;
+    ``"auto"`` = bf16 only where the CPU has native bf16 instructions and :func:`probe_cpu_bf16` measures
+    it faster than fp32 (without them bf16 3D convolutions run many times slower). The probe is timed, so
+    two processes can decide differently: set ``amp`` explicitly where runs must match bit for bit.
+
+    Args:
+        amp: ``"auto"``, ``"on"`` or ``"off"``.
+        device: where the run computes.
+
+    Returns:
+        ``(dtype or None, reason)``; both are recorded in metrics.json (``amp``, ``amp_reason``).
+    """
+    if _choice("amp", amp) == "off":
+        return None, "amp='off': fp32"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, f"amp={amp!r} on CUDA: bf16 autocast"
+        return torch.float16, f"amp={amp!r} on CUDA without bf16: fp16 autocast with a gradient scaler"
+    if amp == "on":
+        return torch.bfloat16, "amp='on' on the CPU: bf16 autocast"
+    flags = cpu_bf16_flags()
+    if not flags:
+        return None, "amp='auto' on a CPU without native bf16 (no avx512_bf16/amx_bf16): fp32"
+    fp32_s, bf16_s = probe_cpu_bf16()
+    verdict = f"probe step bf16 {bf16_s * 1e3:.0f} ms vs fp32 {fp32_s * 1e3:.0f} ms"
+    if bf16_s < fp32_s:
+        return torch.bfloat16, f"amp='auto' on a CPU with {flags}: {verdict}: bf16 autocast"
+    return None, f"amp='auto' on a CPU with {flags}: {verdict}: fp32"
 
 
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of :func:`amp_decision` alone (None = fp32). Introduced in notebook 03."""
+    return amp_decision(amp, device)[0]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``'s type, or a disabled one for None (fp32). Notebook 03."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def seed_epoch(seed: int, epoch: int, *datasets: Any, rank: int = 0) -> torch.Generator:
+    """Reseed every random source from (seed, rank, epoch): a resumed run replays what it would have done.
+
+    Introduced in notebook 03. ``numpy.random.SeedSequence`` mixes the three numbers, so no two
+    (rank, epoch) pairs share a seed; each torchrun process gets its own augmentation and dropout stream.
+
+    Returns:
+        A torch Generator seeded the same way, for the data loader's shuffling.
+    """
+    import numpy as np
+    from monai.utils import set_determinism
+
+    s = int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
+    set_determinism(seed=s)
+    for ds in datasets:
+        ds.transform.set_random_state(seed=s)
+    return torch.Generator().manual_seed(s)
+
+
+# --------------------------------------------------------------------------------------------------
+# One epoch, validation, checkpoints
+# --------------------------------------------------------------------------------------------------
 def logits_to_mask(logits: torch.Tensor) -> torch.Tensor:
     """Turn network output (N, C, ...) into a (N, 1, ...) foreground mask: argmax, or logit > 0 for C = 1."""
     if logits.shape[1] == 1:
@@ -144,107 +385,39 @@ def logits_to_mask(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1, keepdim=True).to(torch.uint8)
 
 
-def model_from_config(config: dict[str, Any]) -> torch.nn.Module:
-    """Rebuild the network described by a run's ``config.json``. Introduced in notebook 04."""
-    from heartseg_utils.models import get_model
-
-    out = 1 if config["loss_name"] == "bce" else 2
-    return get_model(config["model_name"], out_channels=out, **config.get("model_kwargs", {}))
-
-
-def transforms_from_config(config: dict[str, Any], stage: str):
-    """Rebuild a run's transforms from ``config.json`` (pixdim already resolved). Introduced in notebook 04."""
-    from heartseg_utils.transforms import get_transforms
-
-    return get_transforms(stage, pixdim=tuple(config["pixdim"]), roi_size=tuple(config["roi_size"]),
-                          num_samples=config["num_samples"], label_mode=config["label_mode"], elastic=config["elastic"])
-
-
-def _is_main() -> bool:
-    """True in a single process and on rank 0 of a torchrun job: the only process that writes run_dir files."""
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def _reduce(values: list[float], device: torch.device, op: str = "sum") -> list[float]:
-    """Sum (op="sum") or maximum (op="max") of numbers over all processes; unchanged in a single process."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
-    return t.tolist()
-
-
-def _init_distributed(device: torch.device) -> tuple[torch.device, int, int, bool]:
-    """Join torchrun's process group when launched by it (WORLD_SIZE > 1): nccl on GPUs, gloo on CPUs.
-
-    Introduced in docs/distributed.md (the notebooks run one process). Each process takes the GPU
-    ``LOCAL_RANK``. Returns ``(device, rank, world_size, created)``; ``created`` says this call initialised
-    the group, so ``train`` destroys it at the end.
-    """
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return device, 0, 1, False
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return device, dist.get_rank(), dist.get_world_size(), created
-
-
-def _data_parallel(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Wrap in DistributedDataParallel; on GPUs batch norm becomes SyncBatchNorm (PyTorch's is GPU-only)."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    if device.type == "cuda":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file, then rename: a crash never leaves a half-written checkpoint (rank 0 only)."""
-    if not _is_main():
-        return
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(obj: Any, path: Path) -> None:
-    if not _is_main():
-        return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
-def _seed_epoch(seed: int, epoch: int, *datasets: Any, rank: int = 0) -> torch.Generator:
-    """Reseed every random source from (seed, epoch, rank): a resumed run replays exactly what it would have done.
-
-    Each torchrun process (``rank``) gets its own augmentation and dropout stream.
-    """
-    from monai.utils import set_determinism
-
-    s = seed * 1000 + epoch + 1_000_000 * rank
-    set_determinism(seed=s)
-    for ds in datasets:
-        ds.transform.set_random_state(seed=s)
-    return torch.Generator().manual_seed(s)
+def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype) -> float:
+    """One pass over the training patches; returns the mean loss. Introduced in notebook 03."""
+    model.train()
+    total, n = 0.0, 0
+    for batch in loader:
+        image, label = batch["image"].to(device), batch["label"].to(device)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, amp_dtype):
+            logits = model(image)
+        loss = loss_fn(logits.float(), label.float() if logits.shape[1] == 1 else label)
+        if not torch.isfinite(loss):
+            lr = optimizer.param_groups[0]["lr"]
+            raise FloatingPointError(f"loss became {loss.item()} at step {n}; lower lr (now {lr:g})")
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total, n = total + loss.item(), n + 1
+    return total / max(n, 1)
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, loader: Any, cfg: TrainConfig, device: torch.device,
-             amp_dtype: torch.dtype | None) -> float:
-    """Mean foreground Dice over whole validation volumes with sliding-window inference.
+def validate(
+    model: torch.nn.Module,
+    loader: Any,
+    cfg: TrainConfig,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    ddp: distributed.Distributed | None = None,
+) -> float:
+    """Mean foreground Dice over whole validation volumes with sliding-window inference. Notebook 03.
 
-    Under torchrun each process validates its share of the cases; the Dice sums and counts are added over
-    all processes, so every process returns the same mean.
+    Under torchrun (``ddp``) each process validates its share of the cases; the Dice sums and counts are
+    added over all processes, so every process returns the same mean.
     """
     from monai.inferers import sliding_window_inference
     from monai.metrics import DiceMetric
@@ -253,47 +426,135 @@ def validate(model: torch.nn.Module, loader: Any, cfg: TrainConfig, device: torc
     model.eval()
     for batch in loader:
         image, label = batch["image"].to(device), batch["label"].to(device)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             logits = sliding_window_inference(image, cfg.roi_size, cfg.sw_batch_size, model, overlap=cfg.sw_overlap)
         metric(y_pred=logits_to_mask(logits.float()), y=(label > 0).to(torch.uint8))
     scores = metric.get_buffer()  # (cases, 1); NaN where prediction and label are both empty
     scores = torch.zeros(0) if scores is None else scores.flatten().double().cpu()
-    total, count = _reduce([float(scores.nansum()), float((~scores.isnan()).sum())], device)
+    total, count = float(scores.nansum()), float((~scores.isnan()).sum())
+    if ddp is not None:
+        total, count = distributed.reduce([total, count], ddp)  # DDP
     return total / count if count else 0.0
 
 
-def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype, bar=None) -> float:
-    """One pass over the training patches; returns the mean loss. Introduced in notebook 03."""
-    model.train()
-    total, n = 0.0, 0
-    for batch in loader:
-        image, label = batch["image"].to(device), batch["label"].to(device)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(image)
-        loss = loss_fn(logits.float(), label.float() if logits.shape[1] == 1 else label)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {n}; lower lr (now {optimizer.param_groups[0]['lr']:g})")
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        total, n = total + loss.item(), n + 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    return total / max(n, 1)
+def save_best(path: Path, net: torch.nn.Module, epoch: int, val_dice: float) -> None:
+    """Write ``best_model.pt`` atomically: the weights of the best validation Dice so far. Notebook 03."""
+    best = {"model": net.state_dict(), "epoch": epoch, "val_dice": val_dice}
+    write_atomic(path, lambda tmp: torch.save(best, tmp))
 
 
-def _make_scheduler(name: str, optimizer: torch.optim.Optimizer):
-    if name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=5)
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=10, T_mult=2)
-    return None
+def save_checkpoint(path: Path, run: Run, state: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    """Write ``last.pt`` atomically: everything :func:`load_checkpoint` needs to continue. Notebook 03."""
+    ckpt = {
+        "model": run.net.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else {},
+        "epoch": len(history),
+        "state": dict(state),
+        "history": list(history),
+    }
+    write_atomic(path, lambda tmp: torch.save(ckpt, tmp))
 
 
-def _prepare_data(cfg: TrainConfig, run_dir: Path):
-    """Validate the dataset, split it (saved to split.json; reused on resume) and build cached datasets."""
+def load_checkpoint(path: Path, run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Restore what :func:`save_checkpoint` wrote into ``run`` (``weights_only=True``). Introduced in notebook 03.
+
+    Returns:
+        ``(state, history)``: the bookkeeping of :func:`new_state` and the epochs so far (the checkpoint, not
+        history.csv, is the source of truth).
+    """
+    ckpt = torch.load(path, map_location=run.ddp.device, weights_only=True)
+    run.net.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scaler.load_state_dict(ckpt["scaler"])
+    if run.scheduler is not None:
+        run.scheduler.load_state_dict(ckpt["scheduler"])
+    return {**new_state(), **ckpt["state"]}, list(ckpt["history"])
+
+
+def new_state() -> dict[str, Any]:
+    """The bookkeeping of a fresh run: best Dice so far, early-stopping count, seconds, planned epochs."""
+    return {"best_val_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0, "planned_epochs": 0}
+
+
+def write_history(rows: list[dict[str, Any]], path: Path) -> None:
+    """Write ``history.csv`` (one row per epoch, :data:`HISTORY_FIELDS`) atomically. Introduced in notebook 03."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write_atomic(path, write)
+
+
+# --------------------------------------------------------------------------------------------------
+# Data, the planner's hook, the pieces of a run
+# --------------------------------------------------------------------------------------------------
+def _planner() -> Any:
+    """The ``heartseg_utils.plan`` module, or None where this installation has no planner."""
+    if importlib.util.find_spec("heartseg_utils.plan") is None:
+        return None
+    from heartseg_utils import plan
+
+    return plan
+
+
+def resolve_auto(
+    cfg: TrainConfig, items: list[dict], device: torch.device, run_dir: Path
+) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """Replace the ``"auto"`` values of :data:`PLANNED_FIELDS` by the planner's choices. Notebook 03.
+
+    The planner hook: ``heartseg_utils.plan.resolve_auto(config_dict, items, device)`` returns the config dict
+    with concrete values and a JSON-able plan (written to ``run_dir/plan.json``). A resumed run keeps the
+    values in its ``config.json``. Without the planner only ``pixdim="auto"`` works (the median spacing).
+
+    Returns:
+        ``(resolved config, plan dict or None)``.
+    """
+    auto = [name for name in PLANNED_FIELDS if getattr(cfg, name) == "auto"]
+    if not auto:
+        return cfg, None
+    saved = run_dir / "config.json"
+    if cfg.resume and saved.is_file():
+        old = json.loads(saved.read_text())
+        plan_path = run_dir / "plan.json"
+        plan_dict = json.loads(plan_path.read_text()) if plan_path.is_file() else None
+        return dataclasses.replace(cfg, **{k: old[k] for k in (*auto, "model_kwargs")}), plan_dict
+    plan = _planner()
+    if plan is None:
+        if auto == ["pixdim"]:
+            from heartseg_utils.transforms import resolve_pixdim
+
+            return dataclasses.replace(cfg, pixdim=resolve_pixdim("auto", items)), None
+        raise ValueError(
+            f"{', '.join(auto)} = 'auto' needs the planner (heartseg_utils.plan): planner not "
+            "available in this installation; give explicit values"
+        )
+    resolved, plan_dict = plan.resolve_auto(config_dict(cfg), items, device)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in resolved.items() if k in names}), plan_dict
+
+
+class Data(NamedTuple):
+    """What :func:`prepare_data` hands to training: the resolved config, the cases and the cached datasets."""
+
+    cfg: TrainConfig
+    dataset_dir: Path
+    split: dict[str, Any]  # split.json's content
+    plan: dict[str, Any] | None
+    train_ds: Any
+    val_ds: Any
+
+
+def prepare_data(cfg: TrainConfig, run_dir: Path, device: torch.device) -> Data:
+    """Validate the dataset, split it (reusing split.json on resume), plan "auto" values, cache the datasets.
+
+    Introduced in notebook 03. On CUDA the cached volumes live on the GPU and the random transforms run there
+    (MONAI's fast-training pattern, ``get_transforms(device=...)``); on the CPU nothing moves.
+    """
     from monai.data import CacheDataset
 
     from heartseg_utils import data
@@ -301,195 +562,266 @@ def _prepare_data(cfg: TrainConfig, run_dir: Path):
 
     dataset_dir = data.get_dataset_dir(cfg.data_dir)
     items = data.validate_dataset(dataset_dir)
-    split_path = run_dir / "split.json"
-    if cfg.resume and split_path.exists():
-        split = json.loads(split_path.read_text())
-        by_case = {it["case"]: it for it in items}
-        train_items, val_items = [by_case[c] for c in split["train"]], [by_case[c] for c in split["validation"]]
+    if cfg.resume and (run_dir / "split.json").is_file():
+        cases = {k: data.split_cases(run_dir, k, items) for k in ("train", "validation")}
+        cases["holdout"] = data.split_cases(run_dir, "holdout", items) if "holdout" in data.read_split(run_dir) else []
     else:
-        pool, holdout = (data.train_val_split(items, cfg.holdout_fraction, cfg.seed) if cfg.holdout_fraction
-                         else (items, []))
-        if cfg.n_folds:  # introduced in notebook 05: fold k of a k-fold partition of the non-holdout cases
-            train_items, val_items = data.kfold_split(pool, cfg.n_folds, cfg.seed)[cfg.fold]
-        else:
-            train_items, val_items = data.train_val_split(pool, val_fraction=cfg.val_fraction, seed=cfg.seed)
-        _write_json({"dataset_dir": str(dataset_dir), "seed": cfg.seed, "train": [i["case"] for i in train_items],
-                     "validation": [i["case"] for i in val_items], "holdout": [i["case"] for i in holdout]}, split_path)
-    pixdim = resolve_pixdim(cfg.pixdim, items)
-    resolved = dataclasses.replace(cfg, pixdim=tuple(float(p) for p in pixdim))
-    train_ds = CacheDataset(train_items, transforms_from_config(_config_dict(resolved), "train"),
-                            cache_rate=1.0, num_workers=None, progress=False)
-    val_ds = CacheDataset(val_items, transforms_from_config(_config_dict(resolved), "val"),
-                          cache_rate=1.0, num_workers=None, progress=False)
-    for item, case in zip(val_ds, val_items):
+        cases = data.make_split(
+            items,
+            seed=cfg.seed,
+            val_fraction=cfg.val_fraction,
+            n_folds=cfg.n_folds,
+            fold=cfg.fold,
+            holdout_fraction=cfg.holdout_fraction,
+        )
+    split = {"dataset_dir": str(dataset_dir), "seed": cfg.seed, **{k: [i["case"] for i in v] for k, v in cases.items()}}
+    cfg, plan = resolve_auto(cfg, items, device, run_dir)  # the planner plugs in here
+    cfg = dataclasses.replace(cfg, pixdim=resolve_pixdim(cfg.pixdim))  # three floats; also re-checks roi_size
+    tf_device = device if device.type == "cuda" else None
+    datasets = [
+        CacheDataset(
+            cases[key],
+            transforms_from_config(config_dict(cfg), stage, tf_device),
+            cache_rate=1.0,
+            num_workers=None,
+            progress=False,
+        )
+        for key, stage in (("train", "train"), ("validation", "val"))
+    ]
+    for item, case in zip(datasets[1], cases["validation"]):
         shape = tuple(item["image"].shape[1:])
         if any(r > s for r, s in zip(cfg.roi_size, shape)):
-            raise ValueError(f"roi_size {cfg.roi_size} is larger than the preprocessed volume {case['case']} "
-                             f"{shape} (pixdim {resolved.pixdim}); choose roi_size <= {shape} or a finer pixdim")
-    return resolved, dataset_dir, train_ds, val_ds
+            raise ValueError(
+                f"roi_size {cfg.roi_size} is larger than the preprocessed volume {case['case']} "
+                f"{shape} (pixdim {cfg.pixdim}); choose roi_size <= {shape} or a finer pixdim"
+            )
+    return Data(cfg, dataset_dir, split, plan, *datasets)
 
 
-def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    d = dataclasses.asdict(cfg)
-    d["roi_size"], d["out_channels"] = list(cfg.roi_size), cfg.out_channels
-    if isinstance(cfg.pixdim, tuple):
-        d["pixdim"] = list(cfg.pixdim)
-    return d
+@dataclass
+class Run:
+    """What the epoch loop works with: the config, the network and its optimisation pieces, the data."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    ddp: distributed.Distributed
+    net: torch.nn.Module  # the bare network: validated and saved, loads without DDP
+    model: torch.nn.Module  # the network the optimiser steps: net, or its DDP wrapper under torchrun
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    train_ds: Any
+    val_ds: Any
 
 
-def _write_history(rows: list[dict[str, Any]], path: Path) -> None:
-    if not _is_main():
-        return
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+def build_run(data: Data, run_dir: Path, ddp: distributed.Distributed, amp_dtype: torch.dtype | None) -> Run:
+    """Build the network (same initial weights in every process), loss, optimiser, schedule and scaler."""
+    cfg = data.cfg
+    seed_epoch(cfg.seed, 0)
+    net = model_from_config(config_dict(cfg)).to(ddp.device)
+    model = distributed.wrap(net, ddp)  # DDP: DistributedDataParallel under torchrun, net itself otherwise
+    optimizer = OPTIMIZERS[cfg.optimizer_name](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = SCHEDULERS[cfg.scheduler_name](optimizer)
+    scaler = torch.amp.GradScaler(ddp.device.type, enabled=amp_dtype == torch.float16)  # fp16 only
+    loss_fn = make_loss(cfg.loss_name)
+    return Run(
+        cfg, run_dir, ddp, net, model, loss_fn, optimizer, scheduler, scaler, amp_dtype, data.train_ds, data.val_ds
+    )
+
+
+def planned_epochs(cfg: TrainConfig, epochs_done: int, session_s: float, session_epochs: int) -> int:
+    """How many epochs the run will get: ``max_epochs``, or fewer when the time budget binds first.
+
+    Introduced in notebook 03. With a budget: ``min(max_epochs, done + floor(remaining s / mean epoch s))``,
+    re-estimated after every epoch of this session; a generous budget gives exactly ``max_epochs``.
+    """
+    budget_s = cfg.time_budget_min * 60
+    if not budget_s or not session_epochs:
+        return cfg.max_epochs
+    fits = math.floor(max(budget_s - session_s, 0.0) / (session_s / session_epochs))
+    return max(epochs_done, min(cfg.max_epochs, epochs_done + fits))
+
+
+def patience_counts(cfg: TrainConfig, progress: float) -> bool:
+    """Early stopping counts bad epochs only once a decaying schedule (poly, cosine) is half done.
+
+    Early in such a schedule the learning rate is still high and validation Dice noisy; stopping there
+    would waste the budget the schedule was planned for. Other schedules count from the first epoch.
+    """
+    return cfg.scheduler_name not in DECAYS or progress >= 0.5
+
+
+def _epoch_loader(run: Run, epoch: int, sampler: Any) -> Any:
+    """This epoch's training loader, every random source reseeded from (seed, rank, epoch)."""
+    from monai.data import ThreadDataLoader
+    from torch.utils.data import RandomSampler
+
+    gen = seed_epoch(run.cfg.seed, epoch, run.train_ds, rank=run.ddp.rank)
+    if sampler is not None:
+        sampler.set_epoch(epoch)  # DDP: a new shuffle every epoch, the same in every process
+    workers = 0 if run.ddp.device.type == "cuda" else run.cfg.num_workers  # GPU transforms: no worker processes
+    # MONAI's loader also seeds the dataset's random transforms from `gen`: pass it in both cases
+    return ThreadDataLoader(
+        run.train_ds,
+        batch_size=run.cfg.batch_size,
+        generator=gen,
+        num_workers=workers,
+        sampler=sampler or RandomSampler(run.train_ds, generator=gen),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------------
+def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """The epoch loop: train, validate, schedule, checkpoint, stop. Introduced in notebook 03.
+
+    Returns:
+        Why it stopped: ``"max_epochs"``, ``"time_budget"`` or ``"early_stopping"``.
+    """
+    from monai.data import ThreadDataLoader
+    from tqdm.auto import tqdm
+
+    cfg, device, master = run.cfg, run.ddp.device, run.ddp.master
+    sampler = distributed.train_sampler(run.train_ds, run.ddp, cfg.seed)  # DDP: a disjoint share per process
+    val_loader = ThreadDataLoader(distributed.shard(run.val_ds, run.ddp), batch_size=1, num_workers=0)  # DDP
+    first = len(history) + 1
+    epochs = range(first, cfg.max_epochs + 1)
+    bar = tqdm(epochs, desc="epochs", initial=first - 1, total=cfg.max_epochs, disable=not (cfg.progress and master))
+    session_s, last_s = 0.0, 0.0  # the time budget applies to this call: resume=True gets a fresh one
+    for epoch in bar:
+        if cfg.time_budget_min and session_s + last_s > cfg.time_budget_min * 60:
+            return "time_budget"
+        t0, lr = time.perf_counter(), run.optimizer.param_groups[0]["lr"]
+        loader = _epoch_loader(run, epoch, sampler)
+        loss = train_one_epoch(run.model, loader, run.loss_fn, run.optimizer, run.scaler, device, run.amp_dtype)
+        loss = distributed.mean_over_processes(loss, run.ddp)  # DDP
+        distributed.sync_buffers(run.net, run.ddp)  # DDP: keep rank 0's batch-norm statistics
+        dice = validate(run.net, val_loader, cfg, device, run.amp_dtype, run.ddp)
+        last_s = distributed.reduce([time.perf_counter() - t0], run.ddp, "max")[0]  # DDP: identical decisions
+        session_s += last_s
+        planned = planned_epochs(cfg, epoch, session_s, epoch - first + 1)
+        step_scheduler(run.scheduler, dice, progress=epoch / planned)
+        history.append(
+            dict(zip(HISTORY_FIELDS, (epoch, round(loss, 6), round(dice, 6), lr, planned, round(last_s, 3))))
+        )
+        improved = track_best(state, cfg, epoch, dice, planned, last_s)
+        if master:
+            if improved:
+                save_best(run.run_dir / "best_model.pt", run.net, epoch, dice)
+            save_checkpoint(run.run_dir / "last.pt", run, state, history)
+            write_history(history, run.run_dir / "history.csv")
+        bar.set_postfix(loss=f"{loss:.3f}", dice=f"{dice:.3f}", best=f"{state['best_val_dice']:.3f}")
+        if state["bad_epochs"] >= cfg.patience:
+            return "early_stopping"
+    return "max_epochs"
+
+
+def track_best(state: dict[str, Any], cfg: TrainConfig, epoch: int, dice: float, planned: int, seconds: float) -> bool:
+    """Update the run's bookkeeping after an epoch; True when validation Dice improved. Introduced in notebook 03.
+
+    A better Dice resets the early-stopping count; a worse one adds to it once :func:`patience_counts` allows.
+    """
+    state["train_seconds"] += seconds
+    state["planned_epochs"] = planned
+    if dice > state["best_val_dice"]:
+        state.update(best_val_dice=dice, best_epoch=epoch, bad_epochs=0)
+        return True
+    if patience_counts(cfg, epoch / planned):
+        state["bad_epochs"] += 1
+    return False
 
 
 def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
-    """Train a segmentation network and write ``run_dir`` as STYLE.md's contract says.
-
-    Introduced in notebook 03.
+    """Train a segmentation network and write ``run_dir`` as docs/contract.md says. Introduced in notebook 03.
 
     Args:
         config: a :class:`TrainConfig` or a dict of its fields (e.g. notebook 03's parameters).
 
     Returns:
-        The contents of ``metrics.json``: ``best_val_dice``, ``best_epoch``, ``epochs_run``,
-        ``train_seconds``, ``device``, ``amp``, ``stopped_because`` and ``world_size`` (processes; 1
-        unless launched by torchrun, where every process returns the same dict and only rank 0 writes).
+        The contents of ``metrics.json`` (:func:`run_metrics`); under torchrun every process returns the
+        same dict and only rank 0 writes.
     """
-    from monai.data import ThreadDataLoader, set_track_meta
-    from torch.utils.data import DistributedSampler, RandomSampler, Subset
-    from tqdm.auto import tqdm
-
-    from heartseg_utils.models import count_parameters
+    from monai.data import set_track_meta
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig(**config)
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    last_path = run_dir / "last.pt"
-    if cfg.resume and not last_path.exists():
-        raise FileNotFoundError(f"resume=True but {last_path} does not exist; run once with resume=False")
-    device = resolve_device(cfg.device)
-    amp_dtype = resolve_amp(cfg.amp, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    device, rank, world, created_group = _init_distributed(device)  # (device, 0, 1, False) without torchrun
-    main = rank == 0
-
-    _seed_epoch(cfg.seed, 0)  # the same initial weights in every process
+    run_dir = open_run_dir(cfg)
+    ddp = distributed.setup(resolve_device(cfg.device))  # DDP: rank 0 of 1 without torchrun
     try:
-        cfg, dataset_dir, train_ds, val_ds = _prepare_data(cfg, run_dir)
-        _write_json({**_config_dict(cfg), "dataset_dir": str(dataset_dir)}, run_dir / "config.json")
+        amp_dtype, amp_reason = distributed.broadcast(amp_decision(cfg.amp, ddp.device), ddp)  # DDP: one decision
+        data = prepare_data(cfg, run_dir, ddp.device)
         set_track_meta(False)  # plain tensors from here on: faster, and metadata is not needed for training
-        net = model_from_config(_config_dict(cfg)).to(device)
-        model = _data_parallel(net, device) if world > 1 else net
-        net = getattr(model, "module", model)  # the bare network: validated and saved, loads without DDP
-        loss_fn = make_loss(cfg.loss_name)
-        opt_cls = torch.optim.AdamW if cfg.optimizer_name == "adamw" else torch.optim.Adam
-        optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler = _make_scheduler(cfg.scheduler_name, optimizer)
-        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-        history, state = [], {"best_val_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0}
-        if cfg.resume:
-            ckpt = torch.load(last_path, map_location=device, weights_only=True)
-            net.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scaler.load_state_dict(ckpt["scaler"])
-            if scheduler is not None:
-                scheduler.load_state_dict(ckpt["scheduler"])
-            state.update(ckpt["state"])
-            history = list(ckpt["history"])  # the checkpoint, not history.csv, is the source of truth
-            _write_history(history, run_dir / "history.csv")
-        if main:
-            print(f"{cfg.model_name}: {count_parameters(net):,} parameters | device {device} x {world} process(es) | "
-                  f"amp {amp_dtype} | {len(train_ds)} train / {len(val_ds)} val cases | pixdim {cfg.pixdim}")
-        # every process caches all cases; a DistributedSampler gives each a disjoint share of every epoch
-        sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, seed=cfg.seed) if world > 1 else None
-        val_loader = ThreadDataLoader(Subset(val_ds, range(rank, len(val_ds), world)), batch_size=1, num_workers=0)
-        stopped = "max_epochs"
-        start_epoch = len(history) + 1
-        epochs = tqdm(range(start_epoch, cfg.max_epochs + 1), desc="epochs", disable=not (cfg.progress and main),
-                      initial=start_epoch - 1, total=cfg.max_epochs)
-        writer = _tensorboard(cfg, run_dir) if main else None
-        last_epoch_s, session_s = 0.0, 0.0  # the time budget applies to this call, so resume=True gets a fresh one
-        for epoch in epochs:
-            budget_s = cfg.time_budget_min * 60
-            if budget_s and session_s + last_epoch_s > budget_s:
-                stopped = "time_budget"
-                break
-            t0 = time.perf_counter()
-            gen = _seed_epoch(cfg.seed, epoch, train_ds, rank=rank)
-            if sampler is not None:
-                sampler.set_epoch(epoch)  # a new shuffle every epoch, the same in every process
-            # MONAI's loader also seeds the dataset's random transforms from `gen`: pass it in both cases
-            loader = ThreadDataLoader(train_ds, batch_size=cfg.batch_size, generator=gen, num_workers=cfg.num_workers,
-                                      sampler=sampler or RandomSampler(train_ds, generator=gen))
-            with tqdm(total=len(loader), desc=f"epoch {epoch}", leave=False, disable=not (cfg.progress and main)) as bar:
-                train_loss = train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype, bar)
-            train_loss = _reduce([train_loss], device)[0] / world  # every process ran the same number of steps
-            if world > 1:  # batch-norm running statistics differ per process: keep rank 0's, as DDP does
-                for buf in net.buffers():
-                    torch.distributed.broadcast(buf, src=0)
-            val_dice = validate(net, val_loader, cfg, device, amp_dtype)  # the same number in every process
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(val_dice)
-            elif scheduler is not None:
-                scheduler.step()
-            last_epoch_s = _reduce([time.perf_counter() - t0], device, "max")[0]  # identical stop decisions
-            state["train_seconds"] += last_epoch_s
-            session_s += last_epoch_s
-            row = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_dice": round(val_dice, 6),
-                   "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(last_epoch_s, 3)}
-            history.append(row)
-            improved = val_dice > state["best_val_dice"]
-            if improved:
-                state.update(best_val_dice=val_dice, best_epoch=epoch, bad_epochs=0)
-                _save_atomic({"model": net.state_dict(), "epoch": epoch, "val_dice": val_dice}, run_dir / "best_model.pt")
-            else:
-                state["bad_epochs"] += 1
-            _save_atomic({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                          "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                          "epoch": epoch, "state": dict(state), "history": history}, last_path)
-            _write_history(history, run_dir / "history.csv")
-            if writer is not None:
-                for key in ("train_loss", "val_dice", "lr"):
-                    writer.add_scalar(key, row[key], epoch)
-            epochs.set_postfix(loss=f"{train_loss:.3f}", dice=f"{val_dice:.3f}", best=f"{state['best_val_dice']:.3f}")
-            if state["bad_epochs"] >= cfg.patience:
-                stopped = "early_stopping"
-                break
-        if writer is not None:
-            writer.close()
-        metrics = {"best_val_dice": round(state["best_val_dice"], 6), "best_epoch": state["best_epoch"],
-                   "epochs_run": len(history), "train_seconds": round(state["train_seconds"], 2),
-                   "device": str(device), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
-                   "stopped_because": stopped, "world_size": world}
-        _write_json(metrics, run_dir / "metrics.json")
+        run = build_run(data, run_dir, ddp, amp_dtype)
+        state, history = load_checkpoint(run_dir / "last.pt", run) if cfg.resume else (new_state(), [])
+        if ddp.master:
+            write_run_files(run, data, history, amp_reason)
+        stopped = fit(run, state, history)
+        metrics = run_metrics(run, state, history, stopped, amp_reason)
+        if ddp.master:
+            write_json(metrics, run_dir / "metrics.json")
     finally:
         set_track_meta(True)
-        if created_group:
-            torch.distributed.destroy_process_group()
+        distributed.teardown(ddp)  # DDP
     return metrics
 
 
-def _tensorboard(cfg: TrainConfig, run_dir: Path):
-    if not cfg.tensorboard:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
+def open_run_dir(cfg: TrainConfig) -> Path:
+    """Create ``run_dir``; with ``resume=True`` it must hold a ``last.pt``."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.resume and not (run_dir / "last.pt").exists():
+        raise FileNotFoundError(f"resume=True but {run_dir / 'last.pt'} does not exist; run once with resume=False")
+    return run_dir
 
-    return SummaryWriter(str(run_dir / "tensorboard"))
+
+def run_metrics(run: Run, state: dict, history: list, stopped: str, amp_reason: str) -> dict[str, Any]:
+    """The content of ``metrics.json`` (docs/contract.md)."""
+    return {
+        "best_val_dice": round(state["best_val_dice"], 6),
+        "best_epoch": state["best_epoch"],
+        "epochs_run": len(history),
+        "planned_epochs": state["planned_epochs"] or run.cfg.max_epochs,
+        "train_seconds": round(state["train_seconds"], 2),
+        "device": str(run.ddp.device),
+        "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
+        "amp_reason": amp_reason,
+        "stopped_because": stopped,
+        "world_size": run.ddp.world,
+    }
 
 
+def write_run_files(run: Run, data: Data, history: list[dict[str, Any]], amp_reason: str) -> None:
+    """Write config.json, split.json, plan.json (planned runs) and, on resume, history.csv; print a summary."""
+    from heartseg_utils.models import count_parameters
+
+    write_json({**config_dict(run.cfg), "dataset_dir": str(data.dataset_dir)}, run.run_dir / "config.json")
+    write_json(data.split, run.run_dir / "split.json")
+    if data.plan is not None:
+        write_json(data.plan, run.run_dir / "plan.json")
+    if history:
+        write_history(history, run.run_dir / "history.csv")
+    print(
+        f"{run.cfg.model_name}: {count_parameters(run.net):,} parameters | device {run.ddp.device} x "
+        f"{run.ddp.world} process(es) | {amp_reason} | {len(run.train_ds)} train / {len(run.val_ds)} val cases | "
+        f"pixdim {run.cfg.pixdim} | roi {run.cfg.roi_size} | batch {run.cfg.batch_size}"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
 def _flag_parser(default: Any):
     """argparse ``type=`` for a field: by the type of its default; JSON for lists, tuples and dicts."""
+
     def boolean(text: str) -> bool:
         if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
         return text.lower() in ("true", "1", "yes")
+
+    def integer(text: str) -> int | str:  # batch_size also takes "auto"
+        return text if text == "auto" else int(text)
 
     def literal(text: str) -> Any:  # "[96, 96, 96]", '{"channels": [8, 16]}'; anything else ("auto") stays text
         try:
@@ -497,7 +829,7 @@ def _flag_parser(default: Any):
         except json.JSONDecodeError:
             return text
 
-    return {bool: boolean, int: int, float: float, str: str}.get(type(default), literal)
+    return {bool: boolean, int: integer, float: float, str: str}.get(type(default), literal)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -509,11 +841,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description="Train a heartseg model (same code path as notebook 03).")
     for f in dataclasses.fields(TrainConfig):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        parser.add_argument(f"--{f.name}", default=default, type=_flag_parser(default), help=f"default: {json.dumps(default)}")
+        parser.add_argument(
+            f"--{f.name}", default=default, type=_flag_parser(default), help=f"default: {json.dumps(default)}"
+        )
     return train(vars(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":
     result = main()
-    if os.environ.get("RANK", "0") == "0":  # under torchrun every process returns the same metrics
+    if distributed.is_master() and os.environ.get("RANK", "0") == "0":  # under torchrun every process returns it
         print(json.dumps(result, indent=2))

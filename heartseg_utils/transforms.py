@@ -14,9 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 STAGES = ("train", "val", "infer")
-LABEL_MODES = ("binary", "multiclass")
 DEFAULT_PIXDIM = (1.25, 1.25, 1.37)
-DIVISOR = 16  # 4 stride-2 downsamplings in the UNet: 2**4 = 16
+KEYS = ("image", "label")
 
 
 def binarize_label(label: Any) -> Any:
@@ -130,23 +129,23 @@ def get_transforms(
     pixdim: str | float | Sequence[float] = DEFAULT_PIXDIM,
     roi_size: Sequence[int] = (64, 64, 64),
     num_samples: int = 2,
-    label_mode: str = "binary",
     elastic: bool = False,
-    keys: Sequence[str] = ("image", "label"),
+    divisor: int | Sequence[int] = 16,
+    device: Any = None,
 ):
     """Build the MONAI pipeline for one stage.
 
     Deterministic part (all stages, invertible, meta data kept for ``Invertd``):
-    LoadImaged -> EnsureChannelFirstd -> [binarize label] -> Orientationd(RAS) ->
+    LoadImaged -> EnsureChannelFirstd -> binarize label -> Orientationd(RAS) ->
     Spacingd(bilinear image / nearest label) -> CropForegroundd(image > 0) ->
-    NormalizeIntensityd(nonzero, channel-wise) -> DivisiblePadd(16).
+    NormalizeIntensityd(nonzero, channel-wise) -> DivisiblePadd(divisor) [-> EnsureTyped(device)].
     The foreground crop runs before the z-score: afterwards body voxels darker than
     the mean are negative and an ``image > 0`` crop would cut into the body.
 
     Random part (``"train"`` only): SpatialPadd(roi) -> RandCropByPosNegLabeld
     (pos=1, neg=1, ``num_samples`` patches of ``roi_size``) -> RandFlipd ->
-    RandRotate90d (only if ``roi_size[0] == roi_size[1]``, so patches keep ``roi_size``) -> RandAffined -> [Rand3DElasticd if ``elastic``] ->
-    RandGaussianNoised -> RandShiftIntensityd.
+    RandRotate90d (only if ``roi_size[0] == roi_size[1]``, so patches keep ``roi_size``) -> RandAffined ->
+    [Rand3DElasticd if ``elastic``] -> RandGaussianNoised -> RandShiftIntensityd.
 
     Args:
         stage: ``"train"``, ``"val"`` or ``"infer"`` (image key only, for unlabelled images).
@@ -154,9 +153,12 @@ def get_transforms(
             :func:`resolve_pixdim` with the datalist first.
         roi_size: training patch size (voxels).
         num_samples: patches drawn per volume per epoch (``"train"``).
-        label_mode: ``"binary"`` (label != 0 -> 1) or ``"multiclass"`` (dataset.json values kept).
         elastic: add ``Rand3DElasticd`` to the training augmentations (slow on CPU).
-        keys: ``(image_key, label_key)``; ``"infer"`` uses only the image key.
+        divisor: pad every side to a multiple of this (one int, or per axis ``(x, y, z)``): the network's
+            ``models.required_divisor``; 16 suits the default UNet.
+        device: MONAI's fast-training pattern (``"train"``/``"val"``): when given, ``EnsureTyped`` moves the
+            cached deterministic result to this device once, so the random transforms run there (a GPU).
+            ``None`` (the default, and what training uses on the CPU) leaves tensors where they are.
 
     Returns:
         A ``monai.transforms.Compose``.
@@ -167,69 +169,71 @@ def get_transforms(
 
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}.")
-    if label_mode not in LABEL_MODES:
-        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}.")
     if isinstance(pixdim, str):
         raise ValueError(
             f"get_transforms needs concrete spacings, got pixdim={pixdim!r}: "
             "use pixdim=resolve_pixdim('auto', datalist)."
         )
-    spacing = resolve_pixdim(pixdim)
-    roi = tuple(int(r) for r in roi_size)
-    keys = tuple(keys)
-    img_key = keys[0]
-    if stage == "infer":
-        keys = (img_key,)
-    elif len(keys) < 2:
-        raise ValueError(f"stage {stage!r} needs keys=(image_key, label_key), got {keys!r}.")
-    label_key = keys[1] if len(keys) > 1 else None
-    modes = ("bilinear", "nearest")[: len(keys)]
+    keys = KEYS[:1] if stage == "infer" else KEYS
+    xforms = _deterministic(mt, keys, resolve_pixdim(pixdim), divisor)
+    if device is not None and stage != "infer":  # infer keeps MetaTensors on the CPU for Invertd
+        xforms.append(mt.EnsureTyped(keys=keys, device=device, track_meta=False))
+    if stage == "train":
+        xforms += _random(mt, tuple(int(r) for r in roi_size), num_samples, elastic)
+    return mt.Compose(xforms)
 
-    xforms: list = [
-        mt.LoadImaged(keys=keys, image_only=True),
-        mt.EnsureChannelFirstd(keys=keys),
-    ]
-    if label_key is not None and label_mode == "binary":
-        xforms.append(mt.Lambdad(keys=label_key, func=binarize_label))
-    xforms += [
+
+def _deterministic(mt: Any, keys: tuple[str, ...], spacing: Sequence[float], divisor: Any) -> list:
+    """The cacheable prefix: load, binarize, orient, resample, crop to the body, z-score, pad."""
+    modes = ("bilinear", "nearest")[: len(keys)]
+    xforms: list = [mt.LoadImaged(keys=keys, image_only=True), mt.EnsureChannelFirstd(keys=keys)]
+    if "label" in keys:
+        xforms.append(mt.Lambdad(keys="label", func=binarize_label))
+    return xforms + [
         mt.Orientationd(keys=keys, axcodes="RAS", labels=None),
         mt.Spacingd(keys=keys, pixdim=spacing, mode=modes),
         mt.CropForegroundd(
-            keys=keys, source_key=img_key, select_fn=is_positive, allow_smaller=True,
-            start_coord_key=None, end_coord_key=None,  # keep the data dict to image/label only
+            keys=keys,
+            source_key="image",
+            select_fn=is_positive,
+            allow_smaller=True,
+            start_coord_key=None,
+            end_coord_key=None,  # keep the data dict to image/label only
         ),
-        mt.NormalizeIntensityd(keys=img_key, nonzero=True, channel_wise=True),
-        mt.DivisiblePadd(keys=keys, k=DIVISOR),
+        mt.NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True),
+        mt.DivisiblePadd(keys=keys, k=divisor if isinstance(divisor, int) else tuple(int(d) for d in divisor)),
     ]
-    if stage == "train":
-        xforms += [
-            mt.SpatialPadd(keys=keys, spatial_size=roi),
-            mt.RandCropByPosNegLabeld(
-                keys=keys, label_key=label_key, spatial_size=roi, pos=1, neg=1, num_samples=num_samples
-            ),
-            mt.RandFlipd(keys=keys, spatial_axis=0, prob=0.5),
-        ]
-        if roi[0] == roi[1]:  # a quarter turn of a non-square patch would change its shape
-            xforms.append(mt.RandRotate90d(keys=keys, spatial_axes=(0, 1), prob=0.5))
-        xforms += [
-            mt.RandAffined(
-                keys=keys,
-                prob=0.5,
-                rotate_range=(0.26, 0.26, 0.26),  # about +-15 degrees
-                scale_range=(0.1, 0.1, 0.1),
-                mode=modes,
-                padding_mode="zeros",
-            ),
-        ]
-        if elastic:
-            xforms.append(
-                mt.Rand3DElasticd(
-                    keys=keys, sigma_range=(5, 7), magnitude_range=(50, 100), prob=0.2, mode=modes,
-                    padding_mode="zeros",
-                )
+
+
+def _random(mt: Any, roi: tuple[int, ...], num_samples: int, elastic: bool) -> list:
+    """The training augmentations, re-run every epoch on the cached prefix."""
+    keys, modes = KEYS, ("bilinear", "nearest")
+    xforms: list = [
+        mt.SpatialPadd(keys=keys, spatial_size=roi),
+        mt.RandCropByPosNegLabeld(
+            keys=keys, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=num_samples
+        ),
+        mt.RandFlipd(keys=keys, spatial_axis=0, prob=0.5),
+    ]
+    if roi[0] == roi[1]:  # a quarter turn of a non-square patch would change its shape
+        xforms.append(mt.RandRotate90d(keys=keys, spatial_axes=(0, 1), prob=0.5))
+    xforms.append(
+        mt.RandAffined(
+            keys=keys,
+            prob=0.5,
+            rotate_range=(0.26, 0.26, 0.26),  # about +-15 degrees
+            scale_range=(0.1, 0.1, 0.1),
+            mode=modes,
+            padding_mode="zeros",
+        )
+    )
+    if elastic:
+        xforms.append(
+            mt.Rand3DElasticd(
+                keys=keys, sigma_range=(5, 7), magnitude_range=(50, 100), prob=0.2, mode=modes, padding_mode="zeros"
             )
-        xforms += [
-            mt.RandGaussianNoised(keys=img_key, prob=0.3, mean=0.0, std=0.1),
-            mt.RandShiftIntensityd(keys=img_key, offsets=0.1, prob=0.5),
-        ]
-    return mt.Compose(xforms)
+        )
+    return xforms + [
+        mt.RandGaussianNoised(keys="image", prob=0.3, mean=0.0, std=0.1),
+        mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+    ]

@@ -23,8 +23,9 @@ def test_kfold_split_is_disjoint_and_validates_every_case_once() -> None:
     assert folds == data.kfold_split(list(reversed(cases)), n_folds=3, seed=4)  # deterministic, order-free
 
 
-@pytest.mark.parametrize("bad", [{"n_folds": 1}, {"n_folds": 3, "fold": 3}, {"n_folds": 0, "fold": 1},
-                                 {"holdout_fraction": 1.0}])
+@pytest.mark.parametrize(
+    "bad", [{"n_folds": 1}, {"n_folds": 3, "fold": 3}, {"n_folds": 0, "fold": 1}, {"holdout_fraction": 1.0}]
+)
 def test_bad_fold_settings_are_rejected(bad: dict) -> None:
     with pytest.raises(ValueError, match="fold|holdout_fraction"):
         TrainConfig(**bad)
@@ -34,9 +35,18 @@ def test_bad_fold_settings_are_rejected(bad: dict) -> None:
 def study(tiny_msd: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two folds of the tiny baseline (1 epoch each) with one holdout case, trained once for this module."""
     root = tmp_path_factory.mktemp("study")
-    config = dict(data_dir=str(tiny_msd), max_epochs=1, seed=1, progress=False, pixdim=[2.5, 2.5, 2.74],
-                  roi_size=[16, 16, 16], batch_size=2, num_samples=1, holdout_fraction=0.2,
-                  model_kwargs={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1})
+    config = dict(
+        data_dir=str(tiny_msd),
+        max_epochs=1,
+        seed=1,
+        progress=False,
+        pixdim=[2.5, 2.5, 2.74],
+        roi_size=[16, 16, 16],
+        batch_size=2,
+        num_samples=1,
+        holdout_fraction=0.2,
+        model_kwargs={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
+    )
     metrics = crossval.train_folds(config, root, "baseline", n_folds=2)
     return {"root": root, "metrics": metrics, "msd": tiny_msd}
 
@@ -58,7 +68,10 @@ def test_inference_only_arms_reuse_the_baseline_folds(study: dict) -> None:
     assert crossval.fold_dir(study["root"], "largest_cc", 1) == study["root"] / "baseline" / "fold_1"
     rows = crossval.evaluate_folds(study["root"], "largest_cc", 2)
     assert sorted(r["case"] for r in rows) == sorted(
-        c for k in range(2) for c in json.loads((study["root"] / "baseline" / f"fold_{k}" / "split.json").read_text())["validation"])
+        c
+        for k in range(2)
+        for c in json.loads((study["root"] / "baseline" / f"fold_{k}" / "split.json").read_text())["validation"]
+    )
     assert all(0.0 <= r["dice"] <= 1.0 for r in rows)
     with pytest.raises(ValueError, match="unknown ablation arm"):
         crossval.fold_dir(study["root"], "crf", 0)
@@ -85,7 +98,9 @@ def test_ablation_table_pairs_gains_by_fold() -> None:
     rows = {r["arm"]: r for r in crossval.ablation_table(scores)}
     assert rows["baseline"]["gain_mean"] == 0 and not rows["baseline"]["exceeds_noise"]
     better = rows["better"]
-    assert better["gain_mean"] == pytest.approx(0.07 / 3) and better["gain_sd"] == pytest.approx(np.std([0.02, 0.02, 0.03], ddof=1))
+    assert better["gain_mean"] == pytest.approx(0.07 / 3) and better["gain_sd"] == pytest.approx(
+        np.std([0.02, 0.02, 0.03], ddof=1)
+    )
     half = 4.302653 * better["gain_sd"] / math.sqrt(3)  # t(0.975, 2 df)
     assert better["gain_ci_low"] == pytest.approx(better["gain_mean"] - half, rel=1e-5) and better["exceeds_noise"]
     assert rows["noisy"]["dice_mean"] > rows["baseline"]["dice_mean"] and not rows["noisy"]["exceeds_noise"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
 import json
@@ -18,8 +17,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from _msd import AFFINE, make_msd, tree_digest, write_nifti
+
 from heartseg_utils import data
 from heartseg_utils.data import DatasetError
 
@@ -60,8 +59,16 @@ def test_import_is_light_and_side_effect_free():
 
 
 def test_public_functions_say_which_notebook_introduces_them():
-    for name in ["resolve_data_dir", "get_dataset_dir", "load_dataset_json", "load_datalist",
-                 "validate_dataset", "download_task02_heart", "train_val_split", "kfold_split"]:
+    for name in [
+        "resolve_data_dir",
+        "get_dataset_dir",
+        "load_dataset_json",
+        "load_datalist",
+        "validate_dataset",
+        "download_task02_heart",
+        "train_val_split",
+        "kfold_split",
+    ]:
         assert "Introduced in notebook 0" in getattr(data, name).__doc__, name
     assert "notebook 03" in data.train_val_split.__doc__
     assert "notebook 05" in data.kfold_split.__doc__
@@ -213,48 +220,85 @@ def _label_with(value, dtype):
 
 BAD_INPUTS = {
     # name: (break the folder, regex the message must match: file name + problem + fix)
-    "missing dataset.json": (lambda r: (r / "dataset.json").unlink(),
-                             r"dataset\.json is missing.*data_dir"),
-    "bad json": (lambda r: (r / "dataset.json").write_text('{"training": [,]}'),
-                 r"dataset\.json is not valid JSON.*line 1.*Fix the syntax"),
-    "no training key": (lambda r: _edit_json(r, lambda m: m.pop("training")),
-                        r"dataset\.json has no \"training\" key.*Add a \"training\" list"),
-    "empty training": (lambda r: _edit_json(r, lambda m: m.update(training=[])),
-                       r"dataset\.json lists no training cases.*Add image/label entries"),
-    "entry without label": (lambda r: _edit_json(r, lambda m: m["training"][1].pop("label")),
-                            r"dataset\.json: training entry 1 .*la_004.* has no \"label\""),
-    "missing image": (lambda r: _image(r).unlink(),
-                      r"Listed image .*imagesTr/la_004\.nii\.gz.* is missing.*Restore the file"),
-    "image without label": (lambda r: _label(r).unlink(),
-                            r"imagesTr/la_004\.nii\.gz has no label: .*labelsTr/la_004\.nii\.gz.*missing"),
-    "not a nifti": (lambda r: _image(r).write_bytes(b"this is not a NIfTI file" * 20),
-                    r"Image .*imagesTr/la_004\.nii\.gz cannot be read as NIfTI.*re-download"),
-    "damaged gzip": (lambda r: _label(r).write_bytes(gzip.compress(b"\x00" * 10)[:-8] + b"garbage!"),
-                 r"Label .*labelsTr/la_004\.nii\.gz cannot be read as NIfTI"),
-    "truncated image": (lambda r: _truncate(_image(r), 0.6),
-                        r"Image .*imagesTr/la_004\.nii\.gz is corrupt or truncated.*Re-download"),
-    "flipped bytes": (lambda r: _overwrite_middle(_image(r)),
-                      r"Image .*imagesTr/la_004\.nii\.gz is corrupt or truncated"),
-    "truncated label": (lambda r: _truncate(_label(r), 0.5),
-                        r"Label .*labelsTr/la_004\.nii\.gz (is corrupt or truncated|cannot be read)"),
-    "shape mismatch": (lambda r: _rewrite_label(r, np.zeros((8, 8, 5), np.uint8)),
-                       r"Shape mismatch for case la_004: image .*la_004\.nii\.gz is \(8, 8, 6\), "
-                       r"label .*la_004\.nii\.gz is \(8, 8, 5\)"),
-    "affine mismatch": (lambda r: _rewrite_label(r, affine=np.diag([1.25, 1.25, 1.5, 1.0])),
-                        r"Affine mismatch for case la_004: label .*labelsTr/la_004\.nii\.gz.*Resample"),
-    "nan voxel": (lambda r: _rewrite_image(r, lambda a: _set(a, (1, 2, 3), np.nan)),
-                  r"Image .*imagesTr/la_004\.nii\.gz has 1 NaN/inf voxel\(s\).*nan_to_num"),
-    "inf voxel": (lambda r: _rewrite_image(r, lambda a: _set(a, (0, 0, 0), np.inf)),
-                  r"Image .*imagesTr/la_004\.nii\.gz has 1 NaN/inf"),
-    "blank image": (lambda r: _rewrite_image(r, lambda a: a * 0),
-                    r"Image .*imagesTr/la_004\.nii\.gz is blank: every voxel is 0.*Re-export"),
-    "label value 2": (lambda r: _rewrite_label(r, _label_with(2, np.uint8)),
-                      r"Label .*labelsTr/la_004\.nii\.gz holds values \[2\] .*not keys of \"labels\""
-                      r".*allowed: \[0, 1\]"),
-    "interpolated label": (lambda r: _rewrite_label(r, _label_with(0.5, np.float32)),
-                           r"Label .*la_004\.nii\.gz holds values \[0\.5\].*nearest-neighbour"),
-    "duplicate case": (lambda r: _edit_json(r, lambda m: m["training"].append(m["training"][0])),
-                       r"case id 'la_003' appears twice"),
+    "missing dataset.json": (lambda r: (r / "dataset.json").unlink(), r"dataset\.json is missing.*data_dir"),
+    "bad json": (
+        lambda r: (r / "dataset.json").write_text('{"training": [,]}'),
+        r"dataset\.json is not valid JSON.*line 1.*Fix the syntax",
+    ),
+    "no training key": (
+        lambda r: _edit_json(r, lambda m: m.pop("training")),
+        r"dataset\.json has no \"training\" key.*Add a \"training\" list",
+    ),
+    "empty training": (
+        lambda r: _edit_json(r, lambda m: m.update(training=[])),
+        r"dataset\.json lists no training cases.*Add image/label entries",
+    ),
+    "entry without label": (
+        lambda r: _edit_json(r, lambda m: m["training"][1].pop("label")),
+        r"dataset\.json: training entry 1 .*la_004.* has no \"label\"",
+    ),
+    "missing image": (
+        lambda r: _image(r).unlink(),
+        r"Listed image .*imagesTr/la_004\.nii\.gz.* is missing.*Restore the file",
+    ),
+    "image without label": (
+        lambda r: _label(r).unlink(),
+        r"imagesTr/la_004\.nii\.gz has no label: .*labelsTr/la_004\.nii\.gz.*missing",
+    ),
+    "not a nifti": (
+        lambda r: _image(r).write_bytes(b"this is not a NIfTI file" * 20),
+        r"Image .*imagesTr/la_004\.nii\.gz cannot be read as NIfTI.*re-download",
+    ),
+    "damaged gzip": (
+        lambda r: _label(r).write_bytes(gzip.compress(b"\x00" * 10)[:-8] + b"garbage!"),
+        r"Label .*labelsTr/la_004\.nii\.gz cannot be read as NIfTI",
+    ),
+    "truncated image": (
+        lambda r: _truncate(_image(r), 0.6),
+        r"Image .*imagesTr/la_004\.nii\.gz is corrupt or truncated.*Re-download",
+    ),
+    "flipped bytes": (
+        lambda r: _overwrite_middle(_image(r)),
+        r"Image .*imagesTr/la_004\.nii\.gz is corrupt or truncated",
+    ),
+    "truncated label": (
+        lambda r: _truncate(_label(r), 0.5),
+        r"Label .*labelsTr/la_004\.nii\.gz (is corrupt or truncated|cannot be read)",
+    ),
+    "shape mismatch": (
+        lambda r: _rewrite_label(r, np.zeros((8, 8, 5), np.uint8)),
+        r"Shape mismatch for case la_004: image .*la_004\.nii\.gz is \(8, 8, 6\), "
+        r"label .*la_004\.nii\.gz is \(8, 8, 5\)",
+    ),
+    "affine mismatch": (
+        lambda r: _rewrite_label(r, affine=np.diag([1.25, 1.25, 1.5, 1.0])),
+        r"Affine mismatch for case la_004: label .*labelsTr/la_004\.nii\.gz.*Resample",
+    ),
+    "nan voxel": (
+        lambda r: _rewrite_image(r, lambda a: _set(a, (1, 2, 3), np.nan)),
+        r"Image .*imagesTr/la_004\.nii\.gz has 1 NaN/inf voxel\(s\).*nan_to_num",
+    ),
+    "inf voxel": (
+        lambda r: _rewrite_image(r, lambda a: _set(a, (0, 0, 0), np.inf)),
+        r"Image .*imagesTr/la_004\.nii\.gz has 1 NaN/inf",
+    ),
+    "blank image": (
+        lambda r: _rewrite_image(r, lambda a: a * 0),
+        r"Image .*imagesTr/la_004\.nii\.gz is blank: every voxel is 0.*Re-export",
+    ),
+    "label value 2": (
+        lambda r: _rewrite_label(r, _label_with(2, np.uint8)),
+        r"Label .*labelsTr/la_004\.nii\.gz holds values \[2\] .*not keys of \"labels\""
+        r".*allowed: \[0, 1\]",
+    ),
+    "interpolated label": (
+        lambda r: _rewrite_label(r, _label_with(0.5, np.float32)),
+        r"Label .*la_004\.nii\.gz holds values \[0\.5\].*nearest-neighbour",
+    ),
+    "duplicate case": (
+        lambda r: _edit_json(r, lambda m: m["training"].append(m["training"][0])),
+        r"case id 'la_003' appears twice",
+    ),
 }
 
 
@@ -408,3 +452,48 @@ def test_kfold_seeded_and_errors():
         data.kfold_split(CASES[:3], 4)
     with pytest.raises(ValueError, match="n_folds"):
         data.kfold_split(CASES, 1)
+
+
+def test_holdout_then_kfold_sets_aside_then_partitions():
+    holdout, folds = data.holdout_then_kfold(CASES, n_folds=3, holdout_fraction=0.2, seed=5)
+    assert len(holdout) == 4 and len(folds) == 3
+    validated = sum((_ids(v) for _, v in folds), [])
+    assert sorted(validated + _ids(holdout)) == sorted(_ids(CASES))  # every case: holdout or validated once
+    assert all(set(_ids(t)).isdisjoint(_ids(holdout)) for t, _ in folds)
+    assert data.holdout_then_kfold(CASES, 3, 0.0, 5)[0] == []
+    split = data.make_split(CASES, seed=5, n_folds=3, fold=1, holdout_fraction=0.2)
+    assert (split["holdout"], split["validation"]) == (holdout, folds[1][1])
+    plain = data.make_split(CASES, seed=0, val_fraction=0.2)
+    assert (plain["train"], plain["validation"], plain["holdout"]) == (*data.train_val_split(CASES, 0.2, 0), [])
+
+
+def test_read_split_and_split_cases(tmp_path):
+    items = [{"case": c, "image": f"/x/{c}"} for c in ("a", "b", "c")]
+    with pytest.raises(FileNotFoundError, match="split.json is missing"):
+        data.read_split(tmp_path)
+    (tmp_path / "split.json").write_text("{not json")
+    with pytest.raises(ValueError, match="split.json is not valid JSON"):
+        data.read_split(tmp_path)
+    (tmp_path / "split.json").write_text(json.dumps({"train": ["a"]}))
+    with pytest.raises(ValueError, match="needs 'train' and 'validation'"):
+        data.read_split(tmp_path)
+    data.write_json({"dataset_dir": "/nowhere", "train": ["c", "a"], "validation": ["b"]}, tmp_path / "split.json")
+    assert data.split_cases(tmp_path, "train", items) == [items[2], items[0]]
+    with pytest.raises(KeyError, match="no 'holdout' list"):
+        data.split_cases(tmp_path, "holdout", items)
+    with pytest.raises(ValueError, match=r"validation cases \['b'\].*wrong data_dir"):
+        data.split_cases(tmp_path, "validation", items[:1])
+
+
+def test_write_atomic_replaces_whole_files_only(tmp_path):
+    target = tmp_path / "x.json"
+    data.write_json({"a": 1}, target)
+
+    def crash(tmp):
+        tmp.write_text('{"a": ')
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        data.write_atomic(target, crash)
+    assert json.loads(target.read_text()) == {"a": 1}  # the old content survives a crash
+    assert data.write_atomic(target, lambda p: p.write_text("{}")) == target and json.loads(target.read_text()) == {}

@@ -51,12 +51,15 @@ def _history(loss, dice) -> pd.DataFrame:
     return pd.DataFrame({"epoch": range(1, len(loss) + 1), "train_loss": loss, "val_dice": dice})
 
 
-@pytest.mark.parametrize("loss, dice, verdict", [
-    ([1.0, 0.99, 0.99, 0.98, 0.99, 0.98], [0.01, 0.01, 0.02, 0.01, 0.01, 0.01], "under-fitting"),
-    ([1.0, 0.6, 0.4, 0.3, 0.2, 0.1, 0.05], [0.3, 0.6, 0.7, 0.65, 0.6, 0.55, 0.5], "over-fitting"),
-    ([1.0, 0.8, 0.6, 0.5], [0.1, 0.3, 0.5, 0.6], "still learning"),
-    ([1.0, 0.5, 0.4, 0.4, 0.41, 0.42, 0.41], [0.5, 0.8, 0.85, 0.84, 0.84, 0.83, 0.84], "plateau"),
-])
+@pytest.mark.parametrize(
+    "loss, dice, verdict",
+    [
+        ([1.0, 0.99, 0.99, 0.98, 0.99, 0.98], [0.01, 0.01, 0.02, 0.01, 0.01, 0.01], "under-fitting"),
+        ([1.0, 0.6, 0.4, 0.3, 0.2, 0.1, 0.05], [0.3, 0.6, 0.7, 0.65, 0.6, 0.55, 0.5], "over-fitting"),
+        ([1.0, 0.8, 0.6, 0.5], [0.1, 0.3, 0.5, 0.6], "still learning"),
+        ([1.0, 0.5, 0.4, 0.4, 0.41, 0.42, 0.41], [0.5, 0.8, 0.85, 0.84, 0.84, 0.83, 0.84], "plateau"),
+    ],
+)
 def test_diagnose_history_names_the_pattern(loss, dice, verdict, tmp_path) -> None:
     path = tmp_path / "history.csv"
     _history(loss, dice).to_csv(path, index=False)

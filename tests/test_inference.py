@@ -1,4 +1,4 @@
-"""Inference from a tiny trained run: predictions on the input grid, Dice from the saved files, options, clear errors."""
+"""Inference from a tiny trained run: predictions on the input grid, Dice from saved files, options, clear errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from scipy import ndimage
 
 from heartseg_utils import inference as I
@@ -21,9 +20,21 @@ from heartseg_utils.train import train
 def run_dir(tiny_msd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny trained run shared by this module: conftest's tiny_config settings, one epoch."""
     run = tmp_path_factory.mktemp("inference") / "run"
-    train(dict(data_dir=str(tiny_msd), run_dir=str(run), max_epochs=1, seed=1, progress=False,
-               pixdim=[2.5, 2.5, 2.74], roi_size=[16, 16, 16], batch_size=2, num_samples=1, val_fraction=0.34,
-               model_kwargs={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}))
+    train(
+        dict(
+            data_dir=str(tiny_msd),
+            run_dir=str(run),
+            max_epochs=1,
+            seed=1,
+            progress=False,
+            pixdim=[2.5, 2.5, 2.74],
+            roi_size=[16, 16, 16],
+            batch_size=2,
+            num_samples=1,
+            val_fraction=0.34,
+            model_kwargs={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
+        )
+    )
     return run
 
 
@@ -109,8 +120,14 @@ def test_wrong_data_dir_and_split_are_clear_errors(run_dir: Path, tiny_msd: Path
     (other / "labelsTr").mkdir()
     for sub in ("imagesTr", "labelsTr"):
         shutil.copy(tiny_msd / sub / "la_001.nii.gz", other / sub / "xx_001.nii.gz")
-    (other / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "left atrium"}, "training": [
-        {"image": "./imagesTr/xx_001.nii.gz", "label": "./labelsTr/xx_001.nii.gz"}]}))
+    (other / "dataset.json").write_text(
+        json.dumps(
+            {
+                "labels": {"0": "background", "1": "left atrium"},
+                "training": [{"image": "./imagesTr/xx_001.nii.gz", "label": "./labelsTr/xx_001.nii.gz"}],
+            }
+        )
+    )
     with pytest.raises(ValueError, match="wrong data_dir"):
         I.predict_run(run_dir, data_dir=str(other))
     with pytest.raises(ValueError, match="split must be one of"):
@@ -136,8 +153,13 @@ def test_slice_scrubber_draws_a_prediction_in_red() -> None:
     def colours(widget) -> set:
         png = [o["data"]["image/png"] for o in widget.output.outputs if o["output_type"] == "display_data"][0]
         rgb = mpimg.imread(io.BytesIO(base64.b64decode(png)))[..., :3]
-        return {name for name, (r, g, b) in {"red": (1, 0, 0), "green": (0, 1, 0), "yellow": (1, 1, 0)}.items()
-                if np.any((np.abs(rgb[..., 0] - r * 0.9) < 0.2) & (np.abs(rgb[..., 1] - g * 0.9) < 0.2) & (rgb[..., 2] < 0.3))}
+        return {
+            name
+            for name, (r, g, b) in {"red": (1, 0, 0), "green": (0, 1, 0), "yellow": (1, 1, 0)}.items()
+            if np.any(
+                (np.abs(rgb[..., 0] - r * 0.9) < 0.2) & (np.abs(rgb[..., 1] - g * 0.9) < 0.2) & (rgb[..., 2] < 0.3)
+            )
+        }
 
     assert colours(viz.slice_scrubber(image, truth, alpha=0.9, prediction=pred)) == {"red", "green", "yellow"}
     only_pred = viz.slice_scrubber(image, prediction=pred, alpha=0.9)
@@ -155,3 +177,19 @@ def test_largest_component_keeps_only_the_biggest_blob() -> None:
     mask[0, 11, 11] = 1  # a stray voxel
     kept = largest_component(mask)
     assert kept.sum() == 125 and kept[5:10, 5:10, 5:10].all() and kept.dtype == np.uint8
+
+
+def test_prediction_asks_the_training_amp_decision(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inference takes its precision from train.amp_decision ("off" only where the run trained in fp32 by choice)."""
+    model, config = I.load_run(run_dir, "cpu")
+    image = I.split_items(run_dir)[0]["image"]
+    asked = []
+    real = I.amp_decision
+    monkeypatch.setattr(I, "amp_decision", lambda amp, device: asked.append(amp) or real("off", device))
+    fp32 = I.predict_case(model, config, image)
+    I.predict_case(model, {**config, "amp": "off"}, image)
+    assert asked == ["auto", "off"]
+    monkeypatch.setattr(I, "amp_decision", lambda amp, device: real("on", device))  # bf16 on the CPU
+    bf16 = I.predict_case(model, config, image)
+    assert bf16["mask"].shape == fp32["mask"].shape
+    assert np.abs(bf16["probability"] - fp32["probability"]).max() < 0.1  # same model, 8-bit mantissa

@@ -1,4 +1,4 @@
-"""Metrics: every number cross-checked against an independent NumPy/SciPy computation; empty-mask rules; sanity_check."""
+"""Metrics: each number cross-checked against an independent NumPy/SciPy computation; empty-mask rules; sanity_check."""
 
 from __future__ import annotations
 
@@ -33,10 +33,16 @@ def _reference(pred, truth, spacing):
     d_pt = ndimage.distance_transform_edt(~surf_t, sampling=spacing)[surf_p]  # pred surface -> truth surface
     d_tp = ndimage.distance_transform_edt(~surf_p, sampling=spacing)[surf_t]
     voxel_ml = np.prod(spacing) / 1000
-    return {"dice": 2 * tp / (2 * tp + fp + fn), "iou": tp / (tp + fp + fn), "precision": tp / (tp + fp),
-            "recall": tp / (tp + fn), "hd95_mm": max(np.percentile(d_pt, 95), np.percentile(d_tp, 95)),
-            "assd_mm": np.concatenate([d_pt, d_tp]).mean(),
-            "volume_ml_pred": pred.sum() * voxel_ml, "volume_ml_true": truth.sum() * voxel_ml}
+    return {
+        "dice": 2 * tp / (2 * tp + fp + fn),
+        "iou": tp / (tp + fp + fn),
+        "precision": tp / (tp + fp),
+        "recall": tp / (tp + fn),
+        "hd95_mm": max(np.percentile(d_pt, 95), np.percentile(d_tp, 95)),
+        "assd_mm": np.concatenate([d_pt, d_tp]).mean(),
+        "volume_ml_pred": pred.sum() * voxel_ml,
+        "volume_ml_true": truth.sum() * voxel_ml,
+    }
 
 
 CASES = {
@@ -70,13 +76,27 @@ def test_identical_masks_are_perfect_and_torch_channel_input_works():
 
     pred, _ = CASES["sphere vs cube"]
     got = M.evaluate_case(torch.as_tensor(pred)[None], pred.astype(np.uint8), SPACING)
-    assert (got["dice"], got["iou"], got["precision"], got["recall"], got["hd95_mm"], got["assd_mm"]) == (1, 1, 1, 1, 0, 0)
+    assert (got["dice"], got["iou"], got["precision"], got["recall"], got["hd95_mm"], got["assd_mm"]) == (
+        1,
+        1,
+        1,
+        1,
+        0,
+        0,
+    )
 
 
 def test_empty_masks_follow_the_documented_rules():
     empty, full = np.zeros((10, 10, 10), bool), _cube((10, 10, 10), (2, 2, 2), (6, 6, 6))
     both = M.evaluate_case(empty, empty, SPACING)
-    assert (both["dice"], both["iou"], both["precision"], both["recall"], both["hd95_mm"], both["assd_mm"]) == (1, 1, 1, 1, 0, 0)
+    assert (both["dice"], both["iou"], both["precision"], both["recall"], both["hd95_mm"], both["assd_mm"]) == (
+        1,
+        1,
+        1,
+        1,
+        0,
+        0,
+    )
     for pred, truth in ((empty, full), (full, empty)):
         one = M.evaluate_case(pred, truth, SPACING)
         assert (one["dice"], one["iou"], one["precision"], one["recall"]) == (0, 0, 0, 0)

@@ -1,4 +1,4 @@
-"""Notebooks: output policy, the STYLE.md skeleton, and the series run headless in order with papermill.
+"""Notebooks: output policy, the skeleton of docs/contract.md, and the series run headless in order with papermill.
 
 The fast tests read the committed ``.ipynb`` files only. The ``slow`` ones execute notebooks headless with
 papermill, exactly as a user would from the command line. The session fixture ``series`` (conftest.py) runs
@@ -27,7 +27,7 @@ NB01 = NOTEBOOK_DIR / "01_explore_data.ipynb"
 NB03 = NOTEBOOK_DIR / "03_train.ipynb"
 CONTRACT_FILES = ("best_model.pt", "last.pt", "config.json", "split.json", "history.csv", "metrics.json")
 METRIC_KEYS = {"best_val_dice", "best_epoch", "epochs_run", "train_seconds", "device", "amp"}
-MAX_CODE_LINES = 25  # STYLE.md asks for about 15; this is the hard cap
+MAX_CODE_LINES = 25  # docs/contract.md asks for about 15; this is the hard cap
 SERIES_BUDGET_S = 15 * 60  # the in-order series' share of CI's 20-minute budget (docs/benchmarks.md has the times)
 CELL_TIMEOUT_S = 900  # a hung cell fails the test instead of hanging it (training takes ~5 min on 2 cores)
 
@@ -104,7 +104,7 @@ def test_output_policy(path: Path) -> None:
 
 @pytest.mark.parametrize("path", NUMBERED, ids=lambda p: p.name)
 def test_skeleton(path: Path) -> None:
-    """Workshop readiness (STYLE.md lessons 1 and 5): title, learning goals, a time budget for CPU and GPU, imports
+    """Workshop readiness (docs/contract.md conventions): title, learning goals, CPU and GPU time budgets, imports
     cell, Summary, >= 3 exercises each with a solution, 'What to try next', short cells."""
     nb = _read(path)
     first = nb.cells[0]
@@ -129,7 +129,7 @@ def test_skeleton(path: Path) -> None:
 
 @pytest.mark.parametrize("path", NUMBERED, ids=lambda p: p.name)
 def test_parameters_cell_is_flat_literals(path: Path) -> None:
-    """STYLE.md lesson 2: exactly one 'parameters' cell of `name = literal  # comment` lines, no logic."""
+    """docs/contract.md: exactly one 'parameters' cell of `name = literal  # comment` lines, no logic."""
     cells = _parameters_cells(_read(path))
     assert len(cells) == 1, f"expected exactly one code cell tagged 'parameters', found {len(cells)}"
     source = cells[0].source
@@ -157,7 +157,7 @@ def test_papermill_sees_every_parameter(path: Path) -> None:
 
 
 def test_notebook_03_parameter_contract() -> None:
-    """STYLE.md's papermill contract: these names (and defaults) are what users, CI and tests rely on."""
+    """docs/contract.md's papermill contract: these names (and defaults) are what users, CI and tests rely on."""
     cell = _parameters_cells(_read(NB03))[0]
     values = {s.targets[0].id: ast.literal_eval(s.value) for s in ast.parse(cell.source).body}
     required = {"data_dir", "run_dir", "max_epochs", "time_budget_min", "seed", "device", "amp", "model_name",
@@ -184,7 +184,8 @@ def test_the_series_runs_in_order_headless(series: dict) -> None:
     total = sum(series["seconds"].values())
     assert total <= SERIES_BUDGET_S, (
         f"the series took {total:.0f} s with its defaults, over its {SERIES_BUDGET_S} s share of the 20-minute CI "
-        f"budget (per notebook: {series['seconds']}); shrink the slowest notebook's defaults, or check the machine's load")
+        f"budget (per notebook: {series['seconds']}); shrink the slowest notebook's defaults, "
+        "or check the machine's load")
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +220,8 @@ def test_notebook_03_defaults_reach_the_target_dice(trained_run_dir: Path) -> No
     assert metrics["best_val_dice"] >= 0.80, (
         f"defaults reached a best validation Dice of {metrics['best_val_dice']:.3f} in {metrics['epochs_run']} "
         f"epochs ({per_epoch:.1f} s/epoch, stopped by {metrics['stopped_because']}); the Dice per epoch is "
-        f"reproducible for a fixed seed, so a slow or busy CPU that fits too few epochs into time_budget_min fails here")
+        "reproducible for a fixed seed, so a slow or busy CPU that fits too few epochs into time_budget_min "
+        "fails here")
 
 
 @pytest.mark.slow

@@ -1,10 +1,10 @@
-"""Training loop: the run_dir contract, determinism, resume after a kill, time budget, AMP logic, bad parameters."""
+"""Training loop: the run_dir contract, determinism per precision, resume after a kill, time budget, schedules,
+early stopping, the AMP decision, the planner hook, bad parameters."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,37 +25,63 @@ def _history(run_dir: Path) -> list[dict]:
 
 
 def test_run_dir_contract(tiny_config: dict) -> None:
-    metrics = T.train(tiny_config)
+    metrics = T.train({**tiny_config, "amp": "off"})
     run = Path(tiny_config["run_dir"])
     assert all((run / f).is_file() for f in CONTRACT_FILES)
     saved = json.loads((run / "metrics.json").read_text())
     assert saved == metrics
     assert set(saved) >= {"best_val_dice", "best_epoch", "epochs_run", "train_seconds", "device", "amp"}
-    assert (saved["epochs_run"], saved["device"], saved["amp"]) == (2, "cpu", "off")
+    assert (saved["epochs_run"], saved["device"], saved["amp"], saved["planned_epochs"]) == (2, "cpu", "off", 2)
+    assert saved["amp_reason"] == "amp='off': fp32"
     assert 0.0 <= saved["best_val_dice"] <= 1.0 and saved["best_epoch"] in (1, 2)
     assert [int(r["epoch"]) for r in _history(run)] == [1, 2]
     split = json.loads((run / "split.json").read_text())
-    assert len(split["train"]) == 4 and len(split["validation"]) == 2 and not set(split["train"]) & set(split["validation"])
+    assert (
+        len(split["train"]) == 4
+        and len(split["validation"]) == 2
+        and not set(split["train"]) & set(split["validation"])
+    )
     # config.json alone rebuilds the model (strict load of the best checkpoint) and the transforms
     config = json.loads((run / "config.json").read_text())
     model = T.model_from_config(config)
     model.load_state_dict(torch.load(run / "best_model.pt", weights_only=True)["model"])
-    item = T.transforms_from_config(config, "val")({"image": str(Path(tiny_config["data_dir"]) / "imagesTr" / "la_001.nii.gz"),
-                                                    "label": str(Path(tiny_config["data_dir"]) / "labelsTr" / "la_001.nii.gz")})
-    assert item["image"].shape[0] == 1 and all(s % 16 == 0 for s in item["image"].shape[1:])
+    item = T.transforms_from_config(config, "val")(
+        {
+            "image": str(Path(tiny_config["data_dir"]) / "imagesTr" / "la_001.nii.gz"),
+            "label": str(Path(tiny_config["data_dir"]) / "labelsTr" / "la_001.nii.gz"),
+        }
+    )
+    # padded to the divisor of the network in config.json (strides [2, 2]: 4), not a fixed 16
+    assert item["image"].shape[0] == 1 and all(s % 4 == 0 for s in item["image"].shape[1:])
+    assert any(s % 16 for s in item["image"].shape[1:])
+    assert not (run / "plan.json").exists(), "explicit values: nothing planned"
     assert not list(run.glob("*.tmp")), "atomic writes leave no temp files behind"
 
 
-def test_same_seed_same_history(tiny_config: dict, tmp_path: Path) -> None:
-    T.train(tiny_config)
-    T.train({**tiny_config, "run_dir": str(tmp_path / "again")})
+@pytest.mark.parametrize("amp", ["off", "on"])  # fp32, and bf16 autocast on the CPU
+def test_same_seed_same_history(tiny_config: dict, tmp_path: Path, amp: str) -> None:
+    cfg = {**tiny_config, "amp": amp}
+    first = T.train(cfg)
+    T.train({**cfg, "run_dir": str(tmp_path / "again")})
     assert _history(Path(tiny_config["run_dir"])) == _history(tmp_path / "again")
-    T.train({**tiny_config, "run_dir": str(tmp_path / "other_seed"), "seed": 2})
+    assert first["amp"] == {"off": "off", "on": "bfloat16"}[amp]
+    T.train({**cfg, "run_dir": str(tmp_path / "other_seed"), "seed": 2})
     assert _history(tmp_path / "other_seed") != _history(tmp_path / "again")
 
 
+def test_epoch_seeds_never_collide() -> None:
+    """The old seed * 1000 + epoch + 1_000_000 * rank collided (seed 0, epoch 1000 = seed 1, epoch 0)."""
+    seeds = {
+        T.seed_epoch(seed, epoch, rank=rank).initial_seed()
+        for seed in (0, 1)
+        for rank in (0, 1)
+        for epoch in (0, 1, 1000)
+    }
+    assert len(seeds) == 12
+
+
 def test_resume_after_kill_loses_and_repeats_no_epoch(tiny_config: dict, tmp_path: Path) -> None:
-    cfg = {**tiny_config, "max_epochs": 4}
+    cfg = {**tiny_config, "max_epochs": 4, "amp": "off"}  # explicit: "auto" times a probe in each process
     T.train({**cfg, "run_dir": str(tmp_path / "straight")})
     killed = tmp_path / "killed"
     args = [sys.executable, "-m", "heartseg_utils.train"]
@@ -83,9 +109,58 @@ def test_time_budget_stops_at_an_epoch_boundary(tiny_config: dict) -> None:
 
 
 def test_early_stopping_respects_patience(tiny_config: dict) -> None:
-    metrics = T.train({**tiny_config, "max_epochs": 50, "patience": 1, "lr": 1e-9})
+    cfg = {**tiny_config, "max_epochs": 50, "patience": 1, "lr": 1e-9, "scheduler_name": "plateau"}
+    metrics = T.train(cfg)
     assert metrics["stopped_because"] == "early_stopping" and metrics["epochs_run"] < 50
     assert metrics["epochs_run"] == metrics["best_epoch"] + 1
+
+
+def test_early_stopping_waits_for_half_a_decaying_schedule(tiny_config: dict) -> None:
+    """With poly, patience 1 and a learning rate too small to learn, the run still trains half its planned epochs.
+
+    (Plateau stops such a run one epoch after its best, see above.) Batch-norm statistics still move, so
+    validation Dice may creep up for an epoch or two: the stop comes at epoch 3 (progress 3/6) or later.
+    """
+    metrics = T.train({**tiny_config, "max_epochs": 6, "patience": 1, "lr": 1e-9, "scheduler_name": "poly"})
+    assert metrics["epochs_run"] >= 3 and metrics["stopped_because"] in ("early_stopping", "max_epochs")
+
+
+@pytest.mark.parametrize("name, decay", [("poly", T.poly_decay), ("cosine", T.cosine_decay)])
+def test_decaying_schedules_follow_progress_over_the_planned_epochs(tiny_config: dict, name: str, decay) -> None:
+    T.train({**tiny_config, "max_epochs": 3, "scheduler_name": name, "lr": 0.01})
+    rows = _history(Path(tiny_config["run_dir"]))
+    assert [float(r["lr"]) for r in rows] == pytest.approx([0.01 * decay(e / 3) for e in range(3)])
+    assert [int(r["planned_epochs"]) for r in rows] == [3, 3, 3]
+    assert T.poly_decay(0) == T.cosine_decay(0) == 1 and T.poly_decay(1) == 0 and T.cosine_decay(1) < 1e-12
+
+
+def test_planned_epochs_follow_the_budget() -> None:
+    cfg = T.TrainConfig(max_epochs=100, time_budget_min=1.0)
+    assert T.planned_epochs(cfg, 0, 0.0, 0) == 100  # nothing measured yet
+    assert T.planned_epochs(cfg, 2, 20.0, 2) == 2 + 4  # 10 s per epoch, 40 s left
+    assert T.planned_epochs(cfg, 2, 0.2, 2) == 100  # a generous budget: exactly max_epochs
+    assert T.planned_epochs(T.TrainConfig(max_epochs=7, time_budget_min=0), 3, 999.0, 3) == 7
+    assert T.planned_epochs(cfg, 5, 90.0, 5) == 5  # over budget: no negative estimate
+    assert not T.patience_counts(T.TrainConfig(scheduler_name="poly"), 0.4)
+    assert T.patience_counts(T.TrainConfig(scheduler_name="poly"), 0.5)
+    assert T.patience_counts(T.TrainConfig(scheduler_name="plateau"), 0.0)
+
+
+def test_registries_define_the_allowed_names() -> None:
+    assert T.CHOICES["scheduler_name"] is T.SCHEDULERS and set(T.SCHEDULERS) >= {"poly", "cosine", "cosine_restarts"}
+    assert {name: spec.out_channels for name, spec in T.LOSSES.items()} == {"dicece": 2, "dice": 2, "bce": 1}
+    assert T.TrainConfig(loss_name="bce").out_channels == 1 and T.TrainConfig().scheduler_name == "poly"
+    with pytest.raises(ValueError, match="unknown scheduler_name 'cosine_warm'.*poly, cosine, cosine_restarts"):
+        T.TrainConfig(scheduler_name="cosine_warm")
+
+
+def test_auto_values_need_the_planner(tiny_config: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planner's hook: "auto" is kept until resolution, and without heartseg_utils.plan it is a clear error."""
+    assert T.TrainConfig(roi_size="auto", batch_size="auto", model_name="auto").roi_size == "auto"
+    monkeypatch.setattr(T, "_planner", lambda: None)
+    with pytest.raises(ValueError, match="roi_size, batch_size = 'auto' needs the planner.*planner not available"):
+        T.train({**tiny_config, "roi_size": "auto", "batch_size": "auto"})
+    assert T._flag_parser(2)("auto") == "auto" and T._flag_parser(2)("3") == 3
 
 
 def test_cli_uses_the_notebook_parameter_names(tiny_config: dict) -> None:
@@ -95,13 +170,20 @@ def test_cli_uses_the_notebook_parameter_names(tiny_config: dict) -> None:
     assert T.main(argv)["epochs_run"] == 1
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"model_name": "vnet"}, "unknown model_name 'vnet'"),
-    ({"loss_name": "focal"}, "unknown loss_name 'focal'.*dicece, dice, bce"),
-    ({"roi_size": [18, 16, 16]}, r"divisible by 4"),
-    ({"amp": "on"}, "amp='on' needs a CUDA device"),
-    ({"device": "tpu"}, "unknown device 'tpu'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"model_name": "vnet"}, "unknown model_name 'vnet'"),
+        ({"loss_name": "focal"}, "unknown loss_name 'focal'.*dicece, dice, bce"),
+        ({"roi_size": [18, 16, 16]}, r"divisible by \(4, 4, 4\)"),
+        (
+            {"model_kwargs": {"channels": [4, 8, 16], "strides": [[2, 2, 1], 2]}, "roi_size": [16, 16, 7]},
+            r"divisible by \(4, 4, 2\)",
+        ),
+        ({"amp": "maybe"}, "unknown amp 'maybe'"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+    ],
+)
 def test_bad_parameters_are_clear_errors(tiny_config: dict, override: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         T.train({**tiny_config, **override})
@@ -125,9 +207,31 @@ def test_amp_decision_with_cuda_mocked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert T.resolve_amp("auto", cuda) is torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert T.resolve_amp("auto", cuda) is torch.float16 and T.resolve_amp("on", cuda) is torch.float16
-    assert T.resolve_amp("off", cuda) is None
-    assert T.resolve_amp("auto", cpu) is None and T.resolve_amp("off", cpu) is None
+    assert T.resolve_amp("off", cuda) is None and T.resolve_amp("off", cpu) is None
+    assert T.resolve_amp("on", cpu) is torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert T.resolve_device("auto") == cpu
     with pytest.raises(ValueError, match="no CUDA GPU is visible"):
         T.resolve_device("cuda")
+
+
+def test_cpu_amp_auto_needs_native_bf16_and_a_faster_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(T, "cpu_bf16_flags", lambda: "")
+    dtype, reason = T.amp_decision("auto", cpu)
+    assert dtype is None and "without native bf16" in reason
+    monkeypatch.setattr(T, "cpu_bf16_flags", lambda: "avx512_bf16")
+    monkeypatch.setattr(T, "probe_cpu_bf16", lambda: (0.2, 0.1))
+    dtype, reason = T.amp_decision("auto", cpu)
+    assert dtype is torch.bfloat16 and "avx512_bf16" in reason and "100 ms" in reason
+    monkeypatch.setattr(T, "probe_cpu_bf16", lambda: (0.1, 0.3))
+    assert T.amp_decision("auto", cpu)[0] is None
+
+
+def test_the_bf16_probe_is_quick_and_leaves_the_random_state_alone() -> None:
+    T.probe_cpu_bf16.cache_clear()
+    state = torch.random.get_rng_state()
+    t0 = time.perf_counter()
+    fp32_s, bf16_s = T.probe_cpu_bf16()
+    assert time.perf_counter() - t0 < 5.0 and fp32_s > 0 and bf16_s > 0  # well under 1 s on a quiet machine
+    assert torch.equal(state, torch.random.get_rng_state())

@@ -56,9 +56,33 @@ def test_val_label_nearest_and_binary(val_out):
     assert values == {0.0, 1.0}  # 2 -> 1, and nearest interpolation keeps it integer
 
 
-def test_multiclass_keeps_values(case):
-    out = T.get_transforms("val", pixdim=PIXDIM, label_mode="multiclass")(case)
-    assert set(np.unique(out["label"].numpy()).tolist()) == {0.0, 2.0}
+def test_per_axis_divisor_pads_each_axis_to_its_own_multiple(case):
+    out = T.get_transforms("val", pixdim=PIXDIM, divisor=(16, 8, 3))(case)
+    assert all(s % d == 0 for s, d in zip(out["image"].shape[1:], (16, 8, 3)))
+    assert out["image"].shape[1:] != val_shape(case)  # differs from the default divisor 16 on some axis
+
+
+def val_shape(case):
+    return tuple(T.get_transforms("val", pixdim=PIXDIM)(case)["image"].shape[1:])
+
+
+@pytest.mark.parametrize("stage", ["train", "val"])
+def test_device_argument_keeps_keys_and_shapes_on_the_cpu(case, stage):
+    """The CUDA fast path (EnsureTyped at the end of the cached prefix), exercised with device="cpu"."""
+    from monai.transforms import EnsureTyped
+
+    def run(**kw):
+        tf = T.get_transforms(stage, pixdim=PIXDIM, roi_size=ROI, num_samples=2, **kw)
+        tf.set_random_state(seed=0)
+        out = tf(case)
+        return tf, out if isinstance(out, list) else [out]
+
+    (plain_tf, plain), (fast_tf, fast) = run(), run(device="cpu")
+    assert [type(t) for t in fast_tf.transforms].count(EnsureTyped) == 1
+    assert EnsureTyped not in [type(t) for t in plain_tf.transforms]
+    for a, b in zip(plain, fast, strict=True):
+        assert set(a) == set(b) and {"image", "label"} <= set(b)
+        assert all(a[k].shape == b[k].shape and b[k].device.type == "cpu" for k in ("image", "label"))
 
 
 def test_binarize_label_numpy_and_torch():
@@ -135,8 +159,6 @@ def test_pipelines_pickle():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="train.*val.*infer"):
         T.get_transforms("test")
-    with pytest.raises(ValueError, match="binary.*multiclass"):
-        T.get_transforms("val", label_mode="onehot")
     with pytest.raises(ValueError, match="resolve_pixdim"):
         T.get_transforms("val", pixdim="auto")
 
