@@ -16,14 +16,10 @@ The model, its preprocessing and the sliding window all come from ``run_dir`` (`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
 import os
 import tempfile
 import time
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,24 +96,6 @@ def report_path(mask_path: str | os.PathLike[str]) -> Path:
     return Path(mask_path).with_name(f"{case_name(mask_path)}.json")
 
 
-@contextlib.contextmanager
-def _quiet_dicom_plugin() -> Iterator[None]:
-    """Silence MONAI's per-load notice that the optional GPU DICOM decoder (nvImageCodec) is absent.
-
-    With pydicom installed, every ``LoadImage`` builds MONAI's ``NvImgCodecPydicomReader``, which logs this notice
-    even for NIfTI files; it says nothing about the scan.
-    """
-    log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
-            yield
-    finally:
-        log.setLevel(level)
-
-
 def volume_ml(mask: Any, spacing: Any) -> float:
     """Foreground volume in millilitres: voxel count x voxel volume (mm^3) / 1000. Introduced in notebook 07."""
     return float(np.count_nonzero(np.asarray(mask))) * float(np.prod([float(s) for s in spacing])) / 1000.0
@@ -140,9 +118,10 @@ def predict_one(model: Any, config: dict[str, Any], kind: str, input_path: str |
     """
     from heartseg_utils import inference, metrics
     from heartseg_utils.dicom import series_to_nifti
+    from heartseg_utils.transforms import quiet_readers
 
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="heartseg_dicom_") as tmp, _quiet_dicom_plugin():
+    with tempfile.TemporaryDirectory(prefix="heartseg_dicom_") as tmp, quiet_readers():
         image = series_to_nifti(input_path, Path(tmp) / "series.nii.gz") if kind == "dicom" else Path(input_path)
         result = inference.predict_case(model, config, image, tta=tta, keep_largest=keep_largest)
         mask_path = inference.save_prediction(result["mask"], image, out_path)

@@ -10,7 +10,10 @@ Introduced in notebook 02.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 STAGES = ("train", "val", "infer")
@@ -183,10 +186,29 @@ def get_transforms(
     return mt.Compose(xforms)
 
 
+@contextlib.contextmanager
+def quiet_readers() -> Iterator[None]:
+    """Silence MONAI's per-pipeline notice that the optional GPU DICOM decoder (nvImageCodec) is absent.
+
+    With pydicom installed, every ``LoadImage`` builds MONAI's ``NvImgCodecPydicomReader``, which logs this notice
+    even for NIfTI files; it says nothing about the scan. Introduced in notebook 02 (used by every pipeline).
+    """
+    log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+            yield
+    finally:
+        log.setLevel(level)
+
+
 def _deterministic(mt: Any, keys: tuple[str, ...], spacing: Sequence[float], divisor: Any) -> list:
     """The cacheable prefix: load, binarize, orient, resample, crop to the body, z-score, pad."""
     modes = ("bilinear", "nearest")[: len(keys)]
-    xforms: list = [mt.LoadImaged(keys=keys, image_only=True), mt.EnsureChannelFirstd(keys=keys)]
+    with quiet_readers():
+        xforms: list = [mt.LoadImaged(keys=keys, image_only=True), mt.EnsureChannelFirstd(keys=keys)]
     if "label" in keys:
         xforms.append(mt.Lambdad(keys="label", func=binarize_label))
     return xforms + [
