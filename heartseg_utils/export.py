@@ -152,9 +152,10 @@ def preprocessing_card(config: dict[str, Any]) -> dict[str, Any]:
         A JSON-ready dict: the input/output contract, the preprocessing steps in order, the sliding window and
         the post-processing, each with the values of ``config``.
     """
-    from heartseg_utils.transforms import DIVISOR
+    from heartseg_utils.models import required_divisor
 
     out_channels = 1 if config["loss_name"] == "bce" else 2
+    divisor = list(required_divisor(config["model_name"], config.get("model_kwargs")))
     return {
         "input": {"name": "image", "shape": ["batch", 1, *config["roi_size"]], "dtype": "float32"},
         "output": {"name": "logits", "shape": ["batch", out_channels, *config["roi_size"]], "dtype": "float32",
@@ -165,13 +166,13 @@ def preprocessing_card(config: dict[str, Any]) -> dict[str, Any]:
             "resampling": "bilinear for the image (Spacingd)",
             "crop": "to the bounding box of image > 0 (CropForegroundd)",
             "intensity": "z-score over the non-zero voxels, per channel (NormalizeIntensityd nonzero=True)",
-            "padding": f"each spatial side to a multiple of {DIVISOR} (DivisiblePadd k={DIVISOR})",
+            "padding": f"each spatial side (x, y, z) to a multiple of {divisor} (DivisiblePadd k={divisor})",
             "sliding_window": {"roi_size": list(config["roi_size"]), "sw_batch_size": config["sw_batch_size"],
                                "overlap": config["sw_overlap"], "blend": "constant (the logits are averaged)"},
             "threshold": "foreground probability >= 0.5",
             "back_to_the_scan": "undo padding, crop, spacing and orientation (MONAI Invertd) onto the input's grid",
         },
-        "label_mode": config.get("label_mode", "binary"),
+        "labels": "binary: every non-zero label value is foreground",
         "model_name": config["model_name"],
     }
 
