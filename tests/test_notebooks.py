@@ -352,3 +352,63 @@ def test_notebook_05_measures_its_arms_from_fold_runs(series: dict) -> None:
     assert (root / "ablation.png").stat().st_size > 0
     ensemble = pd.read_csv(root / "ensemble.csv")
     assert set(ensemble["member"]) == {"ensemble"} | {f"fold_{k}" for k in range(params["n_folds"])}
+
+
+# --------------------------------------------------------------------------------------------------
+# Fast: what a learner reads
+
+
+def _solution_cells(nb: nbformat.NotebookNode) -> list[tuple[int, nbformat.NotebookNode]]:
+    """(index, cell) of every solution: a code cell starting with '# Solution', or one under a 'Solution N' heading."""
+    found = []
+    for i, (prev, cell) in enumerate(zip([None] + nb.cells[:-1], nb.cells)):
+        headed = prev is not None and prev.cell_type == "markdown" and re.match(r"#+\s*Solution\s+\d", prev.source)
+        if cell.cell_type == "code" and (cell.source.lstrip().startswith("# Solution") or headed):
+            found.append((i, cell))
+    return found
+
+
+@pytest.mark.parametrize("path", NUMBERED, ids=lambda p: p.name)
+def test_solutions_are_collapsed(path: Path) -> None:
+    """README and docs/workshop.md promise collapsed solutions: JupyterLab hides a cell's source when
+    metadata.jupyter.source_hidden is true (the convention of every notebook; classic Notebook's `collapsed`
+    hides outputs only, so it is not enough on its own)."""
+    solutions = _solution_cells(_read(path))
+    assert solutions, "no solution cells found"
+    visible = [i for i, cell in solutions if cell.metadata.get("jupyter", {}).get("source_hidden") is not True]
+    assert not visible, f"solution cells {visible} are not collapsed: set metadata.jupyter.source_hidden = true"
+
+
+PROJECT_WORDS = {  # words about how the project is run, which mean nothing to a learner
+    r"\bthe issue\b": "refers to a project issue",
+    r"\bissues? ?#?\d+\b": "refers to a project issue by number",
+    r"\bthis issue\b": "refers to a project issue",
+    r"STYLE\.md": "a file outside the repository",
+    r"/work/": "a path outside the repository",
+    r"shared/reference": "a path outside the repository (say 'reference 002')",
+    r"\bthe lead\b|\b(this|a|the) session\b|\bhelpers? (session|branch)": "a project role",
+    r"\d ?% CI\b|\bCI\s*\[": "'CI' means continuous integration in this series: write 'confidence interval'",
+}
+
+
+@pytest.mark.parametrize("path", NUMBERED, ids=lambda p: p.name)
+def test_no_project_internal_words(path: Path) -> None:
+    """Prose and code comments speak to the learner, not about the project's issues, roles or files outside it."""
+    nb = _read(path)
+    hits = []
+    for i, cell in enumerate(nb.cells):
+        text = re.sub(r"TODO\(split helper\)", "", cell.source)  # a marker for the maintainers, removed when done
+        for pattern, why in PROJECT_WORDS.items():
+            for m in re.finditer(pattern, text, flags=re.IGNORECASE):
+                hits.append(f"cell {i}: {m.group(0)!r} ({why})")
+    assert not hits, "\n".join(hits)
+
+
+@pytest.mark.parametrize("path", NUMBERED, ids=lambda p: p.name)
+def test_curves_read_for_a_level_have_titles_and_fixed_limits(path: Path) -> None:
+    """A validation-Dice curve is read for its level (does it peak, does it fall): an auto-scaled axis turns noise
+    into a peak, so every cell that plots val_dice sets a title and the y limits."""
+    for i, cell in enumerate(_code_cells(_read(path))):
+        if "val_dice" in cell.source and ".plot(" in cell.source:
+            assert "title" in cell.source, f"code cell {i} plots val_dice without a title"
+            assert re.search(r"ylim|set_ylim", cell.source), f"code cell {i} plots val_dice without fixed y limits"
