@@ -227,7 +227,7 @@ def test_notebook_03_trains_on_the_given_data_dir(tiny_msd: Path, tmp_path: Path
     from heartseg_utils import data
 
     _execute(NB03, tmp_path / "03_tiny.ipynb", tmp_path,
-             dict(data_dir=str(tiny_msd), max_epochs=1, pixdim=[2.5, 2.5, 2.74], roi_size=[16, 16, 16]))
+             {"data_dir": str(tiny_msd), "max_epochs": 1, "pixdim": [2.5, 2.5, 2.74], "roi_size": [16, 16, 16]})
     split = json.loads((tmp_path / "runs" / "03_train" / "split.json").read_text())
     assert Path(split["dataset_dir"]).resolve() == tiny_msd.resolve()
     cases = {item["case"] for item in data.load_datalist(tiny_msd)}
@@ -280,6 +280,27 @@ def test_notebook_04_without_a_run_says_run_notebook_03(tmp_path: Path) -> None:
 
     with pytest.raises(PapermillExecutionError, match="run notebook 03 first"):
         _execute(NB04, tmp_path / "04_bad.ipynb", tmp_path, {"run_dir": str(tmp_path / "no_such_run")})
+
+
+@pytest.mark.slow
+def test_notebook_04_skips_the_test_section_without_imagesTs(trained_run_dir: Path, tmp_path: Path) -> None:
+    """imagesTs/ is optional in the MSD layout: notebook 04 says so in one sentence and finishes."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run_dir, run, ignore=shutil.ignore_patterns("predictions", "evaluation*"))
+    source = Path(json.loads((run / "split.json").read_text())["dataset_dir"])
+    no_test = tmp_path / "no_test"
+    no_test.mkdir()
+    for sub in ("imagesTr", "labelsTr"):
+        (no_test / sub).symlink_to(source / sub)
+    meta = json.loads((source / "dataset.json").read_text())
+    meta.update(test=[], numTest=0)
+    (no_test / "dataset.json").write_text(json.dumps(meta))
+    nb = _execute(NB04, tmp_path / "04_no_test.ipynb", tmp_path,
+                  {"run_dir": str(run), "data_dir": str(no_test), "cases_to_show": 1})
+    assert "This dataset has no test images" in _outputs_text(nb)
+    assert (run / "evaluation.csv").is_file()
 
 
 def _outputs_text(nb: nbformat.NotebookNode) -> str:
