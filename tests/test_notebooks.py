@@ -346,6 +346,13 @@ def test_notebook_06_produces_every_failure_by_running_code(series: dict) -> Non
         r"threshold 0\.05\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", text).groups())
     assert recall == 1.0 and share > 0.99
     assert precision == pytest.approx(fraction, rel=0.1) and dice == pytest.approx(2 * fraction, rel=0.1)
+    # the over-fit is real: the network learnt (unseen-case Dice well above an untrained model's ~0.01) and
+    # fits its training volume far better than unseen ones
+    own, unseen, best = map(float, re.search(r"last epoch: Dice ([\d.]+) on its training volume, ([\d.]+) on unseen "
+                                             r"cases \(best ([\d.]+)", text).groups())
+    assert best >= 0.3 and own - unseen >= 0.15, (own, unseen, best)
+    # the doubled squashing of section 2.1 marks every voxel, as in reference 002
+    assert re.search(r"sigmoid\(softmax probability\) > 0\.3\s+1\.0+\s", text)
 
 NB05 = NOTEBOOK_DIR / "05_improvements.ipynb"
 ABLATION_COLUMNS = ["arm", "n", "dice_mean", "dice_sd", "gain_mean", "gain_sd", "gain_ci_low", "gain_ci_high",
@@ -433,3 +440,19 @@ def test_curves_read_for_a_level_have_titles_and_fixed_limits(path: Path) -> Non
         if "val_dice" in cell.source and ".plot(" in cell.source:
             assert "title" in cell.source, f"code cell {i} plots val_dice without a title"
             assert re.search(r"ylim|set_ylim", cell.source), f"code cell {i} plots val_dice without fixed y limits"
+
+
+@pytest.mark.slow
+def test_notebook_05_reading_is_written_from_its_own_table(series: dict) -> None:
+    """The prose after the ablation table is generated from the run, so its gains are the table's gains."""
+    import pandas as pd
+
+    nb = _read(series["executed"]["05_improvements"])
+    markdown = "\n".join(out.data["text/markdown"] for cell in _code_cells(nb) for out in cell.get("outputs", [])
+                         if out.output_type in ("execute_result", "display_data") and "text/markdown" in out.data)
+    cell = _parameters_cells(_read(NB05))[0]
+    params = {s.targets[0].id: ast.literal_eval(s.value) for s in ast.parse(cell.source).body}
+    table = pd.read_csv(series["workdir"] / params["run_root"] / "ablation.csv")
+    for row in table[table["arm"] != "baseline"].itertuples():
+        assert f"`{row.arm}`" in markdown and f"by {100 * row.gain_mean:+.2f} points" in markdown, row.arm
+    assert "The ensemble scored" in markdown
