@@ -20,7 +20,11 @@ from heartseg_utils.data import split_cases  # also notebook 05's crossval.split
 ARMS: dict[str, dict[str, dict[str, Any]]] = {
     "baseline": {},  # notebook 03's recipe: MONAI UNet, DiceCE, AdamW, poly schedule, no elastic
     "dice_loss": {"train": {"loss_name": "dice"}},
-    "adam": {"train": {"optimizer_name": "adam"}},
+    # the deep dive's optimiser claim: its Adam (L2 weight decay 1e-5, coupled with the gradient) against
+    # AdamW with decoupled weight decay 1e-2; the baseline is AdamW at 1e-5, so these two arms differ from it
+    # in one setting each and from each other in the optimiser and the decay the deep dive pairs
+    "adam": {"train": {"optimizer_name": "adam", "weight_decay": 1e-5}},
+    "adamw_decay": {"train": {"optimizer_name": "adamw", "weight_decay": 1e-2}},
     "plateau": {"train": {"scheduler_name": "plateau"}},  # halve lr when validation Dice stalls
     "cosine": {"train": {"scheduler_name": "cosine"}},
     "cosine_restarts": {"train": {"scheduler_name": "cosine_restarts"}},
