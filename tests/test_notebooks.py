@@ -427,7 +427,7 @@ def test_no_project_internal_words(path: Path) -> None:
     nb = _read(path)
     hits = []
     for i, cell in enumerate(nb.cells):
-        text = re.sub(r"TODO\(split helper\)", "", cell.source)  # a marker for the maintainers, removed when done
+        text = cell.source
         for pattern, why in PROJECT_WORDS.items():
             for m in re.finditer(pattern, text, flags=re.IGNORECASE):
                 hits.append(f"cell {i}: {m.group(0)!r} ({why})")
