@@ -55,8 +55,8 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     folder = synthetic.make_synthetic_dataset(Path(args.out) / "data" / variant, n_train=args.n_train, n_test=0,
                                               seed=args.seed, variant=variant)
     run_dir = Path(args.out) / f"{variant}_{args.mode}"
-    base = dict(data_dir=str(folder), run_dir=str(run_dir), time_budget_min=args.time_budget_min,
-                max_epochs=args.max_epochs, device=args.device, progress=False, seed=args.seed)
+    base = {"data_dir": str(folder), "run_dir": str(run_dir), "time_budget_min": args.time_budget_min,
+                "max_epochs": args.max_epochs, "device": args.device, "progress": False, "seed": args.seed}
     device = str(train.resolve_device(args.device))
     p = plan.make_plan(plan.fingerprint(data.validate_dataset(folder)), device=device,
                        time_budget_min=args.time_budget_min)

@@ -17,6 +17,7 @@ shape; pool an axis only while its spacing is at most twice the finest one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -51,6 +52,17 @@ def _intensity_stats(values: np.ndarray) -> dict[str, float] | None:
     return {**stats, "mean": round(float(values.mean()), 4), "sd": round(float(values.std()), 4)}
 
 
+def _foreground_box(fg: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box of the True voxels (the whole array when there are none)."""
+    if not fg.any():
+        return tuple(slice(0, n) for n in fg.shape)
+    box = []
+    for k in range(fg.ndim):
+        hit = np.flatnonzero(fg.any(axis=tuple(a for a in range(fg.ndim) if a != k)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
 def _case_fingerprint(item: Mapping[str, Any], rng: np.random.Generator) -> tuple[dict[str, Any], np.ndarray]:
     """One case's fingerprint and a sample (up to 10,000) of its foreground intensities for the pooled stats."""
     import nibabel as nib
@@ -65,12 +77,7 @@ def _case_fingerprint(item: Mapping[str, Any], rng: np.random.Generator) -> tupl
     if image.shape != label.shape:
         raise ValueError(f"{item['label']}: label shape {label.shape} differs from image shape {image.shape}")
     axes, zooms = _ras_axes(img), img.header.get_zooms()[:3]
-    fg = image > 0  # the pipeline's CropForegroundd(select_fn=image > 0)
-    if fg.any():
-        box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in (np.flatnonzero(fg.any(axis=tuple(a for a in range(3)
-                                                                  if a != k))) for k in range(3)))
-    else:
-        box = tuple(slice(0, n) for n in image.shape)
+    box = _foreground_box(image > 0)  # the pipeline's CropForegroundd(select_fn=image > 0)
     spacing, shape, cropped = [0.0] * 3, [0] * 3, [0] * 3
     for i in range(3):
         spacing[axes[i]], shape[axes[i]] = round(float(zooms[i]), 4), int(image.shape[i])
@@ -399,7 +406,8 @@ def make_plan(fp: dict, *, device: str, time_budget_min: float = 0.0, gpu_memory
     reasons["divisor"] = f"every patch side must be divisible by the product of the strides on its axis: {div}"
     return {"pixdim": [round(float(s), 4) for s in spacing], "roi_size": [int(p) for p in patch],
             "batch_size": int(batch), "num_samples": int(num_samples), "model_name": "unet", "model_kwargs": kwargs,
-            "divisor": [int(d) for d in div], "target_spacing": target, "median_shape": resampled_shape(fp, spacing), "reasons": reasons,
+            "divisor": [int(d) for d in div], "target_spacing": target,
+            "median_shape": resampled_shape(fp, spacing), "reasons": reasons,
             "fingerprint": fp, "device": dev}
 
 
@@ -431,6 +439,9 @@ def resolve_auto(config: dict, items: list[dict], device: str) -> tuple[dict, di
         ``(new_config, plan)``; ``plan`` is None (and the config an unchanged copy) when nothing was "auto".
     """
     out = dict(config)
+    for key in ("pixdim", "roi_size", "model_kwargs"):  # papermill's -p passes "[96, 96, 96]" as text
+        if isinstance(out.get(key), str) and out[key].strip()[:1] in ("[", "{"):
+            out[key] = json.loads(out[key])
     keys = [k for k in ("pixdim", "roi_size", "batch_size", "num_samples", "model_name") if out.get(k) == "auto"]
     if not keys:
         return out, None
@@ -440,8 +451,8 @@ def resolve_auto(config: dict, items: list[dict], device: str) -> tuple[dict, di
         device = "cuda" if torch.cuda.is_available() else "cpu"
     explicit_kwargs = bool(out.get("model_kwargs"))
     model_name = "unet" if out.get("model_name", "auto") == "auto" else out["model_name"]
-    divisor = model_divisor(model_name, out.get("model_kwargs")) if explicit_kwargs or model_name != "unet" or \
-        out.get("model_name", "auto") != "auto" else None
+    explicit_model = explicit_kwargs or out.get("model_name", "auto") != "auto"
+    divisor = model_divisor(model_name, out.get("model_kwargs")) if explicit_model else None
     pixdim = out.get("pixdim", "auto")
     if pixdim != "auto":
         from heartseg_utils.transforms import resolve_pixdim

@@ -386,7 +386,8 @@ def make_synthetic_dataset(out_dir, n_train: int = 20, n_test: int = 10, seed: i
             (tmp / sub).mkdir(parents=True)
         for index in range(1, n_train + n_test + 1):
             case_seed, name = _case_seed(seed, index), f"la_{index:03d}.nii.gz"
-            case = generate_case(case_seed, shape) if variant == "default" else generate_variant_case(case_seed, variant)
+            case = (generate_case(case_seed, shape) if variant == "default"
+                    else generate_variant_case(case_seed, variant))
             folder = "imagesTr" if index <= n_train else "imagesTs"
             _save_nifti(case.image, case.affine, tmp / folder / name)
             if index <= n_train:

@@ -52,7 +52,7 @@ def _strides_follow_the_rules(p: dict) -> None:
 
 
 def test_fingerprint_reads_geometry_labels_and_intensities(variant_sets):
-    folder, items, fp = variant_sets["thick_slice"]
+    _folder, items, fp = variant_sets["thick_slice"]
     assert fp["n_cases"] == 6 and fp["label_values"] == [0, 1]
     assert fp["median"]["spacing"] == pytest.approx(list(median_spacing(items)), abs=1e-3)
     for case, item in zip(fp["cases"], items):
@@ -199,6 +199,7 @@ def test_resolve_auto_replaces_only_auto_values(variant_sets):
 
     cfg, p = plan.resolve_auto({**base, "roi_size": [40, 24, 40], "model_name": "auto"}, items, "cpu")
     assert cfg["roi_size"] == [40, 24, 40]  # explicit patch: the planned network divides it
+    assert plan.resolve_auto({**base, "roi_size": "[40, 24, 40]", "model_name": "auto"}, items, "cpu")[0] == cfg
     assert all(r % d == 0 for r, d in zip(cfg["roi_size"], plan.divisor_of(cfg["model_kwargs"]["strides"])))
 
 
@@ -241,10 +242,10 @@ def test_short_training_with_the_plan_learns(variant_sets, variant, tmp_path, mo
             return math.gcd(*plan.model_divisor(name, kwargs))
 
     monkeypatch.setattr(models, "required_divisor", per_axis_aware)
-    metrics = train.train(dict(
-        data_dir=str(folder), run_dir=str(tmp_path / "run"), max_epochs=EPOCHS[variant], time_budget_min=0, seed=0,
-        device="cpu", progress=False, val_fraction=0.34, patience=100, pixdim=p["pixdim"], roi_size=p["roi_size"],
-        batch_size=p["batch_size"], num_samples=p["num_samples"], model_kwargs=p["model_kwargs"]))
+    metrics = train.train({
+        "data_dir": str(folder), "run_dir": str(tmp_path / "run"), "max_epochs": EPOCHS[variant], "time_budget_min": 0,
+        "seed": 0, "device": "cpu", "progress": False, "val_fraction": 0.34, "patience": 100, "pixdim": p["pixdim"],
+        "roi_size": p["roi_size"], "batch_size": 1, "num_samples": p["num_samples"], "model_kwargs": p["model_kwargs"]})
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     baseline = _otsu_dice(items, split["validation"])
     assert metrics["best_val_dice"] > baseline + 0.2, (metrics, baseline)

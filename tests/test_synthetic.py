@@ -12,7 +12,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
-
 from skimage.filters import threshold_otsu
 
 from heartseg_utils import synthetic
