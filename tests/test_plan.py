@@ -233,6 +233,7 @@ def test_short_training_with_the_plan_learns(variant_sets, variant, tmp_path, mo
 
     folder, items, fp = variant_sets[variant]
     p = plan.make_plan(fp, device="cpu", time_budget_min=1)  # a 1-minute plan: CI-sized
+    # batch_size 1 (x 2 samples) gives 4 optimiser steps per epoch on 4 training cases instead of 2
     real = models.required_divisor
 
     def per_axis_aware(name, kwargs=None):  # until models.required_divisor handles per-axis strides (issue 12)
@@ -248,7 +249,7 @@ def test_short_training_with_the_plan_learns(variant_sets, variant, tmp_path, mo
         "roi_size": p["roi_size"], "batch_size": 1, "num_samples": p["num_samples"], "model_kwargs": p["model_kwargs"]})
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     baseline = _otsu_dice(items, split["validation"])
-    assert metrics["best_val_dice"] > baseline + 0.2, (metrics, baseline)
+    assert metrics["best_val_dice"] > max(baseline + 0.15, 0.35), (metrics, baseline)
 
 
-EPOCHS = {"default": 8, "thick_slice": 8, "small": 8}
+EPOCHS = {"default": 25, "thick_slice": 25, "small": 15}  # about 20-30 s each on 2 quiet cores
