@@ -11,18 +11,17 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # one core, set before numpy is imported
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
+import numpy as np
+from scipy import ndimage
+from skimage.filters import threshold_otsu
 
-from skimage.filters import threshold_otsu  # noqa: E402
-
-from heartseg_utils import synthetic  # noqa: E402
+from heartseg_utils import synthetic
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
