@@ -16,6 +16,8 @@ flipped relative to RAS until ``Orientationd(axcodes="RAS")`` is applied.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -165,7 +167,8 @@ def _draw_anatomy(rng: np.random.Generator, g, shape) -> np.ndarray:
     return tissues
 
 
-def generate_case(seed: int, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING) -> PhantomCase:
+def generate_case(seed: int, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING, *,
+                  scale: float | None = None) -> PhantomCase:
     """Draw one synthetic cardiac MRI case (deterministic for a given seed, shape and spacing).
 
     Introduced in notebook 01.
@@ -175,16 +178,21 @@ def generate_case(seed: int, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING) -> Ph
         shape: array shape (X, Y, Z). The anatomy is scaled to the field of view (shape * spacing), so small
             shapes such as (64, 64, 48) give a coarser version of the same scene.
         spacing: voxel size in mm.
+        scale: size of the anatomy relative to the default phantom (1.0 = the default's millimetres);
+            None scales it to the field of view as described above. The geometry variants fix it.
 
     Returns:
         A PhantomCase with an int16 image, a uint8 0/1 label, a 4x4 affine and the tissue map.
     """
     shape, spacing = tuple(int(n) for n in shape), np.asarray(spacing, float)
-    if len(shape) != 3 or min(shape) < 16 or spacing.shape != (3,) or spacing.min() <= 0:
-        raise ValueError(f"shape must be 3 ints >= 16 and spacing 3 positive numbers, got {shape}, {spacing}")
+    if len(shape) != 3 or min(shape) < 4 or spacing.shape != (3,) or spacing.min() <= 0:
+        raise ValueError(f"shape must be 3 ints >= 4 and spacing 3 positive numbers, got {shape}, {spacing}")
     rng = np.random.default_rng(seed)
     fov = np.array(shape) * spacing
-    scale = np.cbrt(fov.prod() / (np.array(DEFAULT_SHAPE) * DEFAULT_SPACING).prod())
+    if scale is None:
+        scale = np.cbrt(fov.prod() / (np.array(DEFAULT_SHAPE) * DEFAULT_SPACING).prod())
+    elif not scale > 0:
+        raise ValueError(f"scale must be a positive number, got {scale}")
     # Voxel centres in mm from the volume centre (RAS axes), divided by `scale` so that the anatomy can be
     # written in mm of the default-size phantom. Array axes run R->L and A->P (LPS-like), hence the signs.
     signs = (-1, -1, 1)
@@ -208,6 +216,96 @@ def generate_case(seed: int, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING) -> Ph
     affine[:3, 3] = origin_mm - affine[:3, :3] @ ((np.array(shape) - 1) / 2)
     label = np.isin(tissues, LABEL_TISSUES).astype(np.uint8)
     return PhantomCase(image, label, affine, tissues, dict(TISSUE_NAMES))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The geometry of one family of synthetic datasets: voxel sizes, shapes, anatomy size and intensity range.
+
+    Introduced in notebook 02 (the planner is shown on every variant). Each case draws its spacing and
+    shape from the ranges (lowest, highest; both included), so a dataset has the spread real scans have.
+
+    Attributes:
+        description: one sentence for dataset.json and the notebooks.
+        spacing_mm: (low, high) voxel size in mm per axis (x, y, z).
+        shape: (low, high) voxels per axis.
+        anatomy_scale: anatomy size relative to the default phantom; None = scaled to the field of view.
+        crop_to_label: draw a larger scene, then cut the box of ``shape`` around the left atrium (as the MSD
+            hippocampus task ships small boxes around its target).
+        intensity: ``"int16"`` (the default's arbitrary units), ``"uint12"`` (rescaled to 0-4095, stored as
+            uint16, like 12-bit scanner data) or ``"float32"`` (rescaled to about 0-1).
+    """
+
+    description: str
+    spacing_mm: tuple[tuple[float, float], ...]
+    shape: tuple[tuple[int, int], ...]
+    anatomy_scale: float | None = None
+    crop_to_label: bool = False
+    intensity: str = "int16"
+
+
+VARIANTS: dict[str, Variant] = {
+    "default": Variant("near-isotropic whole-torso volumes, 1.25 x 1.25 x 1.37 mm, 128 x 128 x 96 voxels",
+                       tuple((s, s) for s in DEFAULT_SPACING), tuple((n, n) for n in DEFAULT_SHAPE)),
+    "thick_slice": Variant("short-axis-like stacks: 1.5 x 1.5 mm in-plane, 8-10 mm slices, 8-16 slices per case,"
+                           " 160 x 160 in-plane, 12-bit intensities",
+                           ((1.5, 1.5), (1.5, 1.5), (8.0, 10.0)), ((160, 160), (160, 160), (8, 16)),
+                           anatomy_scale=1.5, intensity="uint12"),
+    "small": Variant("small boxes around the left atrium (like MSD hippocampus): about 40 x 48 x 40 voxels of 1 mm,"
+                     " float intensities",
+                     ((1.0, 1.0), (1.0, 1.0), (1.0, 1.0)), ((36, 44), (44, 52), (36, 44)),
+                     anatomy_scale=0.8, crop_to_label=True, intensity="float32"),
+}
+
+
+def _crop_around_label(case: PhantomCase, shape, rng: np.random.Generator) -> PhantomCase:
+    """Cut a box of `shape` voxels centred (+-3 voxels of jitter) on the label's centre of mass."""
+    centre = np.array(ndimage.center_of_mass(case.label)) + rng.integers(-3, 4, 3)
+    start = np.clip(np.rint(centre - np.array(shape) / 2).astype(int), 0, np.array(case.label.shape) - shape)
+    box = tuple(slice(int(a), int(a) + int(n)) for a, n in zip(start, shape))
+    affine = case.affine.copy()
+    affine[:3, 3] = case.affine[:3, :3] @ start + case.affine[:3, 3]  # world position of the box's first voxel
+    return PhantomCase(case.image[box], case.label[box], affine, case.tissues[box], case.tissue_names)
+
+
+def _rescale_intensity(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Map the int16 phantom image to another intensity convention (see Variant.intensity)."""
+    if kind == "int16":
+        return image
+    top = float(np.percentile(image, 99.9)) or 1.0
+    if kind == "uint12":
+        return np.clip(np.rint(image * (rng.uniform(3300, 3900) / top)), 0, 4095).astype(np.uint16)
+    if kind == "float32":
+        return (image * np.float32(rng.uniform(0.8, 1.2) / top)).astype(np.float32)
+    raise ValueError(f"unknown intensity {kind!r}; use int16, uint12 or float32")
+
+
+def generate_variant_case(seed: int, variant: str = "default") -> PhantomCase:
+    """Draw one case of a geometry variant: its spacing and shape come from the variant's ranges.
+
+    Introduced in notebook 02. ``"default"`` is exactly :func:`generate_case` with the default shape.
+
+    Args:
+        seed: case seed; the same seed always gives the same case.
+        variant: a key of :data:`VARIANTS`.
+
+    Returns:
+        A PhantomCase (the image dtype follows the variant's ``intensity``).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if variant == "default":
+        return generate_case(seed)
+    v = VARIANTS[variant]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))  # geometry: a stream apart from the anatomy's
+    shape = [int(rng.integers(lo, hi + 1)) for lo, hi in v.shape]
+    spacing = [round(float(rng.uniform(lo, hi)), 2) for lo, hi in v.spacing_mm]
+    drawn = [max(72, n + 24) for n in shape] if v.crop_to_label else shape
+    case = generate_case(seed, drawn, spacing, scale=v.anatomy_scale)
+    if v.crop_to_label:
+        case = _crop_around_label(case, shape, rng)
+    case.image = _rescale_intensity(case.image, v.intensity, rng)
+    return case
 
 
 def _case_seed(seed: int, index: int) -> int:
@@ -241,8 +339,20 @@ def _is_complete(out_dir: Path, meta: dict, n_train: int, n_test: int) -> bool:
     return all((out_dir / f).is_file() for f in files)
 
 
+def _dataset_meta(seed: int, shape: list[int], variant: str) -> dict:
+    """dataset.json's "synthetic" entry; the default variant's stays as it was before variants existed."""
+    meta = {"generator": "heartseg_utils.synthetic", "version": GENERATOR_VERSION, "seed": int(seed)}
+    if variant == "default":
+        return {**meta, "shape": shape, "spacing": list(DEFAULT_SPACING)}
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if shape != list(DEFAULT_SHAPE):
+        raise ValueError(f"shape applies to the default variant only; variant {variant!r} draws its own shapes")
+    return {**meta, "variant": variant, **dataclasses.asdict(VARIANTS[variant])}
+
+
 def make_synthetic_dataset(out_dir, n_train: int = 20, n_test: int = 10, seed: int = 0,
-                           shape=DEFAULT_SHAPE, overwrite: bool = False) -> Path:
+                           shape=DEFAULT_SHAPE, overwrite: bool = False, variant: str = "default") -> Path:
     """Write a Task02_Heart-like MSD folder of synthetic phantoms, or reuse a matching complete one.
 
     Introduced in notebook 01. Files go into a temporary sibling folder that is renamed to `out_dir` at the
@@ -253,15 +363,16 @@ def make_synthetic_dataset(out_dir, n_train: int = 20, n_test: int = 10, seed: i
         n_train: labelled training cases (la_001, la_002, ...).
         n_test: unlabelled test images, numbered after the training cases.
         seed: dataset seed; per-case seeds derive from it, so one seed always gives the same files.
-        shape: array shape of every case.
+        shape: array shape of every case (default variant only; the other variants draw their own).
         overwrite: regenerate even when a matching complete dataset is already there.
+        variant: a key of :data:`VARIANTS` (introduced in notebook 02); recorded in dataset.json's
+            ``"synthetic"`` entry for every variant but the default, whose files and entry are unchanged.
 
     Returns:
         The dataset folder.
     """
     out_dir, shape = Path(out_dir).expanduser().resolve(), [int(n) for n in shape]
-    meta = {"generator": "heartseg_utils.synthetic", "version": GENERATOR_VERSION, "seed": int(seed),
-            "shape": shape, "spacing": list(DEFAULT_SPACING)}
+    meta = _dataset_meta(seed, shape, variant)
     if not overwrite and _is_complete(out_dir, meta, n_train, n_test):
         return out_dir
     if out_dir.exists() and any(out_dir.iterdir()) and "synthetic" not in (_read_info(out_dir) or {}):
@@ -274,7 +385,9 @@ def make_synthetic_dataset(out_dir, n_train: int = 20, n_test: int = 10, seed: i
         for sub in ("imagesTr", "labelsTr", "imagesTs"):
             (tmp / sub).mkdir(parents=True)
         for index in range(1, n_train + n_test + 1):
-            case, name = generate_case(_case_seed(seed, index), shape), f"la_{index:03d}.nii.gz"
+            case_seed, name = _case_seed(seed, index), f"la_{index:03d}.nii.gz"
+            case = (generate_case(case_seed, shape) if variant == "default"
+                    else generate_variant_case(case_seed, variant))
             folder = "imagesTr" if index <= n_train else "imagesTs"
             _save_nifti(case.image, case.affine, tmp / folder / name)
             if index <= n_train:
@@ -302,3 +415,26 @@ def make_synthetic_dataset(out_dir, n_train: int = 20, n_test: int = 10, seed: i
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Command line: ``python -m heartseg_utils.synthetic --variant thick_slice --out DIR [--n_train 20 ...]``.
+
+    Introduced in notebook 02. Prints and returns the dataset folder.
+    """
+    parser = argparse.ArgumentParser(description="Write a synthetic left-atrium dataset in MSD layout.")
+    parser.add_argument("--variant", default="default", choices=sorted(VARIANTS))
+    parser.add_argument("--out", required=True, help="the MSD folder to create")
+    parser.add_argument("--n_train", type=int, default=20)
+    parser.add_argument("--n_test", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    out = make_synthetic_dataset(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
+                                 overwrite=args.overwrite, variant=args.variant)
+    print(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
-
 from skimage.filters import threshold_otsu
 
 from heartseg_utils import synthetic
@@ -165,3 +164,67 @@ def test_import_is_light():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("variant", ["thick_slice", "small"])
+def test_variant_cases_follow_their_geometry(variant):
+    v = synthetic.VARIANTS[variant]
+    for seed in range(4):
+        case = synthetic.generate_variant_case(seed, variant)
+        spacing = np.abs(np.diag(case.affine)[:3])
+        for n, s, (lo, hi), (slo, shi) in zip(case.image.shape, spacing, v.shape, v.spacing_mm):
+            assert lo <= n <= hi and slo - 0.01 <= s <= shi + 0.01, (case.image.shape, spacing)
+        assert case.image.shape == case.label.shape == case.tissues.shape
+        assert set(np.unique(case.label).tolist()) == {0, 1}
+        assert nib.aff2axcodes(case.affine) == ("L", "P", "S")
+    a, b = synthetic.generate_variant_case(3, variant), synthetic.generate_variant_case(3, variant)
+    np.testing.assert_array_equal(a.image, b.image)
+
+
+def test_thick_slice_label_spans_several_slices_and_12_bit_range():
+    for seed in range(6):
+        case = synthetic.generate_variant_case(seed, "thick_slice")
+        slices = np.flatnonzero(case.label.any(axis=(0, 1)))
+        assert slices.size >= 3, f"left atrium on {slices.size} slices only (seed {seed})"
+        assert case.image.dtype == np.uint16 and 2000 < case.image.max() <= 4095
+        la = case.image[case.label == 1]
+        assert np.median(la) > 3 * np.median(case.image[case.tissues == 4])  # bright blood, dark lung
+
+
+def test_small_variant_is_a_float_box_around_the_atrium():
+    for seed in range(4):
+        case = synthetic.generate_variant_case(seed, "small")
+        assert case.image.dtype == np.float32 and 0.5 < case.image.max() < 2.0
+        assert 0.03 < case.label.mean() < 0.4  # a box around the target: far more foreground than the default
+        assert np.isin(case.tissues, [10, 13]).any()  # the box also holds bright look-alikes (LV, aorta)
+
+
+def test_default_variant_is_the_original_generator():
+    a, b = synthetic.generate_variant_case(11, "default"), synthetic.generate_case(11)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.affine, b.affine)
+
+
+def test_variant_dataset_records_the_variant_and_loads(tmp_path, small_dataset):
+    out = synthetic.make_synthetic_dataset(tmp_path / "thick", n_train=2, n_test=1, variant="thick_slice")
+    meta = json.loads((out / "dataset.json").read_text())["synthetic"]
+    assert meta["variant"] == "thick_slice" and meta["intensity"] == "uint12" and "shape" in meta
+    assert "variant" not in json.loads((small_dataset / "dataset.json").read_text())["synthetic"]
+    from heartseg_utils import data
+
+    items = data.validate_dataset(out)
+    assert [nib.load(i["image"]).shape[2] for i in items] != [nib.load(i["image"]).shape[0] for i in items]
+    with pytest.raises(ValueError, match="variant"):
+        synthetic.make_synthetic_dataset(tmp_path / "x", n_train=1, n_test=0, variant="huge")
+    with pytest.raises(ValueError, match="default variant only"):
+        synthetic.make_synthetic_dataset(tmp_path / "y", n_train=1, n_test=0, shape=SMALL, variant="small")
+
+
+def test_command_line_writes_a_variant(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-m", "heartseg_utils.synthetic", "--variant", "small", "--out",
+                          str(tmp_path / "s"), "--n_train", "2", "--n_test", "1", "--seed", "4"],
+                         capture_output=True, text=True, env=env, check=True)
+    info = json.loads((tmp_path / "s" / "dataset.json").read_text())
+    assert out.stdout.strip() == str(tmp_path / "s") and info["synthetic"]["variant"] == "small"
+    assert (info["numTraining"], info["numTest"], info["synthetic"]["seed"]) == (2, 1, 4)

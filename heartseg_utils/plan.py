@@ -1,0 +1,500 @@
+"""Plan a training run from the dataset, as nnU-Net does, with the reason for every value.
+
+Introduced in notebook 03. Three steps, each one a function a learner can call and print:
+
+1. :func:`fingerprint` reads the training cases once: voxel spacing (RAS order), shape after cropping to the
+   image foreground, intensities inside the label, foreground fraction and label values.
+2. :func:`make_plan` turns the fingerprint into a target spacing (``pixdim``), a patch (``roi_size``), a batch
+   and a MONAI UNet whose downsampling respects anisotropy, within a budget: GPU memory on CUDA, the time
+   budget on the CPU. ``plan["reasons"]`` says why each value was chosen, with the numbers.
+3. :func:`resolve_auto` replaces the ``"auto"`` values of a training configuration with the plan's; explicit
+   values always win. :func:`plan_table` lays the plan out as rows for a notebook table.
+
+The rules follow nnU-Net (Isensee et al., Nature Methods 2021): median spacing, with the 10th percentile for an
+axis that is more than 3x coarser than the others; a patch shaped by the spacing and clipped to the median
+shape; pool an axis only while its spacing is at most twice the finest one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+ANISOTROPY = 3.0  # an axis this much coarser than the others is "thick-slice" (nnU-Net's threshold)
+MIN_SIDE = 3  # the deepest feature map keeps >= 3 voxels per side: one 3x3x3 convolution's reach
+MAX_POOLS = 5  # at most 5 downsamplings: 6 resolution levels
+CHANNEL_BASE, CHANNEL_CAP = 16, 320  # channels double per level from 16 (notebook 03's UNet), capped as nnU-Net
+CPU_REFERENCE_MIN = 4.5  # notebook 03's CPU time budget, which the CPU sizes below are calibrated for
+CPU_VOLUME_VOXELS = 64**3  # median resampled volume for that budget: the default phantom at 2.5 mm
+CPU_PATCH_VOXELS = 48**3  # patch for that budget: notebook 03's 48^3
+COARSEN_STEPS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)  # spacing multipliers tried on the CPU
+GPU_MAX_SIDE, GPU_MEMORY_FRACTION, GPU_OVERHEAD_BYTES = 128, 0.85, 2**30  # nnU-Net-like patches; CUDA context
+PERCENTILES = (0.5, 50.0, 99.5)
+GIB = 2**30
+
+
+def _ras_axes(img: Any) -> np.ndarray:
+    """For each voxel axis of a NIfTI image, the RAS world axis it runs along (as Orientationd reorders)."""
+    import nibabel as nib
+
+    return nib.orientations.io_orientation(img.affine)[:, 0].astype(int)
+
+
+def _intensity_stats(values: np.ndarray) -> dict[str, float] | None:
+    """Percentiles, mean and sd of foreground intensities (None when the label is empty)."""
+    if values.size == 0:
+        return None
+    pct = np.percentile(values, PERCENTILES)
+    stats = {f"p{p:g}": round(float(v), 4) for p, v in zip(PERCENTILES, pct)}
+    return {**stats, "mean": round(float(values.mean()), 4), "sd": round(float(values.std()), 4)}
+
+
+def _foreground_box(fg: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box of the True voxels (the whole array when there are none)."""
+    if not fg.any():
+        return tuple(slice(0, n) for n in fg.shape)
+    box = []
+    for k in range(fg.ndim):
+        hit = np.flatnonzero(fg.any(axis=tuple(a for a in range(fg.ndim) if a != k)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
+def _case_fingerprint(item: Mapping[str, Any], rng: np.random.Generator) -> tuple[dict[str, Any], np.ndarray]:
+    """One case's fingerprint and a sample (up to 10,000) of its foreground intensities for the pooled stats."""
+    import nibabel as nib
+
+    try:
+        img, lbl = nib.load(str(item["image"])), nib.load(str(item["label"]))
+        image, label = np.asanyarray(img.dataobj), np.asanyarray(lbl.dataobj)
+    except Exception as err:
+        raise ValueError(f"cannot read case {item.get('case')} ({item['image']}, {item['label']}): {err}") from err
+    if image.ndim == 4:
+        image = image[..., 0]  # first channel, as the fingerprint of a multi-channel scan
+    if image.shape != label.shape:
+        raise ValueError(f"{item['label']}: label shape {label.shape} differs from image shape {image.shape}")
+    axes, zooms = _ras_axes(img), img.header.get_zooms()[:3]
+    box = _foreground_box(image > 0)  # the pipeline's CropForegroundd(select_fn=image > 0)
+    spacing, shape, cropped = [0.0] * 3, [0] * 3, [0] * 3
+    for i in range(3):
+        spacing[axes[i]], shape[axes[i]] = round(float(zooms[i]), 4), int(image.shape[i])
+        cropped[axes[i]] = box[i].stop - box[i].start
+    lab = label[box] != 0
+    values = image[box][lab].astype(np.float64)
+    sample = rng.choice(values, size=min(values.size, 10_000), replace=False) if values.size else values
+    case = {"case": str(item.get("case", item["image"])), "spacing": spacing, "shape": shape, "cropped_shape": cropped,
+            "foreground_fraction": round(float(lab.mean()), 6), "intensity": _intensity_stats(values),
+            "label_values": [int(v) for v in np.unique(label)], "dtype": str(image.dtype)}
+    return case, sample
+
+
+def fingerprint(items: list[dict], *, max_cases: int | None = None) -> dict[str, Any]:
+    """Describe the training cases the way nnU-Net's fingerprint does: geometry, intensities, labels.
+
+    Introduced in notebook 03. Reads every image and label once (or ``max_cases`` of them, evenly spread).
+
+    Args:
+        items: training items with ``"image"`` and ``"label"`` paths (and ``"case"``), as
+            ``data.validate_dataset`` returns.
+        max_cases: read at most this many cases (None = all).
+
+    Returns:
+        A JSON-serialisable dict: ``"cases"`` (per case: ``spacing`` in mm and ``shape``/``cropped_shape`` in
+        voxels, all in RAS axis order; ``foreground_fraction`` of the cropped volume; ``intensity``
+        percentiles 0.5/50/99.5, mean and sd inside the label; ``label_values``; ``dtype``), ``"median"``
+        (spacing, cropped_shape, foreground_fraction), ``"intensity"`` (pooled over all cases),
+        ``"label_values"`` (union) and ``"n_cases"``.
+    """
+    if not items:
+        raise ValueError("fingerprint needs at least one training item (got none); check the data folder.")
+    if max_cases is not None and max_cases < len(items):
+        if max_cases < 1:
+            raise ValueError(f"max_cases must be >= 1 or None, got {max_cases}")
+        items = [items[int(i)] for i in np.linspace(0, len(items) - 1, max_cases).round()]
+    rng = np.random.default_rng(0)
+    cases, samples = zip(*(_case_fingerprint(item, rng) for item in items))
+    median = {key: np.median([c[key] for c in cases], axis=0) for key in ("spacing", "cropped_shape")}
+    return {"n_cases": len(cases), "cases": list(cases),
+            "median": {"spacing": [round(float(s), 4) for s in median["spacing"]],
+                       "cropped_shape": [round(float(s)) for s in median["cropped_shape"]],
+                       "foreground_fraction": round(float(np.median([c["foreground_fraction"] for c in cases])), 6)},
+            "intensity": _intensity_stats(np.concatenate(samples)),
+            "label_values": sorted({v for c in cases for v in c["label_values"]})}
+
+
+def target_spacing(fp: Mapping[str, Any]) -> tuple[list[float], str]:
+    """nnU-Net's target spacing: the median per axis; the 10th percentile for a thick-slice axis.
+
+    Introduced in notebook 03. An axis counts as thick-slice when its median spacing is more than
+    ``ANISOTROPY`` (3) times the coarsest other axis and it has fewer than a third of the voxels of the
+    others; resampling it to the median would blur the thinner stacks, so its 10th percentile is used
+    (never finer than the other axes).
+
+    Args:
+        fp: a :func:`fingerprint`.
+
+    Returns:
+        ``(spacing, reason)``: three floats in mm (RAS order) and one sentence.
+    """
+    spacings = np.array([c["spacing"] for c in fp["cases"]], float)
+    sizes = np.array([c["cropped_shape"] for c in fp["cases"]], float)
+    target, size = np.median(spacings, axis=0), np.median(sizes, axis=0)
+    worst = int(np.argmax(target))
+    others = [i for i in range(3) if i != worst]
+    ratio = target[worst] / max(target[i] for i in others)
+    if ratio > ANISOTROPY and size[worst] * ANISOTROPY < min(size[i] for i in others):
+        p10 = max(float(np.percentile(spacings[:, worst], 10)), max(target[i] for i in others))
+        reason = (f"median spacing {_fmt(target)} mm, but axis {'xyz'[worst]} is {ratio:.1f}x coarser than the others "
+                  f"(> {ANISOTROPY:g}) with few voxels ({size[worst]:.0f}), so it takes the 10th percentile of its "
+                  f"spacings, {p10:.3g} mm, as nnU-Net does for thick-slice data")
+        target[worst] = p10
+    else:
+        reason = f"median spacing over {len(spacings)} cases: {_fmt(target)} mm (nnU-Net's rule; no thick-slice axis)"
+    return [round(float(s), 4) for s in target], reason
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return " x ".join(f"{float(v):.3g}" for v in values)
+
+
+def resampled_shape(fp: Mapping[str, Any], spacing: Sequence[float]) -> list[int]:
+    """Median shape (voxels, RAS) of the cropped cases after resampling to ``spacing``. Introduced in notebook 03."""
+    shapes = [np.array(c["cropped_shape"]) * np.array(c["spacing"]) / np.array(spacing, float) for c in fp["cases"]]
+    return [max(1, round(float(s))) for s in np.median(shapes, axis=0)]
+
+
+def _budget_scale(time_budget_min: float) -> float:
+    """CPU sizes grow with the time budget (0 = notebook 03's 4.5 minutes), clipped to 0.25x-4x."""
+    return float(np.clip((time_budget_min or CPU_REFERENCE_MIN) / CPU_REFERENCE_MIN, 0.25, 4.0))
+
+
+def coarsen_for_cpu(fp: Mapping[str, Any], spacing: Sequence[float], time_budget_min: float) -> tuple[list[float], str]:
+    """Coarsen the spacing until the median resampled volume fits the CPU's time budget.
+
+    Introduced in notebook 03. The limit is ``CPU_VOLUME_VOXELS`` (64^3) for a 4.5-minute budget, in proportion
+    to the budget, so that a run keeps about as many epochs as notebook 03's default. Thick-slice data coarsens
+    its fine (in-plane) axes first, up to half the slice spacing, as nnU-Net's low-resolution plan does;
+    then every axis by the same factor from ``COARSEN_STEPS``.
+
+    Args:
+        fp: a :func:`fingerprint`.
+        spacing: the target spacing (from :func:`target_spacing`).
+        time_budget_min: the run's time budget in minutes (0 = 4.5).
+
+    Returns:
+        ``(spacing, reason)``.
+    """
+    limit = CPU_VOLUME_VOXELS * _budget_scale(time_budget_min)
+    sp = np.array(spacing, float)
+
+    def voxels(s: np.ndarray) -> int:
+        return int(np.prod(resampled_shape(fp, s)))
+
+    start = voxels(sp)
+    head = f"at {_fmt(spacing)} mm the median volume has {start:,} voxels, the CPU budget allows {int(limit):,}"
+    if start <= limit:
+        return [round(float(s), 4) for s in sp], f"{head}: kept"
+    fine = sp < sp.max() / 2
+    if fine.any():  # thick-slice data: bring the in-plane axes towards the slice spacing first
+        for f in COARSEN_STEPS:
+            cand = np.where(fine, np.minimum(sp * f, sp.max() / 2), sp)
+            if voxels(cand) <= limit:
+                return [round(float(s), 4) for s in cand], f"{head}: in-plane axes coarsened {f:g}x"
+        sp = np.where(fine, sp.max() / 2, sp)
+    for f in COARSEN_STEPS:
+        if voxels(sp * f) <= limit:
+            break
+    cand = sp * f
+    return [round(float(s), 4) for s in cand], f"{head}: coarsened to {_fmt(cand)} mm ({voxels(cand):,} voxels)"
+
+
+def pooling_strides(patch: Sequence[float], spacing: Sequence[float], *, exact: bool = False,
+                    max_pools: int = MAX_POOLS) -> list[list[int]]:
+    """nnU-Net's downsampling rule: per level, stride 2 on each axis that may still be pooled, else 1.
+
+    Introduced in notebook 03. An axis is pooled while its side stays >= ``MIN_SIDE`` voxels after pooling
+    and its current spacing is at most twice the finest spacing among the poolable axes, so a 10 mm axis
+    is not pooled until the in-plane spacing has caught up.
+
+    Args:
+        patch: patch size in voxels (x, y, z).
+        spacing: voxel size in mm.
+        exact: pool an axis only while its side stays an integer (for a given, fixed patch).
+        max_pools: most downsamplings.
+
+    Returns:
+        One ``[sx, sy, sz]`` per level (MONAI UNet's ``strides``).
+    """
+    side, sp, strides = np.array(patch, float), np.array(spacing, float), []
+    for _ in range(max_pools):
+        ok = side / 2 >= MIN_SIDE
+        if exact:
+            ok &= side % 2 == 0
+        if not ok.any():
+            break
+        ok &= sp <= 2 * sp[ok].min()
+        step = np.where(ok, 2, 1)
+        strides.append([int(s) for s in step])
+        side, sp = side / step, sp * step
+    return strides
+
+
+def divisor_of(strides: Sequence[Sequence[int] | int]) -> list[int]:
+    """Per-axis factor every input side must be divisible by: the product of the strides on that axis."""
+    div = np.ones(3, int)
+    for s in strides:
+        div *= np.broadcast_to(np.asarray(s, int), (3,))
+    return [int(d) for d in div]
+
+
+def unet_kwargs(strides: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """MONAI UNet keyword arguments for these strides: channels 16, 32, ... (capped at 320), as notebook 03."""
+    channels = [min(CHANNEL_BASE * 2**i, CHANNEL_CAP) for i in range(len(strides) + 1)]
+    return {"channels": channels, "strides": [list(s) for s in strides], "num_res_units": 2, "norm": "batch",
+            "dropout": 0.2}
+
+
+def build_unet(model_kwargs: Mapping[str, Any], out_channels: int = 2):
+    """The MONAI UNet a plan describes (3D, one input channel). Introduced in notebook 03."""
+    from monai.networks.nets import UNet
+
+    kw = dict(model_kwargs)
+    kw["channels"], kw["strides"] = tuple(kw["channels"]), tuple(tuple(s) if isinstance(s, (list, tuple)) else s
+                                                                  for s in kw["strides"])
+    return UNet(spatial_dims=3, in_channels=1, out_channels=out_channels, **kw)
+
+
+def gpu_bytes(model_kwargs: Mapping[str, Any], roi: Sequence[int], patches: int) -> int:
+    """Estimated GPU memory of one training step: activations (debug.activation_bytes, counted at 4 bytes as a
+    margin over bf16), fp32 weights + gradients + two AdamW moments, and 1 GiB of CUDA context and workspace."""
+    from heartseg_utils.debug import activation_bytes
+
+    net = build_unet(model_kwargs)
+    params = sum(p.numel() for p in net.parameters())
+    return activation_bytes(net, roi, patches, bytes_per_value=4) + 16 * params + GPU_OVERHEAD_BYTES
+
+
+def fit_patch(median: Sequence[int], spacing: Sequence[float], fits: Callable[[list[int], list], bool], *,
+              divisor: Sequence[int] | None = None, max_side: int | None = None) -> tuple[list[int], list]:
+    """Largest patch that fits: start at the median shape, shrink the longest side (in mm) until ``fits``.
+
+    Introduced in notebook 03 (nnU-Net shrinks its patch the same way, one divisor step at a time). Each
+    step recomputes the network's strides, and the patch is rounded down to the per-axis divisor, so every
+    patch side stays <= the median shape (unless that is smaller than the divisor).
+
+    Args:
+        median: median resampled shape (voxels).
+        spacing: target spacing (mm).
+        fits: ``fits(patch, strides)`` says whether the patch fits the budget.
+        divisor: a fixed per-axis divisor (an explicitly chosen model); None = plan the strides.
+        max_side: upper limit per side (GPU: 128).
+
+    Returns:
+        ``(patch, strides)``; strides is ``[]`` when ``divisor`` was given.
+    """
+    patch = np.minimum(np.array(median, int), max_side or max(median))
+    while True:
+        strides = pooling_strides(patch, spacing) if divisor is None else []
+        div = np.array(divisor_of(strides) if divisor is None else divisor, int)
+        rounded = np.maximum(patch // div * div, div)
+        if not np.array_equal(rounded, patch):
+            patch = rounded
+            continue
+        if fits(patch.tolist(), strides):
+            return patch.tolist(), strides
+        order = [a for a in np.argsort(-(patch * np.array(spacing)), kind="stable") if patch[a] > div[a]]
+        if not order:  # nothing left to shrink: the smallest patch, even if over budget
+            return patch.tolist(), strides
+        patch[order[0]] -= div[order[0]]
+
+
+def _gpu_memory_gib(gpu_memory_gib: float | None) -> float:
+    """The GPU's memory in GiB: the given value, else what CUDA reports for device 0."""
+    if gpu_memory_gib is not None:
+        return float(gpu_memory_gib)
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError("make_plan(device='cuda') needs a visible GPU or gpu_memory_gib=<GiB>")
+    return torch.cuda.get_device_properties(0).total_memory / GIB
+
+
+def _fit_budget(fp: Mapping[str, Any], spacing: list[float], device: str, time_budget_min: float,
+                gpu_memory_gib: float | None, divisor: Sequence[int] | None, num_samples: int):
+    """Patch, strides, batch size and their reasons for the device's budget (see make_plan)."""
+    median = resampled_shape(fp, spacing)
+    kw = (lambda strides: unet_kwargs(strides or [[2, 2, 2]] * 4))  # the model only matters when strides are planned
+    if device == "cpu":
+        limit = CPU_PATCH_VOXELS * _budget_scale(time_budget_min)
+        patch, strides = fit_patch(median, spacing, lambda p, s: int(np.prod(p)) <= limit, divisor=divisor)
+        return patch, strides, 2, (
+            f"the largest patch <= the median resampled shape {median} with at most {int(limit):,} voxels (the CPU "
+            f"time budget), shrunk along its longest side in mm: {int(np.prod(patch)):,} voxels"), (
+            "2 volumes x 2 patches each = 4 patches per step, notebook 03's CPU setting (batch norm needs > 1)")
+    target = GPU_MEMORY_FRACTION * _gpu_memory_gib(gpu_memory_gib) * GIB
+    patches = 2 * num_samples
+    patch, strides = fit_patch(median, spacing, lambda p, s: gpu_bytes(kw(s), p, patches) <= target,
+                               divisor=divisor, max_side=GPU_MAX_SIDE)
+    one = gpu_bytes(kw(strides), patch, num_samples)
+    per_volume = gpu_bytes(kw(strides), patch, 2 * num_samples) - one  # activations of one more volume's patches
+    cases_cap = max(2, int(0.05 * fp["n_cases"] * np.prod(median) / (num_samples * np.prod(patch))))
+    batch = int(np.clip((target - (one - per_volume)) // max(per_volume, 1), 2, min(cases_cap, 8)))
+    used = gpu_bytes(kw(strides), patch, batch * num_samples) / GIB
+    return patch, strides, batch, (
+        f"the largest patch <= the median resampled shape {median}, at most {GPU_MAX_SIDE} per side, whose step "
+        f"fits {GPU_MEMORY_FRACTION:.0%} of {target / GPU_MEMORY_FRACTION / GIB:.0f} GiB (estimated with "
+        f"debug.activation_bytes)"), (
+        f"{batch} volumes x {num_samples} patches per step: an estimated {used:.1f} GiB of "
+        f"{target / GPU_MEMORY_FRACTION / GIB:.0f} GiB; at least 2 and at most 5% of the dataset's voxels per "
+        "step, as nnU-Net")
+
+
+def make_plan(fp: dict, *, device: str, time_budget_min: float = 0.0, gpu_memory_gib: float | None = None,
+              pixdim: Sequence[float] | None = None, roi_size: Sequence[int] | None = None,
+              divisor: Sequence[int] | None = None, num_samples: int = 2) -> dict[str, Any]:
+    """Plan spacing, patch, batch and network from a fingerprint, within the device's budget.
+
+    Introduced in notebook 03. On CUDA the patch (at most 128 per side) and batch fit the GPU's memory at the
+    target spacing. On the CPU the spacing is coarsened and the patch limited so that the time budget
+    keeps about notebook 03's epochs; the default phantom plans to notebook 03's CPU values (2.5 x 2.5 x
+    2.74 mm, 48^3, batch 2, 2 samples, UNet 16-256 with stride 2 at every level).
+
+    Args:
+        fp: a :func:`fingerprint`.
+        device: ``"cpu"`` or ``"cuda"`` (``"cuda:0"`` and ``torch.device`` work too).
+        time_budget_min: the run's time budget (CPU only; 0 = notebook 03's 4.5 minutes).
+        gpu_memory_gib: GPU memory to plan for (None = what CUDA reports).
+        pixdim: a fixed target spacing (an explicit setting); None = planned.
+        roi_size: a fixed patch (an explicit setting); the network is planned to divide it.
+        divisor: a fixed per-axis divisor (an explicitly chosen model); the patch is planned to respect it.
+        num_samples: patches drawn per volume.
+
+    Returns:
+        ``{"pixdim", "roi_size", "batch_size", "num_samples", "model_name", "model_kwargs", "divisor",
+        "target_spacing", "median_shape", "reasons", "fingerprint", "device"}``, JSON-serialisable.
+    """
+    dev = "cuda" if str(device).startswith("cuda") else "cpu"
+    if str(device) not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    reasons: dict[str, str] = {}
+    spacing, reasons["target_spacing"] = target_spacing(fp)
+    target = list(spacing)
+    if pixdim is not None:
+        spacing, reasons["pixdim"] = [float(p) for p in pixdim], "given explicitly"
+    elif dev == "cpu":
+        spacing, reasons["pixdim"] = coarsen_for_cpu(fp, spacing, time_budget_min)
+    else:
+        reasons["pixdim"] = "the target spacing: on a GPU the full resolution is affordable"
+    if roi_size is not None:
+        patch = [int(r) for r in roi_size]
+        strides = [] if divisor is not None else pooling_strides(patch, spacing, exact=True)
+        batch, reasons["roi_size"] = 2, "given explicitly"
+        reasons["batch_size"] = "2 volumes per step, notebook 03's default, for a patch given explicitly"
+    else:
+        patch, strides, batch, reasons["roi_size"], reasons["batch_size"] = _fit_budget(
+            fp, spacing, dev, time_budget_min, gpu_memory_gib, divisor, num_samples)
+    kwargs = unet_kwargs(strides) if divisor is None else {}
+    div = list(divisor) if divisor is not None else divisor_of(strides)
+    reasons["num_samples"] = f"{num_samples} patches per volume, centred on the label half of the time (pos=1, neg=1)"
+    if divisor is None:
+        reasons["model_kwargs"] = (
+            f"MONAI UNet with {len(strides)} downsamplings: an axis is pooled while its side stays >= {MIN_SIDE} "
+            f"voxels and its spacing is <= 2x the finest (nnU-Net's rule); strides {strides}")
+    reasons["divisor"] = f"every patch side must be divisible by the product of the strides on its axis: {div}"
+    return {"pixdim": [round(float(s), 4) for s in spacing], "roi_size": [int(p) for p in patch],
+            "batch_size": int(batch), "num_samples": int(num_samples), "model_name": "unet", "model_kwargs": kwargs,
+            "divisor": [int(d) for d in div], "target_spacing": target,
+            "median_shape": resampled_shape(fp, spacing), "reasons": reasons,
+            "fingerprint": fp, "device": dev}
+
+
+def model_divisor(model_name: str, model_kwargs: Mapping[str, Any] | None = None) -> list[int]:
+    """Per-axis divisor of an explicitly chosen model (per-axis UNet strides handled here, the rest by models)."""
+    from heartseg_utils.models import required_divisor
+
+    kw = dict(model_kwargs or {})
+    if model_name in ("unet", "unet2d"):
+        return divisor_of(kw.get("strides", (2, 2, 2, 2)))
+    div = required_divisor(model_name, kw)
+    return [int(d) for d in np.broadcast_to(np.asarray(div, int), (3,))]
+
+
+def resolve_auto(config: dict, items: list[dict], device: str) -> tuple[dict, dict | None]:
+    """Replace the ``"auto"`` values of a training configuration with a plan's; explicit values win.
+
+    Introduced in notebook 03. Planned keys: ``pixdim``, ``roi_size``, ``batch_size``, ``num_samples`` and
+    ``model_name`` (``"auto"`` = the plan's UNet and its ``model_kwargs``, unless ``model_kwargs`` is given).
+    An explicit model fixes the divisor the planned patch must respect; an explicit patch fixes the patch
+    the planned network must divide; an explicit ``pixdim`` is the spacing the rest is planned at.
+
+    Args:
+        config: a TrainConfig-like dict (e.g. notebook 03's parameters).
+        items: the training items (``data.validate_dataset``).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when visible).
+
+    Returns:
+        ``(new_config, plan)``; ``plan`` is None (and the config an unchanged copy) when nothing was "auto".
+    """
+    out = dict(config)
+    for key in ("pixdim", "roi_size", "model_kwargs"):  # papermill's -p passes "[96, 96, 96]" as text
+        if isinstance(out.get(key), str) and out[key].strip()[:1] in ("[", "{"):
+            out[key] = json.loads(out[key])
+    keys = [k for k in ("pixdim", "roi_size", "batch_size", "num_samples", "model_name") if out.get(k) == "auto"]
+    if not keys:
+        return out, None
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    explicit_kwargs = bool(out.get("model_kwargs"))
+    model_name = "unet" if out.get("model_name", "auto") == "auto" else out["model_name"]
+    explicit_model = explicit_kwargs or out.get("model_name", "auto") != "auto"
+    divisor = model_divisor(model_name, out.get("model_kwargs")) if explicit_model else None
+    pixdim = out.get("pixdim", "auto")
+    if pixdim != "auto":
+        from heartseg_utils.transforms import resolve_pixdim
+
+        pixdim = resolve_pixdim(pixdim)
+    samples = out.get("num_samples", 2)
+    plan = make_plan(fingerprint(items), device=str(device), time_budget_min=float(out.get("time_budget_min") or 0),
+                     pixdim=None if pixdim == "auto" else pixdim,
+                     roi_size=None if out.get("roi_size", "auto") == "auto" else out["roi_size"], divisor=divisor,
+                     num_samples=2 if samples == "auto" else int(samples))
+    for key in keys:
+        if key != "model_name":
+            out[key] = plan[key]
+    if "model_name" in keys:
+        out["model_name"] = model_name
+        if not explicit_kwargs:
+            out["model_kwargs"] = plan["model_kwargs"]
+    return out, plan
+
+
+def plan_table(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The plan as rows ``{"setting", "value", "reason"}`` for a notebook table (``pd.DataFrame(rows)``).
+
+    Introduced in notebook 03.
+    """
+    fp, r = plan["fingerprint"], plan["reasons"]
+    med = fp["median"]
+    inten = fp.get("intensity") or {}
+    rows = [("cases", fp["n_cases"], "training cases read for the fingerprint"),
+            ("median spacing (mm)", med["spacing"], "per-case voxel sizes in RAS order, median per axis"),
+            ("median shape after foreground crop", med["cropped_shape"], "voxels where image > 0, as CropForegroundd"),
+            ("foreground intensity p0.5 / p50 / p99.5", [inten.get(k) for k in ("p0.5", "p50", "p99.5")],
+             "inside the label; the pipeline z-scores each volume, so any scale works"),
+            ("label values", fp["label_values"], "binary mode trains label != 0 against background"),
+            ("target spacing (mm)", plan["target_spacing"], r["target_spacing"]),
+            ("pixdim (mm)", plan["pixdim"], r["pixdim"]),
+            ("median resampled shape", plan["median_shape"], "the median cropped shape at pixdim"),
+            ("roi_size", plan["roi_size"], r["roi_size"]),
+            ("batch_size", plan["batch_size"], r["batch_size"]),
+            ("num_samples", plan["num_samples"], r["num_samples"])]
+    if plan["model_kwargs"]:
+        kw = plan["model_kwargs"]
+        rows.append(("model", f"{plan['model_name']}: channels {kw['channels']}", r["model_kwargs"]))
+    rows.append(("divisor", plan["divisor"], r["divisor"]))
+    return [{"setting": s, "value": v, "reason": why} for s, v, why in rows]

@@ -1,0 +1,255 @@
+"""Tests for heartseg_utils.plan: fingerprint, the planning rules on each phantom variant, resolve_auto, and a
+short training per variant with the planned values."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from heartseg_utils import data, plan, synthetic
+from heartseg_utils.transforms import median_spacing
+
+
+def fake_fp(spacings, shapes) -> dict:
+    """A fingerprint with only the geometry the planner reads (spacing and cropped shape per case)."""
+    cases = [{"case": f"c{i}", "spacing": list(map(float, s)), "cropped_shape": list(map(int, n))}
+             for i, (s, n) in enumerate(zip(spacings, shapes))]
+    return {"n_cases": len(cases), "cases": cases, "label_values": [0, 1], "intensity": None,
+            "median": {"spacing": np.median(spacings, axis=0).tolist(),
+                       "cropped_shape": np.median(shapes, axis=0).round().astype(int).tolist()}}
+
+
+DEFAULT_FP = fake_fp([synthetic.DEFAULT_SPACING] * 20, [synthetic.DEFAULT_SHAPE] * 20)
+
+
+@pytest.fixture(scope="module")
+def variant_sets(tmp_path_factory) -> dict:
+    """Six training cases of each geometry variant: {variant: (dataset folder, items, fingerprint)}."""
+    out = {}
+    for variant in synthetic.VARIANTS:
+        folder = synthetic.make_synthetic_dataset(tmp_path_factory.mktemp(variant) / "ds", n_train=6, n_test=0,
+                                                  seed=5, variant=variant)
+        items = data.validate_dataset(folder)
+        out[variant] = (folder, items, plan.fingerprint(items))
+    return out
+
+
+def _strides_follow_the_rules(p: dict) -> None:
+    """Every pooled axis had a spacing <= 2x the finest poolable one, and the patch divides by the divisor."""
+    sp, side = np.array(p["pixdim"], float), np.array(p["roi_size"], float)
+    for level in p["model_kwargs"]["strides"]:
+        pooled = np.array(level) == 2
+        assert pooled.any() and np.all(side[pooled] / 2 >= plan.MIN_SIDE), (level, side)
+        assert np.all(sp[pooled] <= 2 * sp[side / 2 >= plan.MIN_SIDE].min() + 1e-9), (level, sp)
+        sp, side = sp * np.array(level), side / np.array(level)
+    assert p["divisor"] == plan.divisor_of(p["model_kwargs"]["strides"])
+    assert all(r % d == 0 for r, d in zip(p["roi_size"], p["divisor"]))
+    assert 1 <= len(p["model_kwargs"]["strides"]) <= plan.MAX_POOLS
+
+
+def test_fingerprint_reads_geometry_labels_and_intensities(variant_sets):
+    _folder, items, fp = variant_sets["thick_slice"]
+    assert fp["n_cases"] == 6 and fp["label_values"] == [0, 1]
+    assert fp["median"]["spacing"] == pytest.approx(list(median_spacing(items)), abs=1e-3)
+    for case, item in zip(fp["cases"], items):
+        img = nib.load(item["image"])
+        assert case["shape"] == list(img.shape)  # LPS-stored, but the axes are not permuted: same order
+        assert all(c <= s for c, s in zip(case["cropped_shape"], case["shape"]))
+        assert 8.0 <= case["spacing"][2] <= 10.0 and case["spacing"][:2] == [1.5, 1.5]
+        i = case["intensity"]
+        assert 0 <= i["p0.5"] <= i["p50"] <= i["p99.5"] <= 4095 and i["sd"] > 0
+        assert 0 < case["foreground_fraction"] < 0.1
+    assert json.loads(json.dumps(fp)) == fp
+    assert plan.fingerprint(items, max_cases=2)["n_cases"] == 2
+
+
+def test_fingerprint_crops_to_the_image_foreground_in_ras_order(tmp_path):
+    image = np.zeros((20, 30, 10), np.int16)
+    image[2:12, 5:25, 1:9] = 100  # foreground box 10 x 20 x 8 (voxel axes i, j, k)
+    label = np.zeros_like(image, dtype=np.uint8)
+    label[4:8, 10:20, 3:6] = 1
+    affine = np.array([[0, 0, 3.0, 0], [0.8, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1]])  # i -> y, j -> z, k -> x
+    for name, arr in (("img", image), ("lbl", label)):
+        nib.save(nib.Nifti1Image(arr, affine), tmp_path / f"{name}.nii.gz")
+    fp = plan.fingerprint([{"case": "c", "image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "lbl.nii.gz")}])
+    case = fp["cases"][0]
+    assert case["spacing"] == [3.0, 0.8, 1.0] and case["shape"] == [10, 20, 30]
+    assert case["cropped_shape"] == [8, 10, 20]
+    assert case["foreground_fraction"] == pytest.approx(label.sum() / (10 * 20 * 8))
+    assert case["intensity"]["p50"] == 100 and case["label_values"] == [0, 1]
+    with pytest.raises(ValueError, match="at least one"):
+        plan.fingerprint([])
+
+
+def test_target_spacing_is_the_median_or_the_10th_percentile_for_thick_slices():
+    iso = fake_fp([(1.0, 1.0, 1.2), (1.2, 1.2, 1.4), (0.8, 0.8, 1.0)], [(100, 100, 80)] * 3)
+    assert plan.target_spacing(iso)[0] == [1.0, 1.0, 1.2]
+    z = [5.0, 6.0, 8.0, 8.0, 9.0, 10.0, 10.0, 10.0, 10.0, 10.0]
+    thick = fake_fp([(1.4, 1.4, s) for s in z], [(200, 220, 12)] * 10)
+    spacing, reason = plan.target_spacing(thick)
+    assert spacing[:2] == [1.4, 1.4] and spacing[2] == pytest.approx(np.percentile(z, 10)) and spacing[2] < 9.5
+    assert "10th percentile" in reason
+    many_slices = fake_fp([(1.4, 1.4, s) for s in z], [(200, 220, 150)] * 10)  # coarse but not few voxels
+    assert plan.target_spacing(many_slices)[0][2] == 9.5
+
+
+def test_default_phantom_plans_notebook_03_cpu_defaults():
+    p = plan.make_plan(DEFAULT_FP, device="cpu", time_budget_min=4.5)
+    assert p["pixdim"] == [2.5, 2.5, 2.74] and p["roi_size"] == [48, 48, 48] and p["divisor"] == [16, 16, 16]
+    assert (p["batch_size"], p["num_samples"], p["model_name"]) == (2, 2, "unet")
+    kw = p["model_kwargs"]
+    assert kw["channels"] == [16, 32, 64, 128, 256] and kw["strides"] == [[2, 2, 2]] * 4
+    assert (kw["num_res_units"], kw["norm"], kw["dropout"]) == (2, "batch", 0.2)
+    assert plan.make_plan(DEFAULT_FP, device="cpu")["roi_size"] == [48, 48, 48]  # 0 = notebook 03's budget
+    assert json.loads(json.dumps(p)) == p
+
+
+@pytest.mark.parametrize("variant", list(synthetic.VARIANTS))
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_plan_rules_hold_on_every_variant(variant_sets, variant, device):
+    fp = variant_sets[variant][2]
+    p = plan.make_plan(fp, device=device, time_budget_min=4.5, gpu_memory_gib=80)
+    median = plan.resampled_shape(fp, p["pixdim"])
+    assert p["median_shape"] == median
+    assert all(r <= max(m, d) for r, m, d in zip(p["roi_size"], median, p["divisor"])), (p["roi_size"], median)
+    _strides_follow_the_rules(p)
+    assert set(p["reasons"]) >= {"pixdim", "roi_size", "batch_size", "model_kwargs", "divisor"}
+    if device == "cpu":
+        assert np.prod(median) <= plan.CPU_VOLUME_VOXELS and np.prod(p["roi_size"]) <= plan.CPU_PATCH_VOXELS
+    else:
+        assert p["pixdim"] == plan.target_spacing(fp)[0] and max(p["roi_size"]) <= plan.GPU_MAX_SIDE
+
+
+def test_thick_slices_are_not_pooled_along_z_until_in_plane_catches_up(variant_sets):
+    fp = variant_sets["thick_slice"][2]
+    for device in ("cpu", "cuda"):
+        p = plan.make_plan(fp, device=device, gpu_memory_gib=80)
+        strides = p["model_kwargs"]["strides"]
+        assert strides[0] == [2, 2, 1], strides
+        assert any(s[2] == 2 for s in strides), "z is pooled once in-plane has caught up"
+        assert p["divisor"][2] < p["divisor"][0] and p["roi_size"][2] < p["roi_size"][0]
+        assert p["pixdim"][2] > 3 * p["pixdim"][0] or device == "cpu"
+
+
+@pytest.mark.parametrize("variant", list(synthetic.VARIANTS))
+def test_planned_unet_builds_and_keeps_the_shape(variant_sets, variant):
+    import torch
+
+    p = plan.make_plan(variant_sets[variant][2], device="cpu")
+    net = plan.build_unet(p["model_kwargs"])
+    x = torch.randn(2, 1, *p["roi_size"])
+    out = net(x)
+    assert out.shape == (2, 2, *p["roi_size"])
+    out.mean().backward()
+    assert all(q.grad is not None for q in net.parameters())
+
+
+def test_cpu_plan_grows_with_the_time_budget():
+    short, default, long = (plan.make_plan(DEFAULT_FP, device="cpu", time_budget_min=t) for t in (1, 4.5, 12))
+    assert short["pixdim"][0] > default["pixdim"][0] > long["pixdim"][0] >= synthetic.DEFAULT_SPACING[0]
+    assert np.prod(short["roi_size"]) < np.prod(default["roi_size"]) < np.prod(long["roi_size"])
+
+
+def test_cpu_coarsens_in_plane_first_for_thick_slices():
+    fp = fake_fp([(1.0, 1.0, 8.0)] * 5, [(300, 300, 12)] * 5)
+    p = plan.make_plan(fp, device="cpu", time_budget_min=4.5)
+    assert p["pixdim"][2] == 8.0 and 1.0 < p["pixdim"][0] <= 4.0
+    assert np.prod(p["median_shape"]) <= plan.CPU_VOLUME_VOXELS
+
+
+def test_gpu_plan_fits_a_mocked_memory_size():
+    big = plan.make_plan(DEFAULT_FP, device="cuda", gpu_memory_gib=80)
+    small = plan.make_plan(DEFAULT_FP, device="cuda", gpu_memory_gib=2)
+    assert big["roi_size"] == [128, 128, 96] and big["pixdim"] == list(synthetic.DEFAULT_SPACING)
+    assert np.prod(small["roi_size"]) < np.prod(big["roi_size"])
+    used = plan.gpu_bytes(small["model_kwargs"], small["roi_size"], small["batch_size"] * small["num_samples"])
+    assert used <= plan.GPU_MEMORY_FRACTION * 2 * plan.GIB
+    assert plan.gpu_bytes(big["model_kwargs"], big["roi_size"], 4) > plan.GPU_MEMORY_FRACTION * 2 * plan.GIB
+    with pytest.raises(ValueError, match="device"):
+        plan.make_plan(DEFAULT_FP, device="tpu")
+
+
+def test_resolve_auto_replaces_only_auto_values(variant_sets):
+    items = variant_sets["small"][1]
+    base = {"pixdim": [2.0, 2.0, 2.0], "roi_size": [16, 16, 16], "batch_size": 3, "model_name": "unet",
+            "model_kwargs": {}, "num_samples": 1, "time_budget_min": 4.5}
+    same, none = plan.resolve_auto(base, items, "cpu")
+    assert none is None and same == base and same is not base
+
+    auto = {**base, "pixdim": "auto", "roi_size": "auto", "batch_size": "auto", "model_name": "auto"}
+    cfg, p = plan.resolve_auto(auto, items, "cpu")
+    assert (cfg["pixdim"], cfg["roi_size"], cfg["batch_size"]) == (p["pixdim"], p["roi_size"], p["batch_size"])
+    assert cfg["model_name"] == "unet" and cfg["model_kwargs"] == p["model_kwargs"] and cfg["num_samples"] == 1
+
+    cfg, p = plan.resolve_auto({**auto, "pixdim": [2.0, 2.0, 2.0]}, items, "cpu")  # explicit spacing is kept
+    assert cfg["pixdim"] == [2.0, 2.0, 2.0] and p["pixdim"] == [2.0, 2.0, 2.0]
+    assert all(r <= max(m, d) for r, m, d in zip(cfg["roi_size"], p["median_shape"], p["divisor"]))
+
+    cfg, _ = plan.resolve_auto({**base, "roi_size": "auto"}, items, "cpu")  # explicit plain UNet: divisor 16
+    assert cfg["model_kwargs"] == {} and all(r % 16 == 0 for r in cfg["roi_size"])
+    kw = {"channels": [8, 16, 32], "strides": [[2, 2, 1], [2, 2, 2]]}
+    cfg, _ = plan.resolve_auto({**base, "roi_size": "auto", "model_name": "auto", "model_kwargs": kw}, items, "cpu")
+    assert cfg["model_kwargs"] == kw and cfg["roi_size"][0] % 4 == 0 and cfg["roi_size"][2] % 2 == 0
+    cfg, _ = plan.resolve_auto({**base, "roi_size": "auto", "model_name": "segresnet"}, items, "cpu")
+    assert cfg["model_name"] == "segresnet" and all(r % 8 == 0 for r in cfg["roi_size"])
+
+    cfg, p = plan.resolve_auto({**base, "roi_size": [40, 24, 40], "model_name": "auto"}, items, "cpu")
+    assert cfg["roi_size"] == [40, 24, 40]  # explicit patch: the planned network divides it
+    assert plan.resolve_auto({**base, "roi_size": "[40, 24, 40]", "model_name": "auto"}, items, "cpu")[0] == cfg
+    assert all(r % d == 0 for r, d in zip(cfg["roi_size"], plan.divisor_of(cfg["model_kwargs"]["strides"])))
+
+
+def test_plan_table_gives_a_reason_for_every_setting():
+    p = plan.make_plan(DEFAULT_FP, device="cpu")
+    rows = plan.plan_table(p)
+    settings = [r["setting"] for r in rows]
+    assert {"pixdim (mm)", "roi_size", "batch_size", "num_samples", "model", "divisor"} <= set(settings)
+    assert all(set(r) == {"setting", "value", "reason"} and r["reason"] for r in rows)
+    assert next(r for r in rows if r["setting"] == "roi_size")["value"] == [48, 48, 48]
+    assert "262,144" in next(r for r in rows if r["setting"] == "pixdim (mm)")["reason"]
+
+
+def _otsu_dice(items: list[dict], cases: list[str]) -> float:
+    """Mean Dice of a global Otsu threshold on the given cases: the baseline a model must beat."""
+    from skimage.filters import threshold_otsu
+
+    scores = []
+    for item in (i for i in items if i["case"] in cases):
+        x = np.asarray(nib.load(item["image"]).dataobj, np.float32)
+        y = np.asarray(nib.load(item["label"]).dataobj) > 0
+        mask = x > threshold_otsu(x)
+        scores.append(2 * (mask & y).sum() / (mask.sum() + y.sum()))
+    return float(np.mean(scores))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(synthetic.VARIANTS))
+def test_short_training_with_the_plan_learns(variant_sets, variant, tmp_path, monkeypatch):
+    from heartseg_utils import models, train
+
+    folder, items, fp = variant_sets[variant]
+    p = plan.make_plan(fp, device="cpu", time_budget_min=1)  # a 1-minute plan: CI-sized
+    # batch_size 1 (x 2 samples) gives 4 optimiser steps per epoch on 4 training cases instead of 2
+    real = models.required_divisor
+
+    def per_axis_aware(name, kwargs=None):  # until models.required_divisor handles per-axis strides (issue 12)
+        try:
+            return real(name, kwargs)
+        except TypeError:
+            return math.gcd(*plan.model_divisor(name, kwargs))
+
+    monkeypatch.setattr(models, "required_divisor", per_axis_aware)
+    metrics = train.train({
+        "data_dir": str(folder), "run_dir": str(tmp_path / "run"), "max_epochs": EPOCHS[variant], "time_budget_min": 0,
+        "seed": 0, "device": "cpu", "progress": False, "val_fraction": 0.34, "patience": 100, "pixdim": p["pixdim"],
+        "roi_size": p["roi_size"], "batch_size": 1, "num_samples": p["num_samples"], "model_kwargs": p["model_kwargs"]})
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    baseline = _otsu_dice(items, split["validation"])
+    assert metrics["best_val_dice"] > max(baseline + 0.15, 0.35), (metrics, baseline)
+
+
+EPOCHS = {"default": 25, "thick_slice": 25, "small": 15}  # about 20-30 s each on 2 quiet cores
