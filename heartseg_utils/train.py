@@ -162,17 +162,17 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     amp: str = "auto"  # "auto" (bf16/fp16 on CUDA; bf16 on a CPU where it measures faster) | "on" | "off"
-    model_name: str = "unet"  # a key of models.MODELS, or "auto"
+    model_name: str = "auto"  # a key of models.MODELS, or "auto" (the planned UNet)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     loss_name: str = "dicece"
     optimizer_name: str = "adamw"
     scheduler_name: str = "poly"
     lr: float = 3e-3
     weight_decay: float = 1e-5
-    roi_size: Any = (48, 48, 48)  # 3 sides, or "auto"
-    batch_size: Any = 2  # per process (the effective batch is batch_size x processes), or "auto"
+    roi_size: Any = "auto"  # 3 sides, or "auto" (planned: CPU time budget or GPU memory)
+    batch_size: Any = "auto"  # per process (the effective batch is batch_size x processes), or "auto"
     num_samples: int = 2  # patches drawn per volume per epoch
-    pixdim: Any = (2.5, 2.5, 2.74)  # (x, y, z) in mm, or "auto"
+    pixdim: Any = "auto"  # (x, y, z) in mm, or "auto" (planned from the median spacing and the budget)
     elastic: bool = False
     val_fraction: float = 0.2
     n_folds: int = 0  # 0 = the val_fraction split; k >= 2 = validate on fold `fold` of data.holdout_then_kfold
@@ -192,6 +192,8 @@ class TrainConfig:
                 setattr(self, name, json.loads(value))
         if self.roi_size != "auto":
             self.roi_size = tuple(int(r) for r in self.roi_size)
+        if isinstance(self.batch_size, str) and self.batch_size.strip().isdigit():  # "4" from a command line
+            self.batch_size = int(self.batch_size)
         if isinstance(self.pixdim, list):
             self.pixdim = tuple(float(p) for p in self.pixdim)
         for name in CHOICES:
@@ -588,13 +590,11 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, device: torch.device) -> Data:
         )
         for key, stage in (("train", "train"), ("validation", "val"))
     ]
-    for item, case in zip(datasets[1], cases["validation"]):
+    for item, case in zip(datasets[1], cases["validation"]):  # legal (MONAI pads), but worth knowing
         shape = tuple(item["image"].shape[1:])
         if any(r > s for r, s in zip(cfg.roi_size, shape)):
-            raise ValueError(
-                f"roi_size {cfg.roi_size} is larger than the preprocessed volume {case['case']} "
-                f"{shape} (pixdim {cfg.pixdim}); choose roi_size <= {shape} or a finer pixdim"
-            )
+            print(f"note: roi_size {cfg.roi_size} is larger than the preprocessed volume {case['case']} {shape} "
+                  f"(pixdim {cfg.pixdim}); patches and sliding windows are zero-padded to fit")
     return Data(cfg, dataset_dir, split, plan, *datasets)
 
 

@@ -189,9 +189,11 @@ def test_bad_parameters_are_clear_errors(tiny_config: dict, override: dict, mess
         T.train({**tiny_config, **override})
 
 
-def test_roi_larger_than_the_volume_is_a_clear_error(tiny_config: dict) -> None:
-    with pytest.raises(ValueError, match=r"roi_size \(64, 64, 64\) is larger than the preprocessed volume la_0"):
-        T.train({**tiny_config, "roi_size": [64, 64, 64]})
+def test_roi_larger_than_the_volume_trains_and_says_so(tiny_config: dict, capsys: pytest.CaptureFixture) -> None:
+    """A patch larger than a small volume is padded (training crop and sliding window), with a printed note."""
+    metrics = T.train({**tiny_config, "roi_size": [32, 32, 32], "max_epochs": 1})
+    assert metrics["epochs_run"] == 1
+    assert "is larger than the preprocessed volume" in capsys.readouterr().out
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tiny_config: dict) -> None:
