@@ -16,27 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _allow_per_axis_strides() -> None:
-    """Let TrainConfig accept per-axis UNet strides if models.required_divisor does not yet (issue 12)."""
-    from heartseg_utils import models, plan
-
-    real = models.required_divisor
-
-    def per_axis_aware(name, kwargs=None):
-        try:
-            return real(name, kwargs)
-        except TypeError:
-            return math.gcd(*plan.model_divisor(name, kwargs))
-
-    models.required_divisor = per_axis_aware
 
 
 def _notebook_parameters(folder: Path, run_dir: Path, args: argparse.Namespace) -> dict:
@@ -62,7 +46,6 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
                        time_budget_min=args.time_budget_min)
     t0 = time.perf_counter()
     if args.mode == "plan":
-        _allow_per_axis_strides()
         metrics = train.train({**base, "pixdim": p["pixdim"], "roi_size": p["roi_size"], "batch_size": p["batch_size"],
                                "num_samples": p["num_samples"], "model_kwargs": p["model_kwargs"]})
     elif args.mode == "auto":

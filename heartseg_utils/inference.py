@@ -109,7 +109,9 @@ def predict_case(
     from monai.transforms import Invertd
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    amp_dtype, _ = amp_decision("off" if config.get("amp") == "off" else "auto", device)
+    windows = (config["sw_batch_size"], 1, *config["roi_size"])  # what the sliding window feeds the network
+    amp = "off" if config.get("amp") == "off" else "auto"
+    amp_dtype, _ = amp_decision(amp, device, model, windows, train_step=False)
     pipeline = transforms_from_config(config, "infer")
     data = pipeline({"image": str(image_path)})
     image = data["image"].unsqueeze(0).to(device)

@@ -93,7 +93,7 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def _stride_product(strides: Any, spatial_dims: int = 3) -> tuple[int, ...]:
+def stride_product(strides: Any, spatial_dims: int = 3) -> tuple[int, ...]:
     """Per-axis product of a stride list whose entries are ints (all axes) or per-axis sequences."""
     div = [1] * spatial_dims
     for s in strides:
@@ -146,7 +146,7 @@ _DYN_STRIDES = ((1, 1, 1), (2, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2))
 
 # name -> builder, default kwargs, divisor: the one place a network family is named (adding one = one entry)
 MODELS: dict[str, ModelSpec] = {
-    "unet": ModelSpec(_build_unet, _UNET, lambda kw: _stride_product(kw["strides"])),
+    "unet": ModelSpec(_build_unet, _UNET, lambda kw: stride_product(kw["strides"])),
     "segresnet": ModelSpec(
         _build_segresnet,
         {"init_filters": 16, "blocks_down": (1, 2, 2, 4), "blocks_up": (1, 1, 1), "dropout_prob": 0.2},
@@ -155,7 +155,7 @@ MODELS: dict[str, ModelSpec] = {
     "unet3d_scratch": ModelSpec(
         UNet3D, {"features": (16, 32, 64, 128)}, lambda kw: (2 ** (len(kw["features"]) - 1),) * 3
     ),
-    "unet2d": ModelSpec(_build_unet2d, _UNET, lambda kw: (*_stride_product(kw["strides"], 2), 1)),
+    "unet2d": ModelSpec(_build_unet2d, _UNET, lambda kw: (*stride_product(kw["strides"], 2), 1)),
     "dynunet": ModelSpec(
         _build_dynunet,
         {
@@ -165,7 +165,7 @@ MODELS: dict[str, ModelSpec] = {
             "norm_name": "instance",
             "res_block": False,
         },
-        lambda kw: _stride_product(kw["strides"]),
+        lambda kw: stride_product(kw["strides"]),
     ),
 }
 MODEL_NAMES = tuple(MODELS)

@@ -244,10 +244,9 @@ def pooling_strides(patch: Sequence[float], spacing: Sequence[float], *, exact: 
 
 def divisor_of(strides: Sequence[Sequence[int] | int]) -> list[int]:
     """Per-axis factor every input side must be divisible by: the product of the strides on that axis."""
-    div = np.ones(3, int)
-    for s in strides:
-        div *= np.broadcast_to(np.asarray(s, int), (3,))
-    return [int(d) for d in div]
+    from heartseg_utils.models import stride_product
+
+    return list(stride_product(strides))
 
 
 def unet_kwargs(strides: Sequence[Sequence[int]]) -> dict[str, Any]:
@@ -258,13 +257,10 @@ def unet_kwargs(strides: Sequence[Sequence[int]]) -> dict[str, Any]:
 
 
 def build_unet(model_kwargs: Mapping[str, Any], out_channels: int = 2):
-    """The MONAI UNet a plan describes (3D, one input channel). Introduced in notebook 03."""
-    from monai.networks.nets import UNet
+    """The MONAI UNet a plan describes, from the model registry (``models.get_model``). Notebook 03."""
+    from heartseg_utils.models import get_model
 
-    kw = dict(model_kwargs)
-    kw["channels"], kw["strides"] = tuple(kw["channels"]), tuple(tuple(s) if isinstance(s, (list, tuple)) else s
-                                                                  for s in kw["strides"])
-    return UNet(spatial_dims=3, in_channels=1, out_channels=out_channels, **kw)
+    return get_model("unet", out_channels=out_channels, **dict(model_kwargs))
 
 
 def gpu_bytes(model_kwargs: Mapping[str, Any], roi: Sequence[int], patches: int) -> int:
@@ -326,7 +322,9 @@ def _fit_budget(fp: Mapping[str, Any], spacing: list[float], device: str, time_b
                 gpu_memory_gib: float | None, divisor: Sequence[int] | None, num_samples: int):
     """Patch, strides, batch size and their reasons for the device's budget (see make_plan)."""
     median = resampled_shape(fp, spacing)
-    kw = (lambda strides: unet_kwargs(strides or [[2, 2, 2]] * 4))  # the model only matters when strides are planned
+    def kw(strides: Any) -> dict[str, Any]:  # the model only matters when strides are planned
+        return unet_kwargs(strides or [[2, 2, 2]] * 4)
+
     if device == "cpu":
         limit = CPU_PATCH_VOXELS * _budget_scale(time_budget_min)
         patch, strides = fit_patch(median, spacing, lambda p, s: int(np.prod(p)) <= limit, divisor=divisor)
@@ -412,14 +410,10 @@ def make_plan(fp: dict, *, device: str, time_budget_min: float = 0.0, gpu_memory
 
 
 def model_divisor(model_name: str, model_kwargs: Mapping[str, Any] | None = None) -> list[int]:
-    """Per-axis divisor of an explicitly chosen model (per-axis UNet strides handled here, the rest by models)."""
+    """Per-axis divisor of an explicitly chosen model, from the model registry (``models.required_divisor``)."""
     from heartseg_utils.models import required_divisor
 
-    kw = dict(model_kwargs or {})
-    if model_name in ("unet", "unet2d"):
-        return divisor_of(kw.get("strides", (2, 2, 2, 2)))
-    div = required_divisor(model_name, kw)
-    return [int(d) for d in np.broadcast_to(np.asarray(div, int), (3,))]
+    return list(required_divisor(model_name, dict(model_kwargs or {})))
 
 
 def resolve_auto(config: dict, items: list[dict], device: str) -> tuple[dict, dict | None]:

@@ -14,15 +14,15 @@ Written into ``run_dir``: ``config.json``, ``split.json``, ``plan.json`` (planne
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import dataclasses
-import functools
 import importlib.util
 import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -286,46 +286,67 @@ def cpu_bf16_flags() -> str:
     return " ".join(f for f in ("avx512_bf16", "amx_bf16") if f in words)
 
 
-@functools.lru_cache(maxsize=1)
-def probe_cpu_bf16(channels: int = 16, side: int = 32, repeats: int = 2) -> tuple[float, float]:
-    """Best seconds of one forward + backward of a small UNet-like block in fp32 and in bf16 autocast.
+_PROBED: dict[tuple, tuple[float, float]] = {}  # probe results of this process, keyed by network and input shape
 
-    Introduced in notebook 03. The block (conv, batch norm, PReLU, strided conv, transposed conv; batch 2,
-    ``side``³, ``channels``) has the layer types of the series' UNet: a lone Conv3d measured bf16 slower on a
-    CPU where whole UNet steps run faster in bf16. fp32 and bf16 runs alternate, so a load change hits both.
-    Well under a second on an idle CPU; computed once per process; leaves the random state alone.
-    """
+
+def _probe_block(channels: int = 16) -> torch.nn.Module:
+    """A small UNet-like block (conv, batch norm, PReLU, strided and transposed conv): the probe's default network."""
     nn = torch.nn
+    return nn.Sequential(
+        nn.Conv3d(1, channels, 3, padding=1), nn.BatchNorm3d(channels), nn.PReLU(),
+        nn.Conv3d(channels, channels, 3, stride=2, padding=1), nn.BatchNorm3d(channels), nn.PReLU(),
+        nn.ConvTranspose3d(channels, channels, 3, stride=2, padding=1, output_padding=1), nn.Conv3d(channels, 2, 1),
+    )  # fmt: skip
+
+
+def probe_cpu_bf16(
+    model: torch.nn.Module | None = None, shape: Sequence[int] = (2, 1, 32, 32, 32), *, train_step: bool = True,
+    repeats: int = 2,
+) -> tuple[float, float]:
+    """Best seconds of one step of ``model`` on a random ``shape`` input, in fp32 and in bf16 autocast.
+
+    Introduced in notebook 03. Training asks with its own network and batch shape (forward + backward), inference
+    with its network and sliding-window batch (forward only): a lone convolution or a toy block can rank the two
+    precisions differently from the real workload. The model is copied, so its weights and batch-norm statistics
+    stay untouched; fp32 and bf16 alternate, so a load change hits both; round 0 only warms up. The random state is
+    left alone, and each (network, shape, step) is measured once per process.
+    """
+    key = (type(model).__name__, sum(p.numel() for p in model.parameters()) if model else 0, tuple(shape), train_step)
+    if key in _PROBED:
+        return _PROBED[key]
     best = {None: math.inf, torch.bfloat16: math.inf}
     with torch.random.fork_rng(devices=[]):
-        net = nn.Sequential(
-            nn.Conv3d(1, channels, 3, padding=1), nn.BatchNorm3d(channels), nn.PReLU(),
-            nn.Conv3d(channels, channels, 3, stride=2, padding=1), nn.BatchNorm3d(channels), nn.PReLU(),
-            nn.ConvTranspose3d(channels, channels, 3, stride=2, padding=1, output_padding=1), nn.Conv3d(channels, 2, 1),
-        )  # fmt: skip
-        x = torch.randn(2, 1, side, side, side)
-        for i in range(repeats + 1):  # round 0 warms both paths up
+        net = (_probe_block() if model is None else copy.deepcopy(model)).cpu().train(train_step)
+        x = torch.randn(*shape)
+        for i in range(repeats + 1):
             for dtype in best:
                 t0 = time.perf_counter()
-                with autocast(torch.device("cpu"), dtype):
+                with torch.set_grad_enabled(train_step), autocast(torch.device("cpu"), dtype):
                     out = net(x)
-                out.float().mean().backward()
+                if train_step:
+                    out.float().mean().backward()
                 if i:
                     best[dtype] = min(best[dtype], time.perf_counter() - t0)
-    return best[None], best[torch.bfloat16]
+    _PROBED[key] = best[None], best[torch.bfloat16]
+    return _PROBED[key]
 
 
-def amp_decision(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+def amp_decision(
+    amp: str, device: torch.device, model: torch.nn.Module | None = None, shape: Sequence[int] | None = None,
+    *, train_step: bool = True,
+) -> tuple[torch.dtype | None, str]:
     """Decide the autocast dtype (None = fp32) and say why. Introduced in notebook 03.
 
     CUDA: bf16, or fp16 (with a gradient scaler) where the GPU has no bf16. CPU: ``"on"`` = bf16;
     ``"auto"`` = bf16 only where the CPU has native bf16 instructions and :func:`probe_cpu_bf16` measures
-    it faster than fp32 (without them bf16 3D convolutions run many times slower). The probe is timed, so
-    two processes can decide differently: set ``amp`` explicitly where runs must match bit for bit.
+    ``model`` on ``shape`` faster in bf16 (without them bf16 3D convolutions run many times slower). The probe is
+    timed, so two processes can decide differently: set ``amp`` explicitly where runs must match bit for bit.
 
     Args:
         amp: ``"auto"``, ``"on"`` or ``"off"``.
         device: where the run computes.
+        model, shape: the network and input batch shape to probe (default: a small block on 2 x 32^3).
+        train_step: probe forward + backward (training) or forward only (inference).
 
     Returns:
         ``(dtype or None, reason)``; both are recorded in metrics.json (``amp``, ``amp_reason``).
@@ -341,11 +362,20 @@ def amp_decision(amp: str, device: torch.device) -> tuple[torch.dtype | None, st
     flags = cpu_bf16_flags()
     if not flags:
         return None, "amp='auto' on a CPU without native bf16 (no avx512_bf16/amx_bf16): fp32"
-    fp32_s, bf16_s = probe_cpu_bf16()
-    verdict = f"probe step bf16 {bf16_s * 1e3:.0f} ms vs fp32 {fp32_s * 1e3:.0f} ms"
+    shape = tuple(shape or (2, 1, 32, 32, 32))
+    fp32_s, bf16_s = probe_cpu_bf16(model, shape, train_step=train_step)
+    what = f"{'training step' if train_step else 'forward pass'} on {shape}"
+    verdict = f"probe {what}: bf16 {bf16_s * 1e3:.0f} ms vs fp32 {fp32_s * 1e3:.0f} ms"
     if bf16_s < fp32_s:
         return torch.bfloat16, f"amp='auto' on a CPU with {flags}: {verdict}: bf16 autocast"
     return None, f"amp='auto' on a CPU with {flags}: {verdict}: fp32"
+
+
+def decide_amp(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """:func:`amp_decision` for a planned config: probes its own network on one batch of its patches."""
+    patches = (cfg.batch_size * cfg.num_samples, 1, *cfg.roi_size)
+    model = model_from_config(config_dict(cfg)) if cfg.amp == "auto" and device.type == "cpu" else None
+    return amp_decision(cfg.amp, device, model, patches)
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
@@ -750,8 +780,8 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     run_dir = open_run_dir(cfg)
     ddp = distributed.setup(resolve_device(cfg.device))  # DDP: rank 0 of 1 without torchrun
     try:
-        amp_dtype, amp_reason = distributed.broadcast(amp_decision(cfg.amp, ddp.device), ddp)  # DDP: one decision
         data = prepare_data(cfg, run_dir, ddp.device)
+        amp_dtype, amp_reason = distributed.broadcast(decide_amp(data.cfg, ddp.device), ddp)  # DDP: one decision
         set_track_meta(False)  # plain tensors from here on: faster, and metadata is not needed for training
         run = build_run(data, run_dir, ddp, amp_dtype)
         state, history = load_checkpoint(run_dir / "last.pt", run) if cfg.resume else (new_state(), [])

@@ -185,11 +185,11 @@ def test_prediction_asks_the_training_amp_decision(run_dir: Path, monkeypatch: p
     image = I.split_items(run_dir)[0]["image"]
     asked = []
     real = I.amp_decision
-    monkeypatch.setattr(I, "amp_decision", lambda amp, device: asked.append(amp) or real("off", device))
+    monkeypatch.setattr(I, "amp_decision", lambda amp, device, *a, **k: asked.append(amp) or real("off", device))
     fp32 = I.predict_case(model, config, image)
     I.predict_case(model, {**config, "amp": "off"}, image)
     assert asked == ["auto", "off"]
-    monkeypatch.setattr(I, "amp_decision", lambda amp, device: real("on", device))  # bf16 on the CPU
+    monkeypatch.setattr(I, "amp_decision", lambda amp, device, *a, **k: real("on", device))  # bf16 on the CPU
     bf16 = I.predict_case(model, config, image)
     assert bf16["mask"].shape == fp32["mask"].shape
     assert np.abs(bf16["probability"] - fp32["probability"]).max() < 0.1  # same model, 8-bit mantissa

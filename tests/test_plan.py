@@ -4,7 +4,6 @@ short training per variant with the planned values."""
 from __future__ import annotations
 
 import json
-import math
 
 import nibabel as nib
 import numpy as np
@@ -228,21 +227,12 @@ def _otsu_dice(items: list[dict], cases: list[str]) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", list(synthetic.VARIANTS))
-def test_short_training_with_the_plan_learns(variant_sets, variant, tmp_path, monkeypatch):
-    from heartseg_utils import models, train
+def test_short_training_with_the_plan_learns(variant_sets, variant, tmp_path):
+    from heartseg_utils import train
 
     folder, items, fp = variant_sets[variant]
     p = plan.make_plan(fp, device="cpu", time_budget_min=1)  # a 1-minute plan: CI-sized
     # batch_size 1 (x 2 samples) gives 4 optimiser steps per epoch on 4 training cases instead of 2
-    real = models.required_divisor
-
-    def per_axis_aware(name, kwargs=None):  # until models.required_divisor handles per-axis strides (issue 12)
-        try:
-            return real(name, kwargs)
-        except TypeError:
-            return math.gcd(*plan.model_divisor(name, kwargs))
-
-    monkeypatch.setattr(models, "required_divisor", per_axis_aware)
     metrics = train.train({
         "data_dir": str(folder), "run_dir": str(tmp_path / "run"), "max_epochs": EPOCHS[variant], "time_budget_min": 0,
         "seed": 0, "device": "cpu", "progress": False, "val_fraction": 0.34, "patience": 100, "pixdim": p["pixdim"],

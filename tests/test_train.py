@@ -223,15 +223,15 @@ def test_cpu_amp_auto_needs_native_bf16_and_a_faster_probe(monkeypatch: pytest.M
     dtype, reason = T.amp_decision("auto", cpu)
     assert dtype is None and "without native bf16" in reason
     monkeypatch.setattr(T, "cpu_bf16_flags", lambda: "avx512_bf16")
-    monkeypatch.setattr(T, "probe_cpu_bf16", lambda: (0.2, 0.1))
+    monkeypatch.setattr(T, "probe_cpu_bf16", lambda *a, **k: (0.2, 0.1))
     dtype, reason = T.amp_decision("auto", cpu)
     assert dtype is torch.bfloat16 and "avx512_bf16" in reason and "100 ms" in reason
-    monkeypatch.setattr(T, "probe_cpu_bf16", lambda: (0.1, 0.3))
+    monkeypatch.setattr(T, "probe_cpu_bf16", lambda *a, **k: (0.1, 0.3))
     assert T.amp_decision("auto", cpu)[0] is None
 
 
 def test_the_bf16_probe_is_quick_and_leaves_the_random_state_alone() -> None:
-    T.probe_cpu_bf16.cache_clear()
+    T._PROBED.clear()
     state = torch.random.get_rng_state()
     t0 = time.perf_counter()
     fp32_s, bf16_s = T.probe_cpu_bf16()
