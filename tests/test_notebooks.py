@@ -165,7 +165,7 @@ def test_notebook_03_parameter_contract() -> None:
     assert required <= set(values), f"missing: {sorted(required - set(values))}"
     assert (values["data_dir"], values["run_dir"], values["seed"], values["device"], values["amp"],
             values["model_name"], values["loss_name"], values["resume"]) == \
-        ("", "runs/03_train", 0, "auto", "auto", "unet", "dicece", False)
+        ("", "runs/03_train", 0, "auto", "auto", "auto", "dicece", False)
     from heartseg_utils.train import TrainConfig
 
     TrainConfig(**values)  # every parameter is a TrainConfig field and the defaults are valid
