@@ -43,10 +43,14 @@ def main() -> None:
     load0, t0 = os.getloadavg(), time.perf_counter()
     if args.arm_by_arm:
         return arm_by_arm(args, arms, out, load0, t0)
-    papermill.execute_notebook(str(REPO / "notebooks" / "05_improvements.ipynb"), str(out / "05_out.ipynb"),
-                               parameters={"n_folds": args.n_folds, "max_epochs": args.max_epochs, "ablations": arms,
-                                           "seed": args.seed},
-                               cwd=str(out), kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "05_improvements.ipynb"),
+        str(out / "05_out.ipynb"),
+        parameters={"n_folds": args.n_folds, "max_epochs": args.max_epochs, "ablations": arms, "seed": args.seed},
+        cwd=str(out),
+        kernel_name="python3",
+        progress_bar=False,
+    )
     wall = time.perf_counter() - t0
     print_tables(out / "runs" / "05_improvements", wall, load0, args)
 
@@ -63,9 +67,21 @@ def arm_by_arm(args, arms: list[str], out: Path, load0, t0: float) -> None:
     nb = nbformat.read(REPO / "notebooks" / "05_improvements.ipynb", as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     p = {s.targets[0].id: ast.literal_eval(s.value) for s in ast.parse(cell.source).body}
-    config = dict(data_dir=p["data_dir"], max_epochs=args.max_epochs, seed=args.seed, device=p["device"], lr=p["lr"],
-                  pixdim=p["pixdim"], roi_size=p["roi_size"], batch_size=p["batch_size"], num_samples=p["num_samples"],
-                  progress=False, holdout_fraction=p["holdout_fraction"], patience=args.max_epochs, time_budget_min=0)
+    config = dict(
+        data_dir=p["data_dir"],
+        max_epochs=args.max_epochs,
+        seed=args.seed,
+        device=p["device"],
+        lr=p["lr"],
+        pixdim=p["pixdim"],
+        roi_size=p["roi_size"],
+        batch_size=p["batch_size"],
+        num_samples=p["num_samples"],
+        progress=False,
+        holdout_fraction=p["holdout_fraction"],
+        patience=args.max_epochs,
+        time_budget_min=0,
+    )
     root, rows = out / "runs" / "05_improvements", []
     for arm in arms:
         t = time.perf_counter()
@@ -75,7 +91,8 @@ def arm_by_arm(args, arms: list[str], out: Path, load0, t0: float) -> None:
         per_case.to_csv(root / "per_case.csv", index=False)
         means = per_case.groupby(["arm", "fold"])["dice"].mean().unstack("fold")
         pd.DataFrame(crossval.ablation_table({a: means.loc[a].tolist() for a in means.index})).to_csv(
-            root / "ablation.csv", index=False)
+            root / "ablation.csv", index=False
+        )
         print(f"{arm}: {time.perf_counter() - t:.0f} s (load {os.getloadavg()[0]:.2f})", flush=True)
     pd.DataFrame(crossval.evaluate_ensemble(root, "baseline", args.n_folds)).to_csv(root / "ensemble.csv", index=False)
     print_tables(root, time.perf_counter() - t0, load0, args)
@@ -91,8 +108,10 @@ def print_tables(root: Path, wall: float, load0, args) -> None:
     print("| arm | folds | Dice mean ± sd | paired gain (points) | 95 % CI | exceeds noise |")
     print("|---|---|---|---|---|---|")
     for r in table.itertuples():
-        print(f"| {r.arm} | {r.n} | {r.dice_mean:.3f} ± {r.dice_sd:.3f} | {100 * r.gain_mean:+.2f} | "
-              f"[{100 * r.gain_ci_low:+.2f}, {100 * r.gain_ci_high:+.2f}] | {'yes' if r.exceeds_noise else 'no'} |")
+        print(
+            f"| {r.arm} | {r.n} | {r.dice_mean:.3f} ± {r.dice_sd:.3f} | {100 * r.gain_mean:+.2f} | "
+            f"[{100 * r.gain_ci_low:+.2f}, {100 * r.gain_ci_high:+.2f}] | {'yes' if r.exceeds_noise else 'no'} |"
+        )
     print("\n| holdout member | mean Dice | sd | cases |\n|---|---|---|---|")
     for member, r in ens.iterrows():
         print(f"| {member} | {r['mean']:.3f} | {r['std']:.3f} | {int(r['count'])} |")

@@ -32,17 +32,32 @@ def run(nproc: int, epochs: int, run_dir: Path) -> dict:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}",
-               "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "heartseg_utils.train", *flags]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=1",
+            f"--nproc_per_node={nproc}",
+            "--master_addr=127.0.0.1",
+            f"--master_port={port}",
+            "-m",
+            "heartseg_utils.train",
+            *flags,
+        ]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
     wall = time.perf_counter() - t0
     with (run_dir / "history.csv").open() as f:
         rows = list(csv.DictReader(f))
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"nproc": nproc, "wall_s": round(wall, 1), "train_seconds": metrics["train_seconds"],
-            "median_epoch_s_after_first": round(statistics.median(float(r["epoch_seconds"]) for r in rows[1:]), 2),
-            "val_dice_last": float(rows[-1]["val_dice"]), "best_val_dice": metrics["best_val_dice"]}
+    return {
+        "nproc": nproc,
+        "wall_s": round(wall, 1),
+        "train_seconds": metrics["train_seconds"],
+        "median_epoch_s_after_first": round(statistics.median(float(r["epoch_seconds"]) for r in rows[1:]), 2),
+        "val_dice_last": float(rows[-1]["val_dice"]),
+        "best_val_dice": metrics["best_val_dice"],
+    }
 
 
 def main() -> None:
@@ -55,8 +70,10 @@ def main() -> None:
     results = [run(n, args.epochs, tmp / f"n{n}") for n in (1, args.nproc)]
     print(json.dumps({"results": results, "loadavg_before": load, "loadavg_after": os.getloadavg()}, indent=2))
     for r in results:
-        print(f"| {r['nproc']} | {r['median_epoch_s_after_first']} s | {r['train_seconds']} s | {r['wall_s']} s | "
-              f"{r['val_dice_last']:.3f} |")
+        print(
+            f"| {r['nproc']} | {r['median_epoch_s_after_first']} s | {r['train_seconds']} s | {r['wall_s']} s | "
+            f"{r['val_dice_last']:.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -45,22 +45,39 @@ def step_time(dtype: torch.dtype | None, roi: int, batch: int, steps: int = 20, 
         torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return {"step_ms": round(1000 * statistics.median(times), 1),
-            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+    return {
+        "step_ms": round(1000 * statistics.median(times), 1),
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+    }
 
 
 def epoch_time(data_dir: Path, run_dir: Path, amp: str, bf16: bool = True, epochs: int = 3) -> dict:
     """Run train() for a few epochs at full phantom resolution; report median epoch seconds and best Dice."""
-    cfg = dict(data_dir=str(data_dir), run_dir=str(run_dir), max_epochs=epochs, pixdim="auto", roi_size=[96, 96, 96],
-               num_samples=4, batch_size=2, amp=amp, progress=False, lr=1e-3)
+    cfg = dict(
+        data_dir=str(data_dir),
+        run_dir=str(run_dir),
+        max_epochs=epochs,
+        pixdim="auto",
+        roi_size=[96, 96, 96],
+        num_samples=4,
+        batch_size=2,
+        amp=amp,
+        progress=False,
+        lr=1e-3,
+    )
     with mock.patch.object(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16):
         metrics = T.train(cfg)
     hist = (run_dir / "history.csv").read_text().splitlines()[1:]
     secs = [float(r.split(",")[4]) for r in hist]
     losses = [float(r.split(",")[1]) for r in hist]
-    return {"amp": metrics["amp"], "epoch_s_median": round(statistics.median(secs[1:] or secs), 2),
-            "first_epoch_s": round(secs[0], 2), "final_loss": round(losses[-1], 4),
-            "best_val_dice": metrics["best_val_dice"], "all_losses_finite": all(map(lambda v: v == v, losses))}
+    return {
+        "amp": metrics["amp"],
+        "epoch_s_median": round(statistics.median(secs[1:] or secs), 2),
+        "first_epoch_s": round(secs[0], 2),
+        "final_loss": round(losses[-1], 4),
+        "best_val_dice": metrics["best_val_dice"],
+        "all_losses_finite": all(map(lambda v: v == v, losses)),
+    }
 
 
 def main() -> None:

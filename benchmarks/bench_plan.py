@@ -36,33 +36,65 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     """Generate one variant, train on it in the chosen mode and return the table row."""
     from heartseg_utils import data, plan, synthetic, train
 
-    folder = synthetic.make_synthetic_dataset(Path(args.out) / "data" / variant, n_train=args.n_train, n_test=0,
-                                              seed=args.seed, variant=variant)
+    folder = synthetic.make_synthetic_dataset(
+        Path(args.out) / "data" / variant, n_train=args.n_train, n_test=0, seed=args.seed, variant=variant
+    )
     run_dir = Path(args.out) / f"{variant}_{args.mode}"
-    base = {"data_dir": str(folder), "run_dir": str(run_dir), "time_budget_min": args.time_budget_min,
-                "max_epochs": args.max_epochs, "device": args.device, "progress": False, "seed": args.seed}
+    base = {
+        "data_dir": str(folder),
+        "run_dir": str(run_dir),
+        "time_budget_min": args.time_budget_min,
+        "max_epochs": args.max_epochs,
+        "device": args.device,
+        "progress": False,
+        "seed": args.seed,
+    }
     device = str(train.resolve_device(args.device))
-    p = plan.make_plan(plan.fingerprint(data.validate_dataset(folder)), device=device,
-                       time_budget_min=args.time_budget_min)
+    p = plan.make_plan(
+        plan.fingerprint(data.validate_dataset(folder)), device=device, time_budget_min=args.time_budget_min
+    )
     t0 = time.perf_counter()
     if args.mode == "plan":
-        metrics = train.train({**base, "pixdim": p["pixdim"], "roi_size": p["roi_size"], "batch_size": p["batch_size"],
-                               "num_samples": p["num_samples"], "model_kwargs": p["model_kwargs"]})
+        metrics = train.train(
+            {
+                **base,
+                "pixdim": p["pixdim"],
+                "roi_size": p["roi_size"],
+                "batch_size": p["batch_size"],
+                "num_samples": p["num_samples"],
+                "model_kwargs": p["model_kwargs"],
+            }
+        )
     elif args.mode == "auto":
-        metrics = train.train({**base, "pixdim": "auto", "roi_size": "auto", "batch_size": "auto",
-                               "model_name": "auto"})
+        metrics = train.train(
+            {**base, "pixdim": "auto", "roi_size": "auto", "batch_size": "auto", "model_name": "auto"}
+        )
     else:
         import papermill
 
-        papermill.execute_notebook(str(REPO / "notebooks" / "03_train.ipynb"), str(run_dir.with_suffix(".ipynb")),
-                                   parameters=_notebook_parameters(folder, run_dir, args),
-                                   kernel_name="python3", progress_bar=False, cwd=str(REPO))
+        papermill.execute_notebook(
+            str(REPO / "notebooks" / "03_train.ipynb"),
+            str(run_dir.with_suffix(".ipynb")),
+            parameters=_notebook_parameters(folder, run_dir, args),
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(REPO),
+        )
         metrics = json.loads((run_dir / "metrics.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
-    return {"variant": variant, "mode": args.mode, "pixdim": config["pixdim"], "roi_size": config["roi_size"],
-            "epochs": metrics["epochs_run"], "minutes": round((time.perf_counter() - t0) / 60, 2),
-            "train_minutes": round(metrics["train_seconds"] / 60, 2), "best_val_dice": metrics["best_val_dice"],
-            "best_epoch": metrics["best_epoch"], "stopped": metrics["stopped_because"], "device": metrics["device"]}
+    return {
+        "variant": variant,
+        "mode": args.mode,
+        "pixdim": config["pixdim"],
+        "roi_size": config["roi_size"],
+        "epochs": metrics["epochs_run"],
+        "minutes": round((time.perf_counter() - t0) / 60, 2),
+        "train_minutes": round(metrics["train_seconds"] / 60, 2),
+        "best_val_dice": metrics["best_val_dice"],
+        "best_epoch": metrics["best_epoch"],
+        "stopped": metrics["stopped_because"],
+        "device": metrics["device"],
+    }
 
 
 def main() -> None:
@@ -78,8 +110,10 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = [run_variant(v, args) for v in args.variants]
-    print(f"\nPlanner benchmark, mode {args.mode}, {args.n_train} training cases, budget {args.time_budget_min} min, "
-          f"{platform.processor() or platform.machine()}\n")
+    print(
+        f"\nPlanner benchmark, mode {args.mode}, {args.n_train} training cases, budget {args.time_budget_min} min, "
+        f"{platform.processor() or platform.machine()}\n"
+    )
     keys = list(rows[0])
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for row in rows:

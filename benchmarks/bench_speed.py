@@ -34,7 +34,8 @@ def machine() -> str:
     except OSError:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, load {load:.1f}"
+    threads = torch.get_num_threads()
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} threads, load {load:.1f}"
 
 
 def epochs(max_epochs: int) -> None:
@@ -49,17 +50,28 @@ def epochs(max_epochs: int) -> None:
         cfg = TrainConfig(run_dir=str(run), amp=amp, max_epochs=max_epochs, progress=False)
         metrics = train(cfg)
         hist = pd.read_csv(run / "history.csv")
-        rows.append({"amp": amp, "decision": metrics["amp"], "reason": metrics.get("amp_reason", ""),
-                     "epochs": metrics["epochs_run"], "median_epoch_s": float(hist["epoch_seconds"].iloc[1:].median()),
-                     "train_s": metrics["train_seconds"], "best_dice": metrics["best_val_dice"],
-                     "best_epoch": metrics["best_epoch"], "stopped": metrics["stopped_because"]})
+        rows.append(
+            {
+                "amp": amp,
+                "decision": metrics["amp"],
+                "reason": metrics.get("amp_reason", ""),
+                "epochs": metrics["epochs_run"],
+                "median_epoch_s": float(hist["epoch_seconds"].iloc[1:].median()),
+                "train_s": metrics["train_seconds"],
+                "best_dice": metrics["best_val_dice"],
+                "best_epoch": metrics["best_epoch"],
+                "stopped": metrics["stopped_because"],
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     print(f"\nmachine: {machine()}\n")
     print("| amp | chosen | epochs | median epoch (s) | train_seconds | best val Dice (epoch) | stopped |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['amp']} | {r['decision']} | {r['epochs']} | {r['median_epoch_s']:.2f} | {r['train_s']:.1f} | "
-              f"{r['best_dice']:.3f} ({r['best_epoch']}) | {r['stopped']} |")
+        print(
+            f"| {r['amp']} | {r['decision']} | {r['epochs']} | {r['median_epoch_s']:.2f} | {r['train_s']:.1f} | "
+            f"{r['best_dice']:.3f} ({r['best_epoch']}) | {r['stopped']} |"
+        )
     print(f"\nepoch-time ratio fp32 / auto: {rows[0]['median_epoch_s'] / rows[1]['median_epoch_s']:.2f}x")
 
 
@@ -85,15 +97,19 @@ def inference(repeats: int, shape: tuple[int, int, int]) -> None:
     roi = cfg.roi_size if not isinstance(cfg.roi_size, str) else (48, 48, 48)
     model = get_model("unet").eval()
     image = torch.randn(1, 1, *shape)
-    print(f"machine: {machine()}\nvolume {shape}, roi {tuple(roi)}, sw_batch_size {cfg.sw_batch_size}, "
-          f"overlap {cfg.sw_overlap}\n")
+    print(
+        f"machine: {machine()}\nvolume {shape}, roi {tuple(roi)}, sw_batch_size {cfg.sw_batch_size}, "
+        f"overlap {cfg.sw_overlap}\n"
+    )
     print("| precision | median seconds | ratio to fp32 |")
     print("|---|---|---|")
     base = None
     for name, dtype in (("fp32", None), ("bf16 autocast", torch.bfloat16)):
-        def run():
+
+        def run(dtype=dtype):
             with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
                 sliding_window_inference(image, roi, cfg.sw_batch_size, model, overlap=cfg.sw_overlap)
+
         seconds = _time(run, repeats)
         base = base or seconds
         print(f"| {name} | {seconds:.2f} | {seconds / base:.2f} |", flush=True)
@@ -113,12 +129,14 @@ def threads(repeats: int) -> None:
     for n in (1, 2):
         torch.set_num_threads(n)
         for name, dtype in (("fp32", None), ("bf16 autocast", torch.bfloat16)):
-            def step():
+
+            def step(dtype=dtype):
                 opt.zero_grad(set_to_none=True)
                 with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
                     logits = model(x)
                 loss_fn(logits.float(), y).backward()
                 opt.step()
+
             print(f"| {n} | {name} | {_time(step, repeats):.3f} |", flush=True)
 
 

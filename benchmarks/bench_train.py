@@ -31,8 +31,16 @@ def convergence(minutes: float, max_epochs: int) -> None:
     from heartseg_utils.train import train
 
     run = Path(tempfile.mkdtemp()) / "run"
-    metrics = train({**DEFAULTS, "run_dir": str(run), "max_epochs": max_epochs, "patience": max_epochs,
-                     "time_budget_min": minutes, "progress": False})
+    metrics = train(
+        {
+            **DEFAULTS,
+            "run_dir": str(run),
+            "max_epochs": max_epochs,
+            "patience": max_epochs,
+            "time_budget_min": minutes,
+            "progress": False,
+        }
+    )
     elapsed, reached = 0.0, {}
     with (run / "history.csv").open() as f:
         for row in csv.DictReader(f):
@@ -80,8 +88,16 @@ def one_pipeline(kind: str, epochs: int) -> None:
         train_one_epoch(model, loader, make_loss("dicece"), opt, scaler, torch.device("cpu"), None)
         times.append(time.perf_counter() - t0)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"kind": kind, "setup_s": round(setup, 2), "epoch_s": [round(t, 2) for t in times],
-                      "peak_rss_mib": round(rss / 1024)}))
+    print(
+        json.dumps(
+            {
+                "kind": kind,
+                "setup_s": round(setup, 2),
+                "epoch_s": [round(t, 2) for t in times],
+                "peak_rss_mib": round(rss / 1024),
+            }
+        )
+    )
 
 
 def throughput(epochs: int) -> None:

@@ -44,8 +44,10 @@ def series_files(folder: str | os.PathLike[str]) -> list[Path]:
         raise DicomSeriesError(f"{path} is not a folder: pass the folder that holds the DICOM series")
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR")
     if not files:
-        raise DicomSeriesError(f"{path} is empty: no files to read (subfolders are not searched; point at the "
-                               "folder that holds the series' files)")
+        raise DicomSeriesError(
+            f"{path} is empty: no files to read (subfolders are not searched; point at the "
+            "folder that holds the series' files)"
+        )
     return files
 
 
@@ -62,8 +64,9 @@ def _read_file(path: Path) -> Any:
         except Exception:  # noqa: BLE001 - any parse failure means: not DICOM
             ds = None
         if ds is None or "SOPClassUID" not in ds:
-            raise DicomSeriesError(f"{path} is not a DICOM file ({err}); a DICOM folder must hold the files of one "
-                                   "series only") from err
+            raise DicomSeriesError(
+                f"{path} is not a DICOM file ({err}); a DICOM folder must hold the files of one series only"
+            ) from err
         return ds
     except (OSError, ValueError) as err:
         raise DicomSeriesError(f"{path} cannot be read as DICOM ({type(err).__name__}: {err})") from err
@@ -76,13 +79,17 @@ def _read_slices(files: list[Path]) -> list[Any]:
         ds = _read_file(f)
         missing = [t for t in (*GEOMETRY_TAGS, "SeriesInstanceUID", "PixelData") if t not in ds]
         if missing:
-            raise DicomSeriesError(f"{f} lacks {', '.join(missing)}: without them the slice cannot be placed in space "
-                                   "(is it a localizer, a report or a secondary capture?)")
+            raise DicomSeriesError(
+                f"{f} lacks {', '.join(missing)}: without them the slice cannot be placed in space "
+                "(is it a localizer, a report or a secondary capture?)"
+            )
         slices.append((ds, f))
     uids = sorted({str(ds.SeriesInstanceUID) for ds, _ in slices})
     if len(uids) > 1:
-        raise DicomSeriesError(f"{files[0].parent} holds {len(uids)} series (SeriesInstanceUID {', '.join(uids[:4])}"
-                               f"{', ...' if len(uids) > 4 else ''}): put each series in its own folder")
+        raise DicomSeriesError(
+            f"{files[0].parent} holds {len(uids)} series (SeriesInstanceUID {', '.join(uids[:4])}"
+            f"{', ...' if len(uids) > 4 else ''}): put each series in its own folder"
+        )
     return slices
 
 
@@ -96,17 +103,24 @@ def _sorted_geometry(slices: list[Any]) -> tuple[list[Any], np.ndarray]:
         if not np.allclose(np.array(ds.ImageOrientationPatient, dtype=np.float64), orient, atol=1e-4):
             raise DicomSeriesError(f"{f} has another ImageOrientationPatient than {slices[0][1].name}: not one volume")
         if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
-            raise DicomSeriesError(f"{f} is {ds.Rows}x{ds.Columns} pixels, {slices[0][1].name} {first.Rows}x"
-                                   f"{first.Columns}: not one volume")
+            raise DicomSeriesError(
+                f"{f} is {ds.Rows}x{ds.Columns} pixels, {slices[0][1].name} {first.Rows}x"
+                f"{first.Columns}: not one volume"
+            )
     ordered = sorted(slices, key=lambda s: float(np.dot(np.array(s[0].ImagePositionPatient, dtype=np.float64), normal)))
     positions = np.array([np.array(ds.ImagePositionPatient, dtype=np.float64) for ds, _ in ordered])
     gaps = np.diff(positions @ normal)
     if len(ordered) > 1 and (gaps.min() <= 1e-4 or not np.allclose(gaps, gaps.mean(), rtol=1e-2, atol=1e-3)):
-        raise DicomSeriesError(f"{folder}: slice positions along the normal are not evenly spaced (gaps "
-                               f"{np.round(gaps.min(), 4)} to {np.round(gaps.max(), 4)} mm): a duplicate slice, a missing"
-                               " slice or several stacks in one series")
-    step = (positions[-1] - positions[0]) / (len(ordered) - 1) if len(ordered) > 1 else normal * float(
-        getattr(first, "SliceThickness", 1.0) or 1.0)
+        raise DicomSeriesError(
+            f"{folder}: slice positions along the normal are not evenly spaced (gaps "
+            f"{np.round(gaps.min(), 4)} to {np.round(gaps.max(), 4)} mm): a duplicate slice, a missing"
+            " slice or several stacks in one series"
+        )
+    step = (
+        (positions[-1] - positions[0]) / (len(ordered) - 1)
+        if len(ordered) > 1
+        else normal * float(getattr(first, "SliceThickness", 1.0) or 1.0)
+    )
     row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
     lps = np.eye(4)
     lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row_dir * col_spacing, col_dir * row_spacing, step, positions[0]
@@ -132,9 +146,13 @@ def read_series(folder: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]
         try:
             pixels = ds.pixel_array.astype(np.float32)  # (rows, columns) = (j, i)
         except Exception as err:  # e.g. a compressed transfer syntax without its decoder installed
-            raise DicomSeriesError(f"{f}: its pixels cannot be decoded ({type(err).__name__}: {err}); compressed "
-                                   "series need a decoder such as pylibjpeg, or convert them with dcmdjpeg") from err
-        planes.append(pixels * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0))
+            raise DicomSeriesError(
+                f"{f}: its pixels cannot be decoded ({type(err).__name__}: {err}); compressed "
+                "series need a decoder such as pylibjpeg, or convert them with dcmdjpeg"
+            ) from err
+        planes.append(
+            pixels * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0)
+        )
     return np.stack(planes, axis=-1).transpose(1, 0, 2).copy(), LPS_TO_RAS @ lps
 
 
@@ -167,8 +185,9 @@ def _ds(value: float) -> str:
     raise ValueError(f"cannot write {value} as a DICOM decimal string")
 
 
-def _slice_dataset(plane: np.ndarray, lps: np.ndarray, k: int, series: dict[str, str], slope: float,
-                   intercept: float) -> Any:
+def _slice_dataset(
+    plane: np.ndarray, lps: np.ndarray, k: int, series: dict[str, str], slope: float, intercept: float
+) -> Any:
     """One MR slice as a pydicom dataset: pixels (rows = j, columns = i) and the geometry of slice ``k``."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -190,8 +209,14 @@ def _slice_dataset(plane: np.ndarray, lps: np.ndarray, k: int, series: dict[str,
     return ds
 
 
-def write_series(volume: Any, affine: Any, out_dir: str | os.PathLike[str], *, shuffle_seed: int | None = None,
-                 patient: str = "PHANTOM") -> list[Path]:
+def write_series(
+    volume: Any,
+    affine: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    shuffle_seed: int | None = None,
+    patient: str = "PHANTOM",
+) -> list[Path]:
     """Write a volume with a RAS affine as an MR DICOM series, one file per slice. Introduced in notebook 07.
 
     Made for tests and demonstrations (a phantom as a scanner would send it); the files carry the geometry and
@@ -220,8 +245,11 @@ def write_series(volume: Any, affine: Any, out_dir: str | os.PathLike[str], *, s
     stored, slope, intercept = _to_int16(vol)
     lps = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
     series = {"patient": patient, "study": generate_uid(), "series": generate_uid()}
-    order = np.random.default_rng(shuffle_seed).permutation(vol.shape[2]) if shuffle_seed is not None \
+    order = (
+        np.random.default_rng(shuffle_seed).permutation(vol.shape[2])
+        if shuffle_seed is not None
         else np.arange(vol.shape[2])
+    )
     paths = []
     for k in range(vol.shape[2]):
         ds = _slice_dataset(stored[:, :, k], lps, k, series, slope, intercept)

@@ -70,9 +70,18 @@ def export_onnx(model: torch.nn.Module, roi_size: Any, path: str | os.PathLike[s
     try:
         with warnings.catch_warnings():  # torch's own use of a deprecated pytree class
             warnings.simplefilter("ignore", FutureWarning)
-            torch.onnx.export(model, (_example(roi_size),), str(path), input_names=["image"], output_names=["logits"],
-                              opset_version=opset, dynamo=True, dynamic_shapes=({0: batch},), verbose=False,
-                              external_data=False)
+            torch.onnx.export(
+                model,
+                (_example(roi_size),),
+                str(path),
+                input_names=["image"],
+                output_names=["logits"],
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes=({0: batch},),
+                verbose=False,
+                external_data=False,
+            )
     finally:
         log.setLevel(level)
     return Path(path)
@@ -93,8 +102,9 @@ def export_program(model: torch.nn.Module, roi_size: Any, path: str | os.PathLik
     return Path(path)
 
 
-def check_onnx(model: torch.nn.Module, onnx_path: str | os.PathLike[str], roi_size: Any, *, seed: int = 0,
-               atol: float = 1e-3) -> float:
+def check_onnx(
+    model: torch.nn.Module, onnx_path: str | os.PathLike[str], roi_size: Any, *, seed: int = 0, atol: float = 1e-3
+) -> float:
     """Compare ONNX Runtime with PyTorch on a random patch: largest foreground-probability difference.
 
     Introduced in notebook 07.
@@ -121,8 +131,10 @@ def check_onnx(model: torch.nn.Module, onnx_path: str | os.PathLike[str], roi_si
     got = foreground_probability(session.run(["logits"], {"image": x.numpy()})[0])
     diff = float(np.abs(got - expected).max())
     if not diff <= atol:
-        raise AssertionError(f"{onnx_path}: ONNX Runtime's foreground probability differs from PyTorch's by {diff:.2e}"
-                             f" (> {atol}) on a {tuple(x.shape[2:])} patch")
+        raise AssertionError(
+            f"{onnx_path}: ONNX Runtime's foreground probability differs from PyTorch's by {diff:.2e}"
+            f" (> {atol}) on a {tuple(x.shape[2:])} patch"
+        )
     return diff
 
 
@@ -158,8 +170,12 @@ def preprocessing_card(config: dict[str, Any]) -> dict[str, Any]:
     divisor = list(required_divisor(config["model_name"], config.get("model_kwargs")))
     return {
         "input": {"name": "image", "shape": ["batch", 1, *config["roi_size"]], "dtype": "float32"},
-        "output": {"name": "logits", "shape": ["batch", out_channels, *config["roi_size"]], "dtype": "float32",
-                   "to_probability": "sigmoid(logits[:, 0])" if out_channels == 1 else "softmax(logits, 1)[:, 1]"},
+        "output": {
+            "name": "logits",
+            "shape": ["batch", out_channels, *config["roi_size"]],
+            "dtype": "float32",
+            "to_probability": "sigmoid(logits[:, 0])" if out_channels == 1 else "softmax(logits, 1)[:, 1]",
+        },
         "not_included": {
             "orientation": "RAS (MONAI Orientationd axcodes='RAS')",
             "spacing_mm": [float(p) for p in config["pixdim"]],
@@ -167,8 +183,12 @@ def preprocessing_card(config: dict[str, Any]) -> dict[str, Any]:
             "crop": "to the bounding box of image > 0 (CropForegroundd)",
             "intensity": "z-score over the non-zero voxels, per channel (NormalizeIntensityd nonzero=True)",
             "padding": f"each spatial side (x, y, z) to a multiple of {divisor} (DivisiblePadd k={divisor})",
-            "sliding_window": {"roi_size": list(config["roi_size"]), "sw_batch_size": config["sw_batch_size"],
-                               "overlap": config["sw_overlap"], "blend": "constant (the logits are averaged)"},
+            "sliding_window": {
+                "roi_size": list(config["roi_size"]),
+                "sw_batch_size": config["sw_batch_size"],
+                "overlap": config["sw_overlap"],
+                "blend": "constant (the logits are averaged)",
+            },
             "threshold": "foreground probability >= 0.5",
             "back_to_the_scan": "undo padding, crop, spacing and orientation (MONAI Invertd) onto the input's grid",
         },
@@ -180,16 +200,23 @@ def preprocessing_card(config: dict[str, Any]) -> dict[str, Any]:
 def _readme(card: dict[str, Any], files: list[str], check: dict[str, Any]) -> str:
     """The export folder's README.md: files, contract, what is missing and the check."""
     steps = "\n".join(f"- {k}: {json.dumps(v)}" for k, v in card["not_included"].items())
-    return (f"# Exported {card['model_name']} network\n\nFiles: {', '.join(files)}.\n\n"
-            f"Input `image` {card['input']['shape']} float32; output `logits` {card['output']['shape']}; "
-            f"foreground probability = {card['output']['to_probability']}.\n\n"
-            "The export holds the network only. Redo these steps, with exactly these values, around it "
-            "(`heartseg_utils.export.onnx_predictor` plugs the ONNX file into MONAI's sliding window):\n\n"
-            f"{steps}\n\nCheck against the PyTorch checkpoint: {json.dumps(check)}\n")
+    return (
+        f"# Exported {card['model_name']} network\n\nFiles: {', '.join(files)}.\n\n"
+        f"Input `image` {card['input']['shape']} float32; output `logits` {card['output']['shape']}; "
+        f"foreground probability = {card['output']['to_probability']}.\n\n"
+        "The export holds the network only. Redo these steps, with exactly these values, around it "
+        "(`heartseg_utils.export.onnx_predictor` plugs the ONNX file into MONAI's sliding window):\n\n"
+        f"{steps}\n\nCheck against the PyTorch checkpoint: {json.dumps(check)}\n"
+    )
 
 
-def export_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None, *,
-               program: bool = True, atol: float = 1e-3) -> dict[str, Any]:
+def export_run(
+    run_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    program: bool = True,
+    atol: float = 1e-3,
+) -> dict[str, Any]:
     """Export a run's ``best_model.pt`` to ``run_dir/export/`` and check the ONNX file. Introduced in notebook 07.
 
     Args:
@@ -207,8 +234,12 @@ def export_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] 
     model, config = load_run(run_dir, "cpu")
     out = Path(out_dir) if out_dir is not None else Path(run_dir).expanduser() / "export"
     files, notes = [export_onnx(model, config["roi_size"], out / "model.onnx").name], []
-    check = {"max_abs_diff": check_onnx(model, out / "model.onnx", config["roi_size"], atol=atol), "atol": atol,
-             "patch": list(config["roi_size"]), "compared": "foreground probability, ONNX Runtime vs PyTorch"}
+    check = {
+        "max_abs_diff": check_onnx(model, out / "model.onnx", config["roi_size"], atol=atol),
+        "atol": atol,
+        "patch": list(config["roi_size"]),
+        "compared": "foreground probability, ONNX Runtime vs PyTorch",
+    }
     if program:
         try:
             files.append(export_program(model, config["roi_size"], out / "model.pt2").name)
@@ -231,8 +262,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     info = export_run(args.run_dir, args.out_dir, program=not args.no_program, atol=args.atol)
     out = Path(args.out_dir) if args.out_dir else Path(args.run_dir) / "export"
-    print(f"wrote {', '.join(info['files'])}, export.json and README.md to {out}; ONNX Runtime vs PyTorch: "
-          f"largest foreground-probability difference {info['check']['max_abs_diff']:.2e} (<= {args.atol})")
+    print(
+        f"wrote {', '.join(info['files'])}, export.json and README.md to {out}; ONNX Runtime vs PyTorch: "
+        f"largest foreground-probability difference {info['check']['max_abs_diff']:.2e} (<= {args.atol})"
+    )
     for note in info["notes"]:
         print(note)
     return info

@@ -85,9 +85,16 @@ def _case_fingerprint(item: Mapping[str, Any], rng: np.random.Generator) -> tupl
     lab = label[box] != 0
     values = image[box][lab].astype(np.float64)
     sample = rng.choice(values, size=min(values.size, 10_000), replace=False) if values.size else values
-    case = {"case": str(item.get("case", item["image"])), "spacing": spacing, "shape": shape, "cropped_shape": cropped,
-            "foreground_fraction": round(float(lab.mean()), 6), "intensity": _intensity_stats(values),
-            "label_values": [int(v) for v in np.unique(label)], "dtype": str(image.dtype)}
+    case = {
+        "case": str(item.get("case", item["image"])),
+        "spacing": spacing,
+        "shape": shape,
+        "cropped_shape": cropped,
+        "foreground_fraction": round(float(lab.mean()), 6),
+        "intensity": _intensity_stats(values),
+        "label_values": [int(v) for v in np.unique(label)],
+        "dtype": str(image.dtype),
+    }
     return case, sample
 
 
@@ -117,12 +124,17 @@ def fingerprint(items: list[dict], *, max_cases: int | None = None) -> dict[str,
     rng = np.random.default_rng(0)
     cases, samples = zip(*(_case_fingerprint(item, rng) for item in items))
     median = {key: np.median([c[key] for c in cases], axis=0) for key in ("spacing", "cropped_shape")}
-    return {"n_cases": len(cases), "cases": list(cases),
-            "median": {"spacing": [round(float(s), 4) for s in median["spacing"]],
-                       "cropped_shape": [round(float(s)) for s in median["cropped_shape"]],
-                       "foreground_fraction": round(float(np.median([c["foreground_fraction"] for c in cases])), 6)},
-            "intensity": _intensity_stats(np.concatenate(samples)),
-            "label_values": sorted({v for c in cases for v in c["label_values"]})}
+    return {
+        "n_cases": len(cases),
+        "cases": list(cases),
+        "median": {
+            "spacing": [round(float(s), 4) for s in median["spacing"]],
+            "cropped_shape": [round(float(s)) for s in median["cropped_shape"]],
+            "foreground_fraction": round(float(np.median([c["foreground_fraction"] for c in cases])), 6),
+        },
+        "intensity": _intensity_stats(np.concatenate(samples)),
+        "label_values": sorted({v for c in cases for v in c["label_values"]}),
+    }
 
 
 def target_spacing(fp: Mapping[str, Any]) -> tuple[list[float], str]:
@@ -147,9 +159,11 @@ def target_spacing(fp: Mapping[str, Any]) -> tuple[list[float], str]:
     ratio = target[worst] / max(target[i] for i in others)
     if ratio > ANISOTROPY and size[worst] * ANISOTROPY < min(size[i] for i in others):
         p10 = max(float(np.percentile(spacings[:, worst], 10)), max(target[i] for i in others))
-        reason = (f"median spacing {_fmt(target)} mm, but axis {'xyz'[worst]} is {ratio:.1f}x coarser than the others "
-                  f"(> {ANISOTROPY:g}) with few voxels ({size[worst]:.0f}), so it takes the 10th percentile of its "
-                  f"spacings, {p10:.3g} mm, as nnU-Net does for thick-slice data")
+        reason = (
+            f"median spacing {_fmt(target)} mm, but axis {'xyz'[worst]} is {ratio:.1f}x coarser than the others "
+            f"(> {ANISOTROPY:g}) with few voxels ({size[worst]:.0f}), so it takes the 10th percentile of its "
+            f"spacings, {p10:.3g} mm, as nnU-Net does for thick-slice data"
+        )
         target[worst] = p10
     else:
         reason = f"median spacing over {len(spacings)} cases: {_fmt(target)} mm (nnU-Net's rule; no thick-slice axis)"
@@ -211,8 +225,9 @@ def coarsen_for_cpu(fp: Mapping[str, Any], spacing: Sequence[float], time_budget
     return [round(float(s), 4) for s in cand], f"{head}: coarsened to {_fmt(cand)} mm ({voxels(cand):,} voxels)"
 
 
-def pooling_strides(patch: Sequence[float], spacing: Sequence[float], *, exact: bool = False,
-                    max_pools: int = MAX_POOLS) -> list[list[int]]:
+def pooling_strides(
+    patch: Sequence[float], spacing: Sequence[float], *, exact: bool = False, max_pools: int = MAX_POOLS
+) -> list[list[int]]:
     """nnU-Net's downsampling rule: per level, stride 2 on each axis that may still be pooled, else 1.
 
     Introduced in notebook 03. An axis is pooled while its side stays >= ``MIN_SIDE`` voxels after pooling
@@ -252,8 +267,13 @@ def divisor_of(strides: Sequence[Sequence[int] | int]) -> list[int]:
 def unet_kwargs(strides: Sequence[Sequence[int]]) -> dict[str, Any]:
     """MONAI UNet keyword arguments for these strides: channels 16, 32, ... (capped at 320), as notebook 03."""
     channels = [min(CHANNEL_BASE * 2**i, CHANNEL_CAP) for i in range(len(strides) + 1)]
-    return {"channels": channels, "strides": [list(s) for s in strides], "num_res_units": 2, "norm": "batch",
-            "dropout": 0.2}
+    return {
+        "channels": channels,
+        "strides": [list(s) for s in strides],
+        "num_res_units": 2,
+        "norm": "batch",
+        "dropout": 0.2,
+    }
 
 
 def build_unet(model_kwargs: Mapping[str, Any], out_channels: int = 2):
@@ -273,8 +293,14 @@ def gpu_bytes(model_kwargs: Mapping[str, Any], roi: Sequence[int], patches: int)
     return activation_bytes(net, roi, patches, bytes_per_value=4) + 16 * params + GPU_OVERHEAD_BYTES
 
 
-def fit_patch(median: Sequence[int], spacing: Sequence[float], fits: Callable[[list[int], list], bool], *,
-              divisor: Sequence[int] | None = None, max_side: int | None = None) -> tuple[list[int], list]:
+def fit_patch(
+    median: Sequence[int],
+    spacing: Sequence[float],
+    fits: Callable[[list[int], list], bool],
+    *,
+    divisor: Sequence[int] | None = None,
+    max_side: int | None = None,
+) -> tuple[list[int], list]:
     """Largest patch that fits: start at the median shape, shrink the longest side (in mm) until ``fits``.
 
     Introduced in notebook 03 (nnU-Net shrinks its patch the same way, one divisor step at a time). Each
@@ -318,41 +344,72 @@ def _gpu_memory_gib(gpu_memory_gib: float | None) -> float:
     return torch.cuda.get_device_properties(0).total_memory / GIB
 
 
-def _fit_budget(fp: Mapping[str, Any], spacing: list[float], device: str, time_budget_min: float,
-                gpu_memory_gib: float | None, divisor: Sequence[int] | None, num_samples: int):
+def _fit_budget(
+    fp: Mapping[str, Any],
+    spacing: list[float],
+    device: str,
+    time_budget_min: float,
+    gpu_memory_gib: float | None,
+    divisor: Sequence[int] | None,
+    num_samples: int,
+):
     """Patch, strides, batch size and their reasons for the device's budget (see make_plan)."""
     median = resampled_shape(fp, spacing)
+
     def kw(strides: Any) -> dict[str, Any]:  # the model only matters when strides are planned
         return unet_kwargs(strides or [[2, 2, 2]] * 4)
 
     if device == "cpu":
         limit = CPU_PATCH_VOXELS * _budget_scale(time_budget_min)
         patch, strides = fit_patch(median, spacing, lambda p, s: int(np.prod(p)) <= limit, divisor=divisor)
-        return patch, strides, 2, (
-            f"the largest patch <= the median resampled shape {median} with at most {int(limit):,} voxels (the CPU "
-            f"time budget), shrunk along its longest side in mm: {int(np.prod(patch)):,} voxels"), (
-            "2 volumes x 2 patches each = 4 patches per step, notebook 03's CPU setting (batch norm needs > 1)")
+        return (
+            patch,
+            strides,
+            2,
+            (
+                f"the largest patch <= the median resampled shape {median} with at most {int(limit):,} voxels (the CPU "
+                f"time budget), shrunk along its longest side in mm: {int(np.prod(patch)):,} voxels"
+            ),
+            ("2 volumes x 2 patches each = 4 patches per step, notebook 03's CPU setting (batch norm needs > 1)"),
+        )
     target = GPU_MEMORY_FRACTION * _gpu_memory_gib(gpu_memory_gib) * GIB
     patches = 2 * num_samples
-    patch, strides = fit_patch(median, spacing, lambda p, s: gpu_bytes(kw(s), p, patches) <= target,
-                               divisor=divisor, max_side=GPU_MAX_SIDE)
+    patch, strides = fit_patch(
+        median, spacing, lambda p, s: gpu_bytes(kw(s), p, patches) <= target, divisor=divisor, max_side=GPU_MAX_SIDE
+    )
     one = gpu_bytes(kw(strides), patch, num_samples)
     per_volume = gpu_bytes(kw(strides), patch, 2 * num_samples) - one  # activations of one more volume's patches
     cases_cap = max(2, int(0.05 * fp["n_cases"] * np.prod(median) / (num_samples * np.prod(patch))))
     batch = int(np.clip((target - (one - per_volume)) // max(per_volume, 1), 2, min(cases_cap, 8)))
     used = gpu_bytes(kw(strides), patch, batch * num_samples) / GIB
-    return patch, strides, batch, (
-        f"the largest patch <= the median resampled shape {median}, at most {GPU_MAX_SIDE} per side, whose step "
-        f"fits {GPU_MEMORY_FRACTION:.0%} of {target / GPU_MEMORY_FRACTION / GIB:.0f} GiB (estimated with "
-        f"debug.activation_bytes)"), (
-        f"{batch} volumes x {num_samples} patches per step: an estimated {used:.1f} GiB of "
-        f"{target / GPU_MEMORY_FRACTION / GIB:.0f} GiB; at least 2 and at most 5% of the dataset's voxels per "
-        "step, as nnU-Net")
+    return (
+        patch,
+        strides,
+        batch,
+        (
+            f"the largest patch <= the median resampled shape {median}, at most {GPU_MAX_SIDE} per side, whose step "
+            f"fits {GPU_MEMORY_FRACTION:.0%} of {target / GPU_MEMORY_FRACTION / GIB:.0f} GiB (estimated with "
+            f"debug.activation_bytes)"
+        ),
+        (
+            f"{batch} volumes x {num_samples} patches per step: an estimated {used:.1f} GiB of "
+            f"{target / GPU_MEMORY_FRACTION / GIB:.0f} GiB; at least 2 and at most 5% of the dataset's voxels per "
+            "step, as nnU-Net"
+        ),
+    )
 
 
-def make_plan(fp: dict, *, device: str, time_budget_min: float = 0.0, gpu_memory_gib: float | None = None,
-              pixdim: Sequence[float] | None = None, roi_size: Sequence[int] | None = None,
-              divisor: Sequence[int] | None = None, num_samples: int = 2) -> dict[str, Any]:
+def make_plan(
+    fp: dict,
+    *,
+    device: str,
+    time_budget_min: float = 0.0,
+    gpu_memory_gib: float | None = None,
+    pixdim: Sequence[float] | None = None,
+    roi_size: Sequence[int] | None = None,
+    divisor: Sequence[int] | None = None,
+    num_samples: int = 2,
+) -> dict[str, Any]:
     """Plan spacing, patch, batch and network from a fingerprint, within the device's budget.
 
     Introduced in notebook 03. On CUDA the patch (at most 128 per side) and batch fit the GPU's memory at the
@@ -393,20 +450,31 @@ def make_plan(fp: dict, *, device: str, time_budget_min: float = 0.0, gpu_memory
         reasons["batch_size"] = "2 volumes per step, notebook 03's default, for a patch given explicitly"
     else:
         patch, strides, batch, reasons["roi_size"], reasons["batch_size"] = _fit_budget(
-            fp, spacing, dev, time_budget_min, gpu_memory_gib, divisor, num_samples)
+            fp, spacing, dev, time_budget_min, gpu_memory_gib, divisor, num_samples
+        )
     kwargs = unet_kwargs(strides) if divisor is None else {}
     div = list(divisor) if divisor is not None else divisor_of(strides)
     reasons["num_samples"] = f"{num_samples} patches per volume, centred on the label half of the time (pos=1, neg=1)"
     if divisor is None:
         reasons["model_kwargs"] = (
             f"MONAI UNet with {len(strides)} downsamplings: an axis is pooled while its side stays >= {MIN_SIDE} "
-            f"voxels and its spacing is <= 2x the finest (nnU-Net's rule); strides {strides}")
+            f"voxels and its spacing is <= 2x the finest (nnU-Net's rule); strides {strides}"
+        )
     reasons["divisor"] = f"every patch side must be divisible by the product of the strides on its axis: {div}"
-    return {"pixdim": [round(float(s), 4) for s in spacing], "roi_size": [int(p) for p in patch],
-            "batch_size": int(batch), "num_samples": int(num_samples), "model_name": "unet", "model_kwargs": kwargs,
-            "divisor": [int(d) for d in div], "target_spacing": target,
-            "median_shape": resampled_shape(fp, spacing), "reasons": reasons,
-            "fingerprint": fp, "device": dev}
+    return {
+        "pixdim": [round(float(s), 4) for s in spacing],
+        "roi_size": [int(p) for p in patch],
+        "batch_size": int(batch),
+        "num_samples": int(num_samples),
+        "model_name": "unet",
+        "model_kwargs": kwargs,
+        "divisor": [int(d) for d in div],
+        "target_spacing": target,
+        "median_shape": resampled_shape(fp, spacing),
+        "reasons": reasons,
+        "fingerprint": fp,
+        "device": dev,
+    }
 
 
 def model_divisor(model_name: str, model_kwargs: Mapping[str, Any] | None = None) -> list[int]:
@@ -453,10 +521,15 @@ def resolve_auto(config: dict, items: list[dict], device: str) -> tuple[dict, di
 
         pixdim = resolve_pixdim(pixdim)
     samples = out.get("num_samples", 2)
-    plan = make_plan(fingerprint(items), device=str(device), time_budget_min=float(out.get("time_budget_min") or 0),
-                     pixdim=None if pixdim == "auto" else pixdim,
-                     roi_size=None if out.get("roi_size", "auto") == "auto" else out["roi_size"], divisor=divisor,
-                     num_samples=2 if samples == "auto" else int(samples))
+    plan = make_plan(
+        fingerprint(items),
+        device=str(device),
+        time_budget_min=float(out.get("time_budget_min") or 0),
+        pixdim=None if pixdim == "auto" else pixdim,
+        roi_size=None if out.get("roi_size", "auto") == "auto" else out["roi_size"],
+        divisor=divisor,
+        num_samples=2 if samples == "auto" else int(samples),
+    )
     for key in keys:
         if key != "model_name":
             out[key] = plan[key]
@@ -475,18 +548,23 @@ def plan_table(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
     fp, r = plan["fingerprint"], plan["reasons"]
     med = fp["median"]
     inten = fp.get("intensity") or {}
-    rows = [("cases", fp["n_cases"], "training cases read for the fingerprint"),
-            ("median spacing (mm)", med["spacing"], "per-case voxel sizes in RAS order, median per axis"),
-            ("median shape after foreground crop", med["cropped_shape"], "voxels where image > 0, as CropForegroundd"),
-            ("foreground intensity p0.5 / p50 / p99.5", [inten.get(k) for k in ("p0.5", "p50", "p99.5")],
-             "inside the label; the pipeline z-scores each volume, so any scale works"),
-            ("label values", fp["label_values"], "binary mode trains label != 0 against background"),
-            ("target spacing (mm)", plan["target_spacing"], r["target_spacing"]),
-            ("pixdim (mm)", plan["pixdim"], r["pixdim"]),
-            ("median resampled shape", plan["median_shape"], "the median cropped shape at pixdim"),
-            ("roi_size", plan["roi_size"], r["roi_size"]),
-            ("batch_size", plan["batch_size"], r["batch_size"]),
-            ("num_samples", plan["num_samples"], r["num_samples"])]
+    rows = [
+        ("cases", fp["n_cases"], "training cases read for the fingerprint"),
+        ("median spacing (mm)", med["spacing"], "per-case voxel sizes in RAS order, median per axis"),
+        ("median shape after foreground crop", med["cropped_shape"], "voxels where image > 0, as CropForegroundd"),
+        (
+            "foreground intensity p0.5 / p50 / p99.5",
+            [inten.get(k) for k in ("p0.5", "p50", "p99.5")],
+            "inside the label; the pipeline z-scores each volume, so any scale works",
+        ),
+        ("label values", fp["label_values"], "binary mode trains label != 0 against background"),
+        ("target spacing (mm)", plan["target_spacing"], r["target_spacing"]),
+        ("pixdim (mm)", plan["pixdim"], r["pixdim"]),
+        ("median resampled shape", plan["median_shape"], "the median cropped shape at pixdim"),
+        ("roi_size", plan["roi_size"], r["roi_size"]),
+        ("batch_size", plan["batch_size"], r["batch_size"]),
+        ("num_samples", plan["num_samples"], r["num_samples"]),
+    ]
     if plan["model_kwargs"]:
         kw = plan["model_kwargs"]
         rows.append(("model", f"{plan['model_name']}: channels {kw['channels']}", r["model_kwargs"]))

@@ -64,8 +64,10 @@ def find_inputs(input_path: str | os.PathLike[str]) -> list[tuple[str, Path]]:
         raise FileNotFoundError(f"--input {path} does not exist")
     if path.is_file():
         if not is_nifti(path):
-            raise ValueError(f"{path} is not a NIfTI file (.nii or .nii.gz): pass a NIfTI file, a folder of NIfTI "
-                             "files, or the folder that holds one DICOM series")
+            raise ValueError(
+                f"{path} is not a NIfTI file (.nii or .nii.gz): pass a NIfTI file, a folder of NIfTI "
+                "files, or the folder that holds one DICOM series"
+            )
         return [("nifti", path)]
     files = series_files(path)  # raises for an empty folder
     nifti = [f for f in files if is_nifti(f)]
@@ -73,8 +75,10 @@ def find_inputs(input_path: str | os.PathLike[str]) -> list[tuple[str, Path]]:
         return [("dicom", path)]
     if len(nifti) < len(files):
         other = next(f for f in files if not is_nifti(f))
-        raise ValueError(f"{path} mixes NIfTI files with other files (e.g. {other.name}): keep a folder of NIfTI "
-                         "files, or a folder with one DICOM series, apart")
+        raise ValueError(
+            f"{path} mixes NIfTI files with other files (e.g. {other.name}): keep a folder of NIfTI "
+            "files, or a folder with one DICOM series, apart"
+        )
     return [("nifti", f) for f in nifti]
 
 
@@ -101,8 +105,16 @@ def volume_ml(mask: Any, spacing: Any) -> float:
     return float(np.count_nonzero(np.asarray(mask))) * float(np.prod([float(s) for s in spacing])) / 1000.0
 
 
-def predict_one(model: Any, config: dict[str, Any], kind: str, input_path: str | os.PathLike[str],
-                out_path: str | os.PathLike[str], *, tta: bool = False, keep_largest: bool = False) -> dict[str, Any]:
+def predict_one(
+    model: Any,
+    config: dict[str, Any],
+    kind: str,
+    input_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    tta: bool = False,
+    keep_largest: bool = False,
+) -> dict[str, Any]:
     """Predict one NIfTI file or DICOM series, write the mask and its JSON report. Introduced in notebook 07.
 
     Args:
@@ -125,17 +137,33 @@ def predict_one(model: Any, config: dict[str, Any], kind: str, input_path: str |
         image = series_to_nifti(input_path, Path(tmp) / "series.nii.gz") if kind == "dicom" else Path(input_path)
         result = inference.predict_case(model, config, image, tta=tta, keep_largest=keep_largest)
         mask_path = inference.save_prediction(result["mask"], image, out_path)
-    report = {"input": str(input_path), "kind": kind, "mask": str(mask_path),
-              "volume_ml": round(volume_ml(result["mask"], result["spacing"]), 3),
-              "n_voxels": int(np.count_nonzero(result["mask"])), "shape": list(result["mask"].shape),
-              "spacing_mm": [round(s, 4) for s in result["spacing"]], "warnings": metrics.sanity_check(result["mask"]),
-              "tta": tta, "keep_largest": keep_largest, "seconds": round(time.perf_counter() - t0, 2)}
+    report = {
+        "input": str(input_path),
+        "kind": kind,
+        "mask": str(mask_path),
+        "volume_ml": round(volume_ml(result["mask"], result["spacing"]), 3),
+        "n_voxels": int(np.count_nonzero(result["mask"])),
+        "shape": list(result["mask"].shape),
+        "spacing_mm": [round(s, 4) for s in result["spacing"]],
+        "warnings": metrics.sanity_check(result["mask"]),
+        "tta": tta,
+        "keep_largest": keep_largest,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     report_path(mask_path).write_text(json.dumps(report, indent=1))
     return report
 
 
-def predict(run_dir: str | os.PathLike[str], input_path: str | os.PathLike[str], output: str | os.PathLike[str], *,
-            tta: bool = False, keep_largest: bool = False, device: str = "auto", progress: bool = True) -> list[dict]:
+def predict(
+    run_dir: str | os.PathLike[str],
+    input_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    tta: bool = False,
+    keep_largest: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+) -> list[dict]:
     """Predict every image of ``input_path`` (see :func:`find_inputs`) with a run; what the command line runs.
 
     Introduced in notebook 07.
@@ -167,7 +195,7 @@ def predict(run_dir: str | os.PathLike[str], input_path: str | os.PathLike[str],
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """One scan's report as the lines a reader (e.g. a clinician) sees: volume and warnings. Introduced in notebook 07."""
+    """One scan's report as the lines a reader (a clinician, say) sees: volume, warnings. Notebook 07."""
     head = f"{report['input']}: left atrium {report['volume_ml']:.1f} mL ({report['n_voxels']} voxels)"
     lines = [f"{head} -> {report['mask']}"]
     lines += [f"  WARNING: {w}" for w in report["warnings"]] or ["  no warnings"]
@@ -178,15 +206,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """``python -m heartseg_utils.predict``: parse the flags, predict, print each report. Introduced in notebook 07."""
     parser = argparse.ArgumentParser(prog="python -m heartseg_utils.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run_dir", required=True, help="a finished training run (notebook 03)")
-    parser.add_argument("--input", required=True, help="a NIfTI file, a folder of NIfTI files, or a DICOM series folder")
+    parser.add_argument(
+        "--input", required=True, help="a NIfTI file, a folder of NIfTI files, or a DICOM series folder"
+    )
     parser.add_argument("--output", required=True, help="a .nii.gz file for one input, else a folder")
     parser.add_argument("--tta", action="store_true", help="average over flips (1 + 3 passes)")
     parser.add_argument("--keep_largest", action="store_true", help="keep only the largest connected component")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
-    reports = predict(args.run_dir, args.input, args.output, tta=args.tta, keep_largest=args.keep_largest,
-                      device=args.device, progress=not args.no_progress)
+    reports = predict(
+        args.run_dir,
+        args.input,
+        args.output,
+        tta=args.tta,
+        keep_largest=args.keep_largest,
+        device=args.device,
+        progress=not args.no_progress,
+    )
     for report in reports:
         print(format_report(report))
     return reports

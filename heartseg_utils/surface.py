@@ -18,8 +18,9 @@ import numpy as np
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
-def mask_surface(mask: Any, spacing: Any = (1.0, 1.0, 1.0), *, affine: Any = None,
-                 step_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def mask_surface(
+    mask: Any, spacing: Any = (1.0, 1.0, 1.0), *, affine: Any = None, step_size: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Triangle surface of a binary mask by marching cubes (level 0.5), closed at the array border.
 
     Introduced in notebook 07.
@@ -64,22 +65,40 @@ def distance_to_surface(points: np.ndarray, other_vertices: np.ndarray) -> np.nd
     return cKDTree(np.asarray(other_vertices)).query(np.asarray(points))[0]
 
 
-def _draw(ax: Any, verts: np.ndarray, faces: np.ndarray, dist: np.ndarray, vmax: float, cmap: Any,
-          lo: np.ndarray, hi: np.ndarray) -> Any:
+def _draw(
+    ax: Any,
+    verts: np.ndarray,
+    faces: np.ndarray,
+    dist: np.ndarray,
+    vmax: float,
+    cmap: Any,
+    lo: np.ndarray,
+    hi: np.ndarray,
+) -> Any:
     """Add one surface to a 3D axis, each triangle coloured by the mean distance of its corners."""
     from matplotlib.colors import Normalize
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
     colours = cmap(Normalize(0.0, vmax)(dist[faces].mean(axis=1)))
     ax.add_collection3d(Poly3DCollection(verts[faces], facecolors=colours, edgecolor="none", linewidth=0))
-    ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), zlim=(lo[2], hi[2]), xlabel="x (mm)", ylabel="y (mm)",
-           zlabel="z (mm)")
+    ax.set(
+        xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), zlim=(lo[2], hi[2]), xlabel="x (mm)", ylabel="y (mm)", zlabel="z (mm)"
+    )
     ax.set_box_aspect(hi - lo)
     return ax
 
 
-def plot_surfaces(pred: Any, truth: Any, spacing: Any, *, step_size: int = 1, max_mm: float | None = None,
-                  view: tuple[float, float] = (20.0, -60.0), title: str = "", cmap: str = "magma_r") -> Any:
+def plot_surfaces(
+    pred: Any,
+    truth: Any,
+    spacing: Any,
+    *,
+    step_size: int = 1,
+    max_mm: float | None = None,
+    view: tuple[float, float] = (20.0, -60.0),
+    title: str = "",
+    cmap: str = "magma_r",
+) -> Any:
     """Predicted and true surfaces side by side, each coloured by its distance (mm) to the other one.
 
     Introduced in notebook 07. Left: the prediction; bright where it is close to the truth, dark where it
@@ -119,8 +138,14 @@ def plot_surfaces(pred: Any, truth: Any, spacing: Any, *, step_size: int = 1, ma
     return fig
 
 
-def write_stl(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.ndarray, *, name: str = "mask",
-              ras_to_lps: bool = True) -> Path:
+def write_stl(
+    path: str | os.PathLike[str],
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    *,
+    name: str = "mask",
+    ras_to_lps: bool = True,
+) -> Path:
     """Write a triangle surface as ASCII STL, e.g. for 3D Slicer. Introduced in notebook 07.
 
     Args:
@@ -138,16 +163,22 @@ def write_stl(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.ndar
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
     lines = [f"solid {name}"]
     for n, (a, b, c) in zip(normals, tri):
-        lines += [f"facet normal {n[0]:.6e} {n[1]:.6e} {n[2]:.6e}", " outer loop",
-                  *(f"  vertex {p[0]:.6e} {p[1]:.6e} {p[2]:.6e}" for p in (a, b, c)), " endloop", "endfacet"]
+        lines += [
+            f"facet normal {n[0]:.6e} {n[1]:.6e} {n[2]:.6e}",
+            " outer loop",
+            *(f"  vertex {p[0]:.6e} {p[1]:.6e} {p[2]:.6e}" for p in (a, b, c)),
+            " endloop",
+            "endfacet",
+        ]
     lines.append(f"endsolid {name}")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text("\n".join(lines) + "\n")
     return Path(path)
 
 
-def write_obj(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.ndarray, *,
-              ras_to_lps: bool = True) -> Path:
+def write_obj(
+    path: str | os.PathLike[str], vertices: np.ndarray, faces: np.ndarray, *, ras_to_lps: bool = True
+) -> Path:
     """Write a triangle surface as Wavefront OBJ (1-based face indices). Introduced in notebook 07."""
     v = np.asarray(vertices, dtype=np.float64) @ (LPS_FROM_RAS if ras_to_lps else np.eye(3))
     lines = [f"v {p[0]:.6f} {p[1]:.6f} {p[2]:.6f}" for p in v]

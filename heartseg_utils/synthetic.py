@@ -34,9 +34,22 @@ DEFAULT_SHAPE = (128, 128, 96)
 DEFAULT_SPACING = (1.25, 1.25, 1.37)
 GENERATOR_VERSION = "1.0"
 
-TISSUE_NAMES = {0: "air", 1: "fat", 2: "muscle", 3: "soft tissue", 4: "lung", 5: "spine", 6: "liver",
-                7: "myocardium", 8: "left atrium", 9: "pulmonary vein", 10: "left ventricle",
-                11: "right atrium", 12: "right ventricle", 13: "aorta"}
+TISSUE_NAMES = {
+    0: "air",
+    1: "fat",
+    2: "muscle",
+    3: "soft tissue",
+    4: "lung",
+    5: "spine",
+    6: "liver",
+    7: "myocardium",
+    8: "left atrium",
+    9: "pulmonary vein",
+    10: "left ventricle",
+    11: "right atrium",
+    12: "right ventricle",
+    13: "aorta",
+}
 LABEL_TISSUES = (8, 9)  # the segmentation target: left atrium + pulmonary-vein stubs
 # bSSFP-like relative signal per tissue: blood pools bright, fat bright, myocardium dark, lungs near zero.
 _SIGNAL = np.array([0.0, 0.85, 0.30, 0.38, 0.03, 0.60, 0.40, 0.28, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
@@ -167,8 +180,9 @@ def _draw_anatomy(rng: np.random.Generator, g, shape) -> np.ndarray:
     return tissues
 
 
-def generate_case(seed: int, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING, *,
-                  scale: float | None = None) -> PhantomCase:
+def generate_case(
+    seed: int, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING, *, scale: float | None = None
+) -> PhantomCase:
     """Draw one synthetic cardiac MRI case (deterministic for a given seed, shape and spacing).
 
     Introduced in notebook 01.
@@ -196,8 +210,12 @@ def generate_case(seed: int, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING, *,
     # Voxel centres in mm from the volume centre (RAS axes), divided by `scale` so that the anatomy can be
     # written in mm of the default-size phantom. Array axes run R->L and A->P (LPS-like), hence the signs.
     signs = (-1, -1, 1)
-    g = [(signs[i] * (np.arange(n, dtype=np.float32) - (n - 1) / 2) * spacing[i] / scale).reshape(
-        [n if j == i else 1 for j in range(3)]) for i, n in enumerate(shape)]
+    g = [
+        (signs[i] * (np.arange(n, dtype=np.float32) - (n - 1) / 2) * spacing[i] / scale).reshape(
+            [n if j == i else 1 for j in range(3)]
+        )
+        for i, n in enumerate(shape)
+    ]
     tissues = _draw_anatomy(rng, g, shape)
 
     # Image: tissue signal -> partial-volume blur -> smooth multiplicative bias -> Rician noise -> int16.
@@ -245,16 +263,28 @@ class Variant:
 
 
 VARIANTS: dict[str, Variant] = {
-    "default": Variant("near-isotropic whole-torso volumes, 1.25 x 1.25 x 1.37 mm, 128 x 128 x 96 voxels",
-                       tuple((s, s) for s in DEFAULT_SPACING), tuple((n, n) for n in DEFAULT_SHAPE)),
-    "thick_slice": Variant("short-axis-like stacks: 1.5 x 1.5 mm in-plane, 8-10 mm slices, 8-16 slices per case,"
-                           " 160 x 160 in-plane, 12-bit intensities",
-                           ((1.5, 1.5), (1.5, 1.5), (8.0, 10.0)), ((160, 160), (160, 160), (8, 16)),
-                           anatomy_scale=1.5, intensity="uint12"),
-    "small": Variant("small boxes around the left atrium (like MSD hippocampus): about 40 x 48 x 40 voxels of 1 mm,"
-                     " float intensities",
-                     ((1.0, 1.0), (1.0, 1.0), (1.0, 1.0)), ((36, 44), (44, 52), (36, 44)),
-                     anatomy_scale=0.8, crop_to_label=True, intensity="float32"),
+    "default": Variant(
+        "near-isotropic whole-torso volumes, 1.25 x 1.25 x 1.37 mm, 128 x 128 x 96 voxels",
+        tuple((s, s) for s in DEFAULT_SPACING),
+        tuple((n, n) for n in DEFAULT_SHAPE),
+    ),
+    "thick_slice": Variant(
+        "short-axis-like stacks: 1.5 x 1.5 mm in-plane, 8-10 mm slices, 8-16 slices per case,"
+        " 160 x 160 in-plane, 12-bit intensities",
+        ((1.5, 1.5), (1.5, 1.5), (8.0, 10.0)),
+        ((160, 160), (160, 160), (8, 16)),
+        anatomy_scale=1.5,
+        intensity="uint12",
+    ),
+    "small": Variant(
+        "small boxes around the left atrium (like MSD hippocampus): about 40 x 48 x 40 voxels of 1 mm,"
+        " float intensities",
+        ((1.0, 1.0), (1.0, 1.0), (1.0, 1.0)),
+        ((36, 44), (44, 52), (36, 44)),
+        anatomy_scale=0.8,
+        crop_to_label=True,
+        intensity="float32",
+    ),
 }
 
 
@@ -351,8 +381,15 @@ def _dataset_meta(seed: int, shape: list[int], variant: str) -> dict:
     return {**meta, "variant": variant, **dataclasses.asdict(VARIANTS[variant])}
 
 
-def make_synthetic_dataset(out_dir, n_train: int = 20, n_test: int = 10, seed: int = 0,
-                           shape=DEFAULT_SHAPE, overwrite: bool = False, variant: str = "default") -> Path:
+def make_synthetic_dataset(
+    out_dir,
+    n_train: int = 20,
+    n_test: int = 10,
+    seed: int = 0,
+    shape=DEFAULT_SHAPE,
+    overwrite: bool = False,
+    variant: str = "default",
+) -> Path:
     """Write a Task02_Heart-like MSD folder of synthetic phantoms, or reuse a matching complete one.
 
     Introduced in notebook 01. Files go into a temporary sibling folder that is renamed to `out_dir` at the
@@ -376,8 +413,10 @@ def make_synthetic_dataset(out_dir, n_train: int = 20, n_test: int = 10, seed: i
     if not overwrite and _is_complete(out_dir, meta, n_train, n_test):
         return out_dir
     if out_dir.exists() and any(out_dir.iterdir()) and "synthetic" not in (_read_info(out_dir) or {}):
-        raise FileExistsError(f"{out_dir} is not empty and holds no synthetic dataset; refusing to replace "
-                              "it. Choose another out_dir (real data is never overwritten).")
+        raise FileExistsError(
+            f"{out_dir} is not empty and holds no synthetic dataset; refusing to replace "
+            "it. Choose another out_dir (real data is never overwritten)."
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
@@ -386,8 +425,9 @@ def make_synthetic_dataset(out_dir, n_train: int = 20, n_test: int = 10, seed: i
             (tmp / sub).mkdir(parents=True)
         for index in range(1, n_train + n_test + 1):
             case_seed, name = _case_seed(seed, index), f"la_{index:03d}.nii.gz"
-            case = (generate_case(case_seed, shape) if variant == "default"
-                    else generate_variant_case(case_seed, variant))
+            case = (
+                generate_case(case_seed, shape) if variant == "default" else generate_variant_case(case_seed, variant)
+            )
             folder = "imagesTr" if index <= n_train else "imagesTs"
             _save_nifti(case.image, case.affine, tmp / folder / name)
             if index <= n_train:
@@ -395,13 +435,22 @@ def make_synthetic_dataset(out_dir, n_train: int = 20, n_test: int = 10, seed: i
                 training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
             else:
                 test.append(f"./imagesTs/{name}")
-        info = {"name": "LeftAtrium",
-                "description": "Synthetic phantom standing in for MSD Task02_Heart (left atrium, bSSFP-like MRI),"
-                               " made by heartseg_utils.synthetic: not patient data",
-                "reference": "heartseg synthetic phantom, in the layout of the Medical Segmentation Decathlon",
-                "licence": "CC-BY-SA 4.0", "release": f"synthetic {GENERATOR_VERSION}", "tensorImageSize": "3D",
-                "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "left atrium"},
-                "numTraining": n_train, "numTest": n_test, "training": training, "test": test, "synthetic": meta}
+        info = {
+            "name": "LeftAtrium",
+            "description": "Synthetic phantom standing in for MSD Task02_Heart (left atrium, bSSFP-like MRI),"
+            " made by heartseg_utils.synthetic: not patient data",
+            "reference": "heartseg synthetic phantom, in the layout of the Medical Segmentation Decathlon",
+            "licence": "CC-BY-SA 4.0",
+            "release": f"synthetic {GENERATOR_VERSION}",
+            "tensorImageSize": "3D",
+            "modality": {"0": "MRI"},
+            "labels": {"0": "background", "1": "left atrium"},
+            "numTraining": n_train,
+            "numTest": n_test,
+            "training": training,
+            "test": test,
+            "synthetic": meta,
+        }
         (tmp / "dataset.json").write_text(json.dumps(info, indent=2))
         if out_dir.exists():  # an outdated synthetic dataset (other seed/shape/version): move it away first
             trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
@@ -430,8 +479,14 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    out = make_synthetic_dataset(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
-                                 overwrite=args.overwrite, variant=args.variant)
+    out = make_synthetic_dataset(
+        args.out,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        variant=args.variant,
+    )
     print(out)
     return out
 

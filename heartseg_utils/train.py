@@ -300,7 +300,10 @@ def _probe_block(channels: int = 16) -> torch.nn.Module:
 
 
 def probe_cpu_bf16(
-    model: torch.nn.Module | None = None, shape: Sequence[int] = (2, 1, 32, 32, 32), *, train_step: bool = True,
+    model: torch.nn.Module | None = None,
+    shape: Sequence[int] = (2, 1, 32, 32, 32),
+    *,
+    train_step: bool = True,
     repeats: int = 2,
 ) -> tuple[float, float]:
     """Best seconds of one step of ``model`` on a random ``shape`` input, in fp32 and in bf16 autocast.
@@ -332,8 +335,12 @@ def probe_cpu_bf16(
 
 
 def amp_decision(
-    amp: str, device: torch.device, model: torch.nn.Module | None = None, shape: Sequence[int] | None = None,
-    *, train_step: bool = True,
+    amp: str,
+    device: torch.device,
+    model: torch.nn.Module | None = None,
+    shape: Sequence[int] | None = None,
+    *,
+    train_step: bool = True,
 ) -> tuple[torch.dtype | None, str]:
     """Decide the autocast dtype (None = fp32) and say why. Introduced in notebook 03.
 
@@ -623,8 +630,10 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, device: torch.device) -> Data:
     for item, case in zip(datasets[1], cases["validation"]):  # legal (MONAI pads), but worth knowing
         shape = tuple(item["image"].shape[1:])
         if any(r > s for r, s in zip(cfg.roi_size, shape)):
-            print(f"note: roi_size {cfg.roi_size} is larger than the preprocessed volume {case['case']} {shape} "
-                  f"(pixdim {cfg.pixdim}); patches and sliding windows are zero-padded to fit")
+            print(
+                f"note: roi_size {cfg.roi_size} is larger than the preprocessed volume {case['case']} {shape} "
+                f"(pixdim {cfg.pixdim}); patches and sliding windows are zero-padded to fit"
+            )
     return Data(cfg, dataset_dir, split, plan, *datasets)
 
 

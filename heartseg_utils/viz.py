@@ -60,8 +60,14 @@ def _window(vol: np.ndarray) -> tuple[float, float]:
     return (float(lo), float(hi)) if hi > lo else (float(lo), float(lo) + 1.0)
 
 
-def overlay_rgb(image2d: Any, truth2d: Any = None, pred2d: Any = None, *, alpha: float = 0.5,
-                window: tuple[float, float] | None = None) -> np.ndarray:
+def overlay_rgb(
+    image2d: Any,
+    truth2d: Any = None,
+    pred2d: Any = None,
+    *,
+    alpha: float = 0.5,
+    window: tuple[float, float] | None = None,
+) -> np.ndarray:
     """Blend masks over a grey slice: green = truth only, red = prediction only, yellow = both.
 
     Introduced in notebook 01 (truth only); notebook 04 adds predictions.
@@ -87,8 +93,14 @@ def overlay_rgb(image2d: Any, truth2d: Any = None, pred2d: Any = None, *, alpha:
     return rgb
 
 
-def show_planes(image: Any, label: Any = None, *, index: tuple[int, int, int] | None = None,
-                alpha: float = 0.4, title: str | None = None):
+def show_planes(
+    image: Any,
+    label: Any = None,
+    *,
+    index: tuple[int, int, int] | None = None,
+    alpha: float = 0.4,
+    title: str | None = None,
+):
     """Plot axial, coronal and sagittal slices through one point, with the label in green.
 
     Introduced in notebook 01. See the module docstring for the display convention.
@@ -135,8 +147,7 @@ def _render_png(rgb: np.ndarray, title: str) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def slice_scrubber(image: Any, label: Any = None, *, plane: str = "axial", alpha: float = 0.4,
-                   prediction: Any = None):
+def slice_scrubber(image: Any, label: Any = None, *, plane: str = "axial", alpha: float = 0.4, prediction: Any = None):
     """Interactive viewer: choose a plane, scrub through slices, toggle the label overlay and its opacity.
 
     Introduced in notebook 01. Each redraw replaces the widget's Output with one PNG and exactly one line
@@ -163,8 +174,9 @@ def slice_scrubber(image: Any, label: Any = None, *, plane: str = "axial", alpha
     slider = widgets.IntSlider(value=n // 2, min=0, max=n - 1, description="slice", continuous_update=False)
     has_mask = lab is not None or pred is not None
     overlay = widgets.Checkbox(value=has_mask, description="overlay", disabled=not has_mask)
-    opacity = widgets.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05, description="opacity",
-                                  continuous_update=False)
+    opacity = widgets.FloatSlider(
+        value=alpha, min=0.0, max=1.0, step=0.05, description="opacity", continuous_update=False
+    )
     output = widgets.Output()
     state = {"busy": False, "png": ""}  # busy: skip redraws while the plane change moves the slider
 
@@ -177,8 +189,11 @@ def slice_scrubber(image: Any, label: Any = None, *, plane: str = "axial", alpha
         rgb = overlay_rgb(plane_slice(vol, p, i), truth, predicted, alpha=opacity.value, window=window)
         state["png"] = _render_png(rgb, f"{p} slice {i} / {slider.max}")
         output.outputs = (
-            {"output_type": "display_data", "data": {"image/png": state["png"], "text/plain": f"<{p} {i}>"},
-             "metadata": {}},
+            {
+                "output_type": "display_data",
+                "data": {"image/png": state["png"], "text/plain": f"<{p} {i}>"},
+                "metadata": {},
+            },
             {"output_type": "stream", "name": "stdout", "text": f"redraw: plane={p} slice={i} overlay={show}\n"},
         )
 

@@ -21,8 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="notebook number prefixes to run, e.g. 01 03")
-    parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="parameter passed to every notebook that declares it (JSON values allowed)")
+    parser.add_argument(
+        "-p",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="parameter passed to every notebook that declares it (JSON values allowed)",
+    )
     args = parser.parse_args()
     out_dir = ROOT / "outputs"
     out_dir.mkdir(exist_ok=True)
@@ -40,8 +46,14 @@ def main() -> int:
                     params[name] = value
         t0 = time.perf_counter()
         print(f"==> {nb.name} {params or ''}", flush=True)
-        pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params, cwd=str(nb.parent),
-                            progress_bar=False, kernel_name="python3")
+        pm.execute_notebook(
+            str(nb),
+            str(out_dir / nb.name),
+            parameters=params,
+            cwd=str(nb.parent),
+            progress_bar=False,
+            kernel_name="python3",
+        )
         print(f"    done in {time.perf_counter() - t0:.0f} s -> outputs/{nb.name}", flush=True)
     return 0
 

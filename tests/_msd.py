@@ -21,8 +21,9 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray = AFFINE) -> P
     return path
 
 
-def make_msd(root: Path, n_train: int = 3, n_test: int = 1, shape: tuple[int, int, int] = SHAPE,
-             first_case: int = 3) -> Path:
+def make_msd(
+    root: Path, n_train: int = 3, n_test: int = 1, shape: tuple[int, int, int] = SHAPE, first_case: int = 3
+) -> Path:
     """Write an MSD folder ``root`` with ``n_train`` labelled and ``n_test`` unlabelled cases ``la_XXX``."""
     rng = np.random.default_rng(0)
     training, test = [], []
@@ -39,8 +40,14 @@ def make_msd(root: Path, n_train: int = 3, n_test: int = 1, shape: tuple[int, in
             write_nifti(root / "imagesTs" / f"{case}.nii.gz", image)
             test.append(f"./imagesTs/{case}.nii.gz")
     meta = {
-        "name": "TinyLA", "tensorImageSize": "3D", "modality": {"0": "MRI"}, "labels": LABELS,
-        "numTraining": n_train, "numTest": n_test, "training": training, "test": test,
+        "name": "TinyLA",
+        "tensorImageSize": "3D",
+        "modality": {"0": "MRI"},
+        "labels": LABELS,
+        "numTraining": n_train,
+        "numTest": n_test,
+        "training": training,
+        "test": test,
     }
     (root / "dataset.json").write_text(json.dumps(meta, indent=2))
     return root

@@ -17,16 +17,28 @@ def tiny_msd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six small phantom cases (plus one test image) in MSD layout, generated once per test session."""
     from heartseg_utils.synthetic import make_synthetic_dataset
 
-    return make_synthetic_dataset(tmp_path_factory.mktemp("msd") / "Task02_Heart_tiny", n_train=6, n_test=1,
-                                  seed=3, shape=(64, 64, 48))
+    return make_synthetic_dataset(
+        tmp_path_factory.mktemp("msd") / "Task02_Heart_tiny", n_train=6, n_test=1, seed=3, shape=(64, 64, 48)
+    )
 
 
 @pytest.fixture()
 def tiny_config(tiny_msd: Path, tmp_path: Path) -> dict:
     """A training configuration that runs an epoch in about a second on the CPU."""
-    return dict(data_dir=str(tiny_msd), run_dir=str(tmp_path / "run"), max_epochs=2, seed=1, progress=False, model_name="unet",
-                pixdim=[2.5, 2.5, 2.74], roi_size=[16, 16, 16], batch_size=2, num_samples=1, val_fraction=0.34,
-                model_kwargs={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1})
+    return dict(
+        data_dir=str(tiny_msd),
+        run_dir=str(tmp_path / "run"),
+        max_epochs=2,
+        seed=1,
+        progress=False,
+        model_name="unet",
+        pixdim=[2.5, 2.5, 2.74],
+        roi_size=[16, 16, 16],
+        batch_size=2,
+        num_samples=1,
+        val_fraction=0.34,
+        model_kwargs={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
+    )
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +58,14 @@ def series(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for nb in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         out = work / f"{nb.stem}_out.ipynb"
         t0 = time.perf_counter()
-        papermill.execute_notebook(str(nb), str(out), kernel_name="python3", cwd=str(work), progress_bar=False,
-                                   execution_timeout=SERIES_CELL_TIMEOUT_S)
+        papermill.execute_notebook(
+            str(nb),
+            str(out),
+            kernel_name="python3",
+            cwd=str(work),
+            progress_bar=False,
+            execution_timeout=SERIES_CELL_TIMEOUT_S,
+        )
         result["seconds"][nb.stem] = round(time.perf_counter() - t0, 1)
         result["executed"][nb.stem] = out
     (work / "series_seconds.json").write_text(json.dumps(result["seconds"], indent=1))  # for docs/benchmarks.md

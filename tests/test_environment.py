@@ -45,7 +45,8 @@ def test_environment_yml_matches_pyproject() -> None:
     pyproject, environment = _pyproject(), _environment()
     assert set(pyproject) == set(environment), (
         f"only in pyproject.toml: {sorted(set(pyproject) - set(environment))}; "
-        f"only in environment.yml: {sorted(set(environment) - set(pyproject))}")
+        f"only in environment.yml: {sorted(set(environment) - set(pyproject))}"
+    )
     differ = {n: (pyproject[n], environment[n]) for n in pyproject if pyproject[n] != environment[n]}
     assert not differ, f"version bounds differ (pyproject, environment.yml): {differ}"
 

@@ -60,8 +60,9 @@ def test_onnx_in_monai_sliding_window_matches_pytorch(exported: tuple[Path, dict
     window = {"roi_size": config["roi_size"], "sw_batch_size": config["sw_batch_size"], "overlap": config["sw_overlap"]}
     with torch.no_grad():
         expected = E.foreground_probability(sliding_window_inference(batch, predictor=model, **window))
-    got = E.foreground_probability(sliding_window_inference(batch, predictor=E.onnx_predictor(
-        run / "export" / "model.onnx"), **window))
+    got = E.foreground_probability(
+        sliding_window_inference(batch, predictor=E.onnx_predictor(run / "export" / "model.onnx"), **window)
+    )
     np.testing.assert_allclose(got, expected, atol=1e-3)
 
 

@@ -57,7 +57,7 @@ def _count_exercises(nb: nbformat.NotebookNode) -> int:
     start = re.search(r"(?m)^#{1,6}\s+Exercises\b.*$", text)
     if start is None:
         return 0
-    rest = text[start.end():]
+    rest = text[start.end() :]
     end = re.search(r"(?m)^#{1,2}\s", rest)
     section = rest[: end.start()] if end else rest
     numbers = re.findall(r"(?m)^\s*(\d+)\.\s", section) + re.findall(r"\*\*Exercise\s+(\d+)", section)
@@ -78,9 +78,15 @@ def _count_solutions(nb: nbformat.NotebookNode) -> int:
 def _execute(notebook: Path, output: Path, cwd: Path, parameters: dict | None = None) -> nbformat.NotebookNode:
     import papermill
 
-    return papermill.execute_notebook(str(notebook), str(output), parameters=parameters or {},
-                                      kernel_name="python3", cwd=str(cwd), progress_bar=False,
-                                      execution_timeout=CELL_TIMEOUT_S)
+    return papermill.execute_notebook(
+        str(notebook),
+        str(output),
+        parameters=parameters or {},
+        kernel_name="python3",
+        cwd=str(cwd),
+        progress_bar=False,
+        execution_timeout=CELL_TIMEOUT_S,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,14 +139,16 @@ def test_parameters_cell_is_flat_literals(path: Path) -> None:
     cells = _parameters_cells(_read(path))
     assert len(cells) == 1, f"expected exactly one code cell tagged 'parameters', found {len(cells)}"
     source = cells[0].source
-    commented = {tok.start[0] for tok in tokenize.generate_tokens(io.StringIO(source).readline)
-                 if tok.type == tokenize.COMMENT}
+    commented = {
+        tok.start[0] for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT
+    }
     tree = ast.parse(source)
     assert tree.body, "the parameters cell is empty"
     for stmt in tree.body:
         line = source.splitlines()[stmt.lineno - 1]
-        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name), \
+        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name), (
             f"not a plain `name = value` assignment: {line!r}"
+        )
         ast.literal_eval(stmt.value)  # raises for anything but a literal (no calls, names or arithmetic)
         assert commented & set(range(stmt.lineno, stmt.end_lineno + 1)), f"parameter without a comment: {line!r}"
 
@@ -160,12 +168,32 @@ def test_notebook_03_parameter_contract() -> None:
     """docs/contract.md's papermill contract: these names (and defaults) are what users, CI and tests rely on."""
     cell = _parameters_cells(_read(NB03))[0]
     values = {s.targets[0].id: ast.literal_eval(s.value) for s in ast.parse(cell.source).body}
-    required = {"data_dir", "run_dir", "max_epochs", "time_budget_min", "seed", "device", "amp", "model_name",
-                "loss_name", "roi_size", "batch_size", "lr", "resume"}
+    required = {
+        "data_dir",
+        "run_dir",
+        "max_epochs",
+        "time_budget_min",
+        "seed",
+        "device",
+        "amp",
+        "model_name",
+        "loss_name",
+        "roi_size",
+        "batch_size",
+        "lr",
+        "resume",
+    }
     assert required <= set(values), f"missing: {sorted(required - set(values))}"
-    assert (values["data_dir"], values["run_dir"], values["seed"], values["device"], values["amp"],
-            values["model_name"], values["loss_name"], values["resume"]) == \
-        ("", "runs/03_train", 0, "auto", "auto", "auto", "dicece", False)
+    assert (
+        values["data_dir"],
+        values["run_dir"],
+        values["seed"],
+        values["device"],
+        values["amp"],
+        values["model_name"],
+        values["loss_name"],
+        values["resume"],
+    ) == ("", "runs/03_train", 0, "auto", "auto", "auto", "dicece", False)
     from heartseg_utils.train import TrainConfig
 
     TrainConfig(**values)  # every parameter is a TrainConfig field and the defaults are valid
@@ -185,7 +213,8 @@ def test_the_series_runs_in_order_headless(series: dict) -> None:
     assert total <= SERIES_BUDGET_S, (
         f"the series took {total:.0f} s with its defaults, over its {SERIES_BUDGET_S} s share of the 20-minute CI "
         f"budget (per notebook: {series['seconds']}); shrink the slowest notebook's defaults, "
-        "or check the machine's load")
+        "or check the machine's load"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -221,15 +250,20 @@ def test_notebook_03_defaults_reach_the_target_dice(trained_run_dir: Path) -> No
         f"defaults reached a best validation Dice of {metrics['best_val_dice']:.3f} in {metrics['epochs_run']} "
         f"epochs ({per_epoch:.1f} s/epoch, stopped by {metrics['stopped_because']}); the Dice per epoch is "
         "reproducible for a fixed seed, so a slow or busy CPU that fits too few epochs into time_budget_min "
-        "fails here")
+        "fails here"
+    )
 
 
 @pytest.mark.slow
 def test_notebook_03_trains_on_the_given_data_dir(tiny_msd: Path, tmp_path: Path) -> None:
     from heartseg_utils import data
 
-    _execute(NB03, tmp_path / "03_tiny.ipynb", tmp_path,
-             {"data_dir": str(tiny_msd), "max_epochs": 1, "pixdim": [2.5, 2.5, 2.74], "roi_size": [16, 16, 16]})
+    _execute(
+        NB03,
+        tmp_path / "03_tiny.ipynb",
+        tmp_path,
+        {"data_dir": str(tiny_msd), "max_epochs": 1, "pixdim": [2.5, 2.5, 2.74], "roi_size": [16, 16, 16]},
+    )
     split = json.loads((tmp_path / "runs" / "03_train" / "split.json").read_text())
     assert Path(split["dataset_dir"]).resolve() == tiny_msd.resolve()
     cases = {item["case"] for item in data.load_datalist(tiny_msd)}
@@ -299,8 +333,12 @@ def test_notebook_04_skips_the_test_section_without_imagesTs(trained_run_dir: Pa
     meta = json.loads((source / "dataset.json").read_text())
     meta.update(test=[], numTest=0)
     (no_test / "dataset.json").write_text(json.dumps(meta))
-    nb = _execute(NB04, tmp_path / "04_no_test.ipynb", tmp_path,
-                  {"run_dir": str(run), "data_dir": str(no_test), "cases_to_show": 1})
+    nb = _execute(
+        NB04,
+        tmp_path / "04_no_test.ipynb",
+        tmp_path,
+        {"run_dir": str(run), "data_dir": str(no_test), "cases_to_show": 1},
+    )
     assert "This dataset has no test images" in _outputs_text(nb)
     assert (run / "evaluation.csv").is_file()
 
@@ -344,21 +382,38 @@ def test_notebook_06_produces_every_failure_by_running_code(series: dict) -> Non
     assert not missing, f"notebook 06's outputs lack: {missing}"
     # the all-foreground signature of reference 002: recall 1.0 and precision = the foreground fraction
     fraction = float(re.search(r"atrium = ([\d.]+) of the voxels", text).group(1))
-    share, dice, precision, recall = map(float, re.search(
-        r"threshold 0\.05\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", text).groups())
+    share, dice, precision, recall = map(
+        float, re.search(r"threshold 0\.05\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", text).groups()
+    )
     assert recall == 1.0 and share > 0.99
     assert precision == pytest.approx(fraction, rel=0.1) and dice == pytest.approx(2 * fraction, rel=0.1)
     # the over-fit is real: the network learnt (unseen-case Dice well above an untrained model's ~0.01) and
     # fits its training volume far better than unseen ones
-    own, unseen, best = map(float, re.search(r"last epoch: Dice ([\d.]+) on its training volume, ([\d.]+) on unseen "
-                                             r"cases \(best ([\d.]+)", text).groups())
+    own, unseen, best = map(
+        float,
+        re.search(
+            r"last epoch: Dice ([\d.]+) on its training volume, ([\d.]+) on unseen "
+            r"cases \(best ([\d.]+)",
+            text,
+        ).groups(),
+    )
     assert best >= 0.3 and own - unseen >= 0.15, (own, unseen, best)
     # the doubled squashing of section 2.1 marks every voxel, as in reference 002
     assert re.search(r"sigmoid\(softmax probability\) > 0\.3\s+1\.0+\s", text)
 
+
 NB05 = NOTEBOOK_DIR / "05_improvements.ipynb"
-ABLATION_COLUMNS = ["arm", "n", "dice_mean", "dice_sd", "gain_mean", "gain_sd", "gain_ci_low", "gain_ci_high",
-                    "exceeds_noise"]
+ABLATION_COLUMNS = [
+    "arm",
+    "n",
+    "dice_mean",
+    "dice_sd",
+    "gain_mean",
+    "gain_sd",
+    "gain_ci_low",
+    "gain_ci_high",
+    "exceeds_noise",
+]
 
 
 @pytest.mark.slow
@@ -450,8 +505,12 @@ def test_notebook_05_reading_is_written_from_its_own_table(series: dict) -> None
     import pandas as pd
 
     nb = _read(series["executed"]["05_improvements"])
-    markdown = "\n".join(out.data["text/markdown"] for cell in _code_cells(nb) for out in cell.get("outputs", [])
-                         if out.output_type in ("execute_result", "display_data") and "text/markdown" in out.data)
+    markdown = "\n".join(
+        out.data["text/markdown"]
+        for cell in _code_cells(nb)
+        for out in cell.get("outputs", [])
+        if out.output_type in ("execute_result", "display_data") and "text/markdown" in out.data
+    )
     cell = _parameters_cells(_read(NB05))[0]
     params = {s.targets[0].id: ast.literal_eval(s.value) for s in ast.parse(cell.source).body}
     table = pd.read_csv(series["workdir"] / params["run_root"] / "ablation.csv")

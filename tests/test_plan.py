@@ -15,11 +15,20 @@ from heartseg_utils.transforms import median_spacing
 
 def fake_fp(spacings, shapes) -> dict:
     """A fingerprint with only the geometry the planner reads (spacing and cropped shape per case)."""
-    cases = [{"case": f"c{i}", "spacing": list(map(float, s)), "cropped_shape": list(map(int, n))}
-             for i, (s, n) in enumerate(zip(spacings, shapes))]
-    return {"n_cases": len(cases), "cases": cases, "label_values": [0, 1], "intensity": None,
-            "median": {"spacing": np.median(spacings, axis=0).tolist(),
-                       "cropped_shape": np.median(shapes, axis=0).round().astype(int).tolist()}}
+    cases = [
+        {"case": f"c{i}", "spacing": list(map(float, s)), "cropped_shape": list(map(int, n))}
+        for i, (s, n) in enumerate(zip(spacings, shapes))
+    ]
+    return {
+        "n_cases": len(cases),
+        "cases": cases,
+        "label_values": [0, 1],
+        "intensity": None,
+        "median": {
+            "spacing": np.median(spacings, axis=0).tolist(),
+            "cropped_shape": np.median(shapes, axis=0).round().astype(int).tolist(),
+        },
+    }
 
 
 DEFAULT_FP = fake_fp([synthetic.DEFAULT_SPACING] * 20, [synthetic.DEFAULT_SHAPE] * 20)
@@ -30,8 +39,9 @@ def variant_sets(tmp_path_factory) -> dict:
     """Six training cases of each geometry variant: {variant: (dataset folder, items, fingerprint)}."""
     out = {}
     for variant in synthetic.VARIANTS:
-        folder = synthetic.make_synthetic_dataset(tmp_path_factory.mktemp(variant) / "ds", n_train=6, n_test=0,
-                                                  seed=5, variant=variant)
+        folder = synthetic.make_synthetic_dataset(
+            tmp_path_factory.mktemp(variant) / "ds", n_train=6, n_test=0, seed=5, variant=variant
+        )
         items = data.validate_dataset(folder)
         out[variant] = (folder, items, plan.fingerprint(items))
     return out
@@ -174,8 +184,15 @@ def test_gpu_plan_fits_a_mocked_memory_size():
 
 def test_resolve_auto_replaces_only_auto_values(variant_sets):
     items = variant_sets["small"][1]
-    base = {"pixdim": [2.0, 2.0, 2.0], "roi_size": [16, 16, 16], "batch_size": 3, "model_name": "unet",
-            "model_kwargs": {}, "num_samples": 1, "time_budget_min": 4.5}
+    base = {
+        "pixdim": [2.0, 2.0, 2.0],
+        "roi_size": [16, 16, 16],
+        "batch_size": 3,
+        "model_name": "unet",
+        "model_kwargs": {},
+        "num_samples": 1,
+        "time_budget_min": 4.5,
+    }
     same, none = plan.resolve_auto(base, items, "cpu")
     assert none is None and same == base and same is not base
 
@@ -233,10 +250,24 @@ def test_short_training_with_the_plan_learns(variant_sets, variant, tmp_path):
     folder, items, fp = variant_sets[variant]
     p = plan.make_plan(fp, device="cpu", time_budget_min=1)  # a 1-minute plan: CI-sized
     # batch_size 1 (x 2 samples) gives 4 optimiser steps per epoch on 4 training cases instead of 2
-    metrics = train.train({
-        "data_dir": str(folder), "run_dir": str(tmp_path / "run"), "max_epochs": EPOCHS[variant], "time_budget_min": 0,
-        "seed": 0, "device": "cpu", "progress": False, "val_fraction": 0.34, "patience": 100, "pixdim": p["pixdim"],
-        "roi_size": p["roi_size"], "batch_size": 1, "num_samples": p["num_samples"], "model_kwargs": p["model_kwargs"]})
+    metrics = train.train(
+        {
+            "data_dir": str(folder),
+            "run_dir": str(tmp_path / "run"),
+            "max_epochs": EPOCHS[variant],
+            "time_budget_min": 0,
+            "seed": 0,
+            "device": "cpu",
+            "progress": False,
+            "val_fraction": 0.34,
+            "patience": 100,
+            "pixdim": p["pixdim"],
+            "roi_size": p["roi_size"],
+            "batch_size": 1,
+            "num_samples": p["num_samples"],
+            "model_kwargs": p["model_kwargs"],
+        }
+    )
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     baseline = _otsu_dice(items, split["validation"])
     assert metrics["best_val_dice"] > max(baseline + 0.15, 0.35), (metrics, baseline)

@@ -78,8 +78,20 @@ def test_folder_of_nifti_through_the_command_line(run_dir: Path, tiny_msd: Path,
     images = sorted((tiny_msd / "imagesTr").glob("*.nii.gz"))[:2]
     for f in images:
         shutil.copy(f, tmp_path / f.name)
-    reports = P.main(["--run_dir", str(run_dir), "--input", str(tmp_path), "--output", str(tmp_path / "masks"),
-                      "--keep_largest", "--device", "cpu", "--no_progress"])
+    reports = P.main(
+        [
+            "--run_dir",
+            str(run_dir),
+            "--input",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "masks"),
+            "--keep_largest",
+            "--device",
+            "cpu",
+            "--no_progress",
+        ]
+    )
     printed = capsys.readouterr().out
     model, config = inference.load_run(run_dir, "cpu")
     for f, report in zip(images, reports):

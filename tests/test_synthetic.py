@@ -31,14 +31,28 @@ def default_cases() -> list[synthetic.PhantomCase]:
 
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory) -> Path:
-    return synthetic.make_synthetic_dataset(tmp_path_factory.mktemp("data") / "Task02_Heart_synthetic",
-                                            n_train=3, n_test=2, seed=0, shape=SMALL)
+    return synthetic.make_synthetic_dataset(
+        tmp_path_factory.mktemp("data") / "Task02_Heart_synthetic", n_train=3, n_test=2, seed=0, shape=SMALL
+    )
 
 
 def test_dataset_json_matches_msd_task02(small_dataset):
     info = json.loads((small_dataset / "dataset.json").read_text())
-    assert {"name", "description", "reference", "licence", "release", "tensorImageSize", "modality", "labels",
-            "numTraining", "numTest", "training", "test", "synthetic"} <= set(info)
+    assert {
+        "name",
+        "description",
+        "reference",
+        "licence",
+        "release",
+        "tensorImageSize",
+        "modality",
+        "labels",
+        "numTraining",
+        "numTest",
+        "training",
+        "test",
+        "synthetic",
+    } <= set(info)
     assert info["name"] == "LeftAtrium" and info["licence"] == "CC-BY-SA 4.0"
     assert "synthetic phantom" in info["description"].lower()
     assert info["tensorImageSize"] == "3D" and info["modality"] == {"0": "MRI"}
@@ -222,9 +236,27 @@ def test_variant_dataset_records_the_variant_and_loads(tmp_path, small_dataset):
 
 def test_command_line_writes_a_variant(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    out = subprocess.run([sys.executable, "-m", "heartseg_utils.synthetic", "--variant", "small", "--out",
-                          str(tmp_path / "s"), "--n_train", "2", "--n_test", "1", "--seed", "4"],
-                         capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "heartseg_utils.synthetic",
+            "--variant",
+            "small",
+            "--out",
+            str(tmp_path / "s"),
+            "--n_train",
+            "2",
+            "--n_test",
+            "1",
+            "--seed",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     info = json.loads((tmp_path / "s" / "dataset.json").read_text())
     assert out.stdout.strip() == str(tmp_path / "s") and info["synthetic"]["variant"] == "small"
     assert (info["numTraining"], info["numTest"], info["synthetic"]["seed"]) == (2, 1, 4)

@@ -191,7 +191,9 @@ def test_surface_import_has_no_side_effects():
     import subprocess
     import sys
 
-    code = "import sys, heartseg_utils.surface, heartseg_utils.predict, heartseg_utils.export, heartseg_utils.dicom; " \
-           "print('matplotlib' in sys.modules, 'pydicom' in sys.modules, 'onnxruntime' in sys.modules)"
+    code = (
+        "import sys, heartseg_utils.surface, heartseg_utils.predict, heartseg_utils.export, heartseg_utils.dicom; "
+        "print('matplotlib' in sys.modules, 'pydicom' in sys.modules, 'onnxruntime' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False", "False"]
