@@ -381,6 +381,26 @@ def _dataset_meta(seed: int, shape: list[int], variant: str) -> dict:
     return {**meta, "variant": variant, **dataclasses.asdict(VARIANTS[variant])}
 
 
+def _dataset_json(training: list[dict], test: list[str], meta: dict) -> dict:
+    """The dataset.json content of a synthetic MSD folder (MSD keys plus the generator's ``"synthetic"`` entry)."""
+    return {
+        "name": "LeftAtrium",
+        "description": "Synthetic phantom standing in for MSD Task02_Heart (left atrium, bSSFP-like MRI),"
+        " made by heartseg_utils.synthetic: not patient data",
+        "reference": "heartseg synthetic phantom, in the layout of the Medical Segmentation Decathlon",
+        "licence": "CC-BY-SA 4.0",
+        "release": f"synthetic {GENERATOR_VERSION}",
+        "tensorImageSize": "3D",
+        "modality": {"0": "MRI"},
+        "labels": {"0": "background", "1": "left atrium"},
+        "numTraining": len(training),
+        "numTest": len(test),
+        "training": training,
+        "test": test,
+        "synthetic": meta,
+    }
+
+
 def make_synthetic_dataset(
     out_dir,
     n_train: int = 20,
@@ -435,22 +455,7 @@ def make_synthetic_dataset(
                 training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
             else:
                 test.append(f"./imagesTs/{name}")
-        info = {
-            "name": "LeftAtrium",
-            "description": "Synthetic phantom standing in for MSD Task02_Heart (left atrium, bSSFP-like MRI),"
-            " made by heartseg_utils.synthetic: not patient data",
-            "reference": "heartseg synthetic phantom, in the layout of the Medical Segmentation Decathlon",
-            "licence": "CC-BY-SA 4.0",
-            "release": f"synthetic {GENERATOR_VERSION}",
-            "tensorImageSize": "3D",
-            "modality": {"0": "MRI"},
-            "labels": {"0": "background", "1": "left atrium"},
-            "numTraining": n_train,
-            "numTest": n_test,
-            "training": training,
-            "test": test,
-            "synthetic": meta,
-        }
+        info = _dataset_json(training, test, meta)
         (tmp / "dataset.json").write_text(json.dumps(info, indent=2))
         if out_dir.exists():  # an outdated synthetic dataset (other seed/shape/version): move it away first
             trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
