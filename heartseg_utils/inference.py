@@ -137,6 +137,16 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return np.asarray(keep(np.asarray(mask, np.uint8)[None]))[0].astype(np.uint8)
 
 
+def run_keep_largest(run_dir: str | os.PathLike[str]) -> bool:
+    """The run's post-processing decision (``postprocessing.json``, written by training); False where it has none.
+
+    Introduced in notebook 04: training compares the validation Dice with and without keeping the largest
+    connected component and keeps it only where it helps (nnU-Net's rule).
+    """
+    path = Path(run_dir).expanduser() / "postprocessing.json"
+    return bool(json.loads(path.read_text())["keep_largest"]) if path.is_file() else False
+
+
 def save_prediction(mask: Any, reference_image_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
     """Write a uint8 mask as NIfTI with the reference image's shape, affine and header. Introduced in notebook 04."""
     import nibabel as nib
@@ -182,13 +192,14 @@ def predict_run(
     split: str = "validation",
     *,
     tta: bool = False,
-    keep_largest: bool = False,
+    keep_largest: bool | None = False,
     device: str = "auto",
     tta_axes: tuple[int, ...] = (0, 1, 2),
 ) -> list[dict]:
     """Predict every case of a split (see :func:`split_items`) into ``run_dir/predictions/<case>.nii.gz``.
 
-    Introduced in notebook 04. ``tta``, ``keep_largest``, ``tta_axes`` and ``device`` are as in :func:`predict_case`.
+    Introduced in notebook 04. ``tta``, ``keep_largest``, ``tta_axes`` and ``device`` are as in :func:`predict_case`;
+    ``keep_largest=None`` follows the run's own decision (:func:`run_keep_largest`).
 
     Returns:
         The split's items (``case``, ``image``, ``label`` if labelled), each with its ``prediction`` path added.
@@ -196,6 +207,7 @@ def predict_run(
     model, config = load_run(run_dir, device)
     items = split_items(run_dir, data_dir, split)
     out_dir = Path(run_dir).expanduser() / "predictions"
+    keep_largest = run_keep_largest(run_dir) if keep_largest is None else keep_largest
     for item in items:
         result = predict_case(model, config, item["image"], tta=tta, keep_largest=keep_largest, tta_axes=tta_axes)
         item["prediction"] = str(save_prediction(result["mask"], item["image"], out_dir / f"{item['case']}.nii.gz"))

@@ -160,7 +160,7 @@ def predict(
     output: str | os.PathLike[str],
     *,
     tta: bool = False,
-    keep_largest: bool = False,
+    keep_largest: bool | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> list[dict]:
@@ -172,7 +172,8 @@ def predict(
         run_dir: a finished training run (``config.json`` and ``best_model.pt``).
         input_path: a NIfTI file, a folder of NIfTI files, or a folder holding one DICOM series.
         output: a .nii/.nii.gz file for one input, else a folder (masks named after the inputs).
-        tta, keep_largest: as in ``inference.predict_case``.
+        tta, keep_largest: as in ``inference.predict_case``; ``keep_largest=None`` follows the run's own
+            post-processing decision (``postprocessing.json``, see ``inference.run_keep_largest``).
         device: "auto", "cpu" or "cuda".
         progress: show a tqdm bar over the inputs.
 
@@ -181,8 +182,9 @@ def predict(
     """
     from tqdm.auto import tqdm
 
-    from heartseg_utils.inference import load_run
+    from heartseg_utils.inference import load_run, run_keep_largest
 
+    keep_largest = run_keep_largest(run_dir) if keep_largest is None else keep_largest
     inputs = find_inputs(input_path)
     outputs = output_paths(inputs, output)
     model, config = load_run(run_dir, device)
@@ -211,7 +213,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     parser.add_argument("--output", required=True, help="a .nii.gz file for one input, else a folder")
     parser.add_argument("--tta", action="store_true", help="average over flips (1 + 3 passes)")
-    parser.add_argument("--keep_largest", action="store_true", help="keep only the largest connected component")
+    parser.add_argument(
+        "--keep_largest",
+        nargs="?",
+        const="true",
+        default="auto",
+        choices=("auto", "true", "false"),
+        help="keep only the largest connected component: auto (default) = the run's decision from its validation "
+        "cases (postprocessing.json); a bare --keep_largest = true",
+    )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
@@ -220,7 +230,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         args.input,
         args.output,
         tta=args.tta,
-        keep_largest=args.keep_largest,
+        keep_largest=None if args.keep_largest == "auto" else args.keep_largest == "true",
         device=args.device,
         progress=not args.no_progress,
     )

@@ -773,6 +773,41 @@ def track_best(state: dict[str, Any], cfg: TrainConfig, epoch: int, dice: float,
     return False
 
 
+@torch.no_grad()
+def decide_postprocessing(run: Run) -> dict[str, Any]:
+    """Keep only the largest connected component where it helps: nnU-Net's rule, decided on the validation cases.
+
+    Introduced in notebook 03. The best checkpoint predicts every whole validation volume (as :func:`validate`
+    does); the mean foreground Dice of the raw masks is compared with that of their largest 26-connected
+    component. Inference (notebooks 04 and 07, ``python -m heartseg_utils.predict``) follows the decision
+    unless told otherwise. Written to ``run_dir/postprocessing.json``.
+    """
+    from monai.inferers import sliding_window_inference
+    from monai.metrics import DiceMetric
+    from monai.transforms import KeepLargestConnectedComponent
+
+    cfg, device = run.cfg, run.ddp.device
+    net = copy.deepcopy(run.net).eval()
+    net.load_state_dict(torch.load(run.run_dir / "best_model.pt", map_location=device, weights_only=True)["model"])
+    keep = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False, connectivity=3)
+    raw, kept = DiceMetric(include_background=True), DiceMetric(include_background=True)
+    for item in run.val_ds:
+        image, label = item["image"][None].to(device), (item["label"][None] > 0).to(device, torch.uint8)
+        with autocast(device, run.amp_dtype):
+            logits = sliding_window_inference(image, cfg.roi_size, cfg.sw_batch_size, net, overlap=cfg.sw_overlap)
+        mask = logits_to_mask(logits.float())
+        raw(y_pred=mask, y=label)
+        kept(y_pred=torch.as_tensor(keep(mask[0]))[None].to(device), y=label)
+    without, largest = (float(m.aggregate().item()) for m in (raw, kept))
+    return {
+        "keep_largest": largest > without,
+        "val_dice_raw": round(without, 6),
+        "val_dice_largest_component": round(largest, 6),
+        "cases": len(run.val_ds),
+        "rule": "keep only the largest connected component if that raises the mean validation Dice",
+    }
+
+
 def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     """Train a segmentation network and write ``run_dir`` as docs/contract.md says. Introduced in notebook 03.
 
@@ -799,6 +834,9 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
         stopped = fit(run, state, history)
         metrics = run_metrics(run, state, history, stopped, amp_reason)
         if ddp.master:
+            post = decide_postprocessing(run)  # keep the largest component only where validation says it helps
+            write_json(post, run_dir / "postprocessing.json")
+            metrics["keep_largest"] = post["keep_largest"]
             write_json(metrics, run_dir / "metrics.json")
     finally:
         set_track_meta(True)

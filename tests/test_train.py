@@ -196,6 +196,24 @@ def test_roi_larger_than_the_volume_trains_and_says_so(tiny_config: dict, capsys
     assert "is larger than the preprocessed volume" in capsys.readouterr().out
 
 
+def test_postprocessing_is_decided_on_the_validation_cases(tiny_config: dict) -> None:
+    """nnU-Net's rule: keep the largest component only if it raises the validation Dice; inference follows it."""
+    from heartseg_utils import inference
+
+    metrics = T.train({**tiny_config, "amp": "off"})
+    run = Path(tiny_config["run_dir"])
+    post = json.loads((run / "postprocessing.json").read_text())
+    assert post["cases"] == 2 and 0.0 <= post["val_dice_raw"] <= 1.0
+    assert post["keep_largest"] == (post["val_dice_largest_component"] > post["val_dice_raw"])
+    assert metrics["keep_largest"] == post["keep_largest"] == inference.run_keep_largest(run)
+    # the raw score is the best epoch's validation Dice, recomputed from best_model.pt
+    assert abs(post["val_dice_raw"] - metrics["best_val_dice"]) < 1e-4
+    (run / "postprocessing.json").write_text(json.dumps({**post, "keep_largest": not post["keep_largest"]}))
+    assert inference.run_keep_largest(run) != post["keep_largest"]
+    (run / "postprocessing.json").unlink()
+    assert inference.run_keep_largest(run) is False  # a run without a decision: raw masks
+
+
 def test_resume_without_a_checkpoint_is_a_clear_error(tiny_config: dict) -> None:
     with pytest.raises(FileNotFoundError, match="last.pt does not exist"):
         T.train({**tiny_config, "resume": True})
