@@ -755,6 +755,8 @@ def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]]) -> str:
         bar.set_postfix(loss=f"{loss:.3f}", dice=f"{dice:.3f}", best=f"{state['best_val_dice']:.3f}")
         if state["bad_epochs"] >= cfg.patience:
             return "early_stopping"
+        if epoch >= planned < cfg.max_epochs:  # the budget fits no further epoch: the schedule has just ended
+            return "time_budget"
     return "max_epochs"
 
 

@@ -106,6 +106,7 @@ def test_time_budget_stops_at_an_epoch_boundary(tiny_config: dict) -> None:
     metrics = T.train({**tiny_config, "max_epochs": 50, "time_budget_min": 1e-4})
     assert metrics["stopped_because"] == "time_budget" and metrics["epochs_run"] == 1
     assert all((Path(tiny_config["run_dir"]) / f).is_file() for f in CONTRACT_FILES)
+    assert all(float(r["lr"]) > 0 for r in _history(Path(tiny_config["run_dir"])))  # no epoch at lr 0
 
 
 def test_early_stopping_respects_patience(tiny_config: dict) -> None:
