@@ -21,6 +21,7 @@ import importlib.util
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -721,14 +722,15 @@ def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]]) -> str:
         Why it stopped: ``"max_epochs"``, ``"time_budget"`` or ``"early_stopping"``.
     """
     from monai.data import ThreadDataLoader
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text: an executed notebook keeps the final line, not a frozen widget
 
     cfg, device, master = run.cfg, run.ddp.device, run.ddp.master
     sampler = distributed.train_sampler(run.train_ds, run.ddp, cfg.seed)  # DDP: a disjoint share per process
     val_loader = ThreadDataLoader(distributed.shard(run.val_ds, run.ddp), batch_size=1, num_workers=0)  # DDP
     first = len(history) + 1
     epochs = range(first, cfg.max_epochs + 1)
-    bar = tqdm(epochs, desc="epochs", initial=first - 1, total=cfg.max_epochs, disable=not (cfg.progress and master))
+    show = cfg.progress and master
+    bar = tqdm(epochs, desc="epochs", initial=first - 1, total=cfg.max_epochs, disable=not show, file=sys.stdout)
     session_s, last_s = 0.0, 0.0  # the time budget applies to this call: resume=True gets a fresh one
     for epoch in bar:
         if cfg.time_budget_min and session_s + last_s > cfg.time_budget_min * 60:
