@@ -134,7 +134,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     from monai.transforms import KeepLargestConnectedComponent
 
     keep = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False, connectivity=3)
-    return np.asarray(keep(np.asarray(mask, np.uint8)[None]))[0].astype(np.uint8)
+    return np.asarray(keep(np.array(mask, np.uint8)[None]))[0].astype(np.uint8)  # a copy: keep() works in place
 
 
 def run_keep_largest(run_dir: str | os.PathLike[str]) -> bool:

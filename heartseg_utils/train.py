@@ -787,22 +787,22 @@ def decide_postprocessing(run: Run) -> dict[str, Any]:
     unless told otherwise. Written to ``run_dir/postprocessing.json``.
     """
     from monai.inferers import sliding_window_inference
-    from monai.metrics import DiceMetric
+    from monai.metrics import compute_dice  # the function, not DiceMetric: no all-gather, only rank 0 runs this
     from monai.transforms import KeepLargestConnectedComponent
 
     cfg, device = run.cfg, run.ddp.device
     net = copy.deepcopy(run.net).eval()
     net.load_state_dict(torch.load(run.run_dir / "best_model.pt", map_location=device, weights_only=True)["model"])
     keep = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False, connectivity=3)
-    raw, kept = DiceMetric(include_background=True), DiceMetric(include_background=True)
+    scores: list[list[float]] = []
     for item in run.val_ds:
         image, label = item["image"][None].to(device), (item["label"][None] > 0).to(device, torch.uint8)
         with autocast(device, run.amp_dtype):
             logits = sliding_window_inference(image, cfg.roi_size, cfg.sw_batch_size, net, overlap=cfg.sw_overlap)
         mask = logits_to_mask(logits.float())
-        raw(y_pred=mask, y=label)
-        kept(y_pred=torch.as_tensor(keep(mask[0]))[None].to(device), y=label)
-    without, largest = (float(m.aggregate().item()) for m in (raw, kept))
+        largest = torch.as_tensor(keep(mask[0].clone()))[None].to(device)  # keep() may work in place
+        scores.append([float(compute_dice(m.float(), label.float(), include_background=True)) for m in (mask, largest)])
+    without, largest = torch.tensor(scores, dtype=torch.float64).nanmean(dim=0).tolist()
     return {
         "keep_largest": largest > without,
         "val_dice_raw": round(without, 6),
@@ -836,11 +836,13 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
         if ddp.master:
             write_run_files(run, data, history, amp_reason)
         stopped = fit(run, state, history)
-        metrics = run_metrics(run, state, history, stopped, amp_reason)
+        post = distributed.broadcast(decide_postprocessing(run) if ddp.master else None, ddp)  # DDP: rank 0's
+        metrics = {
+            **run_metrics(run, state, history, stopped, amp_reason),
+            "keep_largest": (post or {}).get("keep_largest"),
+        }
         if ddp.master:
-            post = decide_postprocessing(run)  # keep the largest component only where validation says it helps
             write_json(post, run_dir / "postprocessing.json")
-            metrics["keep_largest"] = post["keep_largest"]
             write_json(metrics, run_dir / "metrics.json")
     finally:
         set_track_meta(True)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._tiny_run import TINY
+
 REPO = Path(__file__).resolve().parents[1]
 SERIES_CELL_TIMEOUT_S = 900  # a hung cell fails the run instead of hanging CI
 
@@ -25,20 +27,7 @@ def tiny_msd(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def tiny_config(tiny_msd: Path, tmp_path: Path) -> dict:
     """A training configuration that runs an epoch in about a second on the CPU."""
-    return dict(
-        data_dir=str(tiny_msd),
-        run_dir=str(tmp_path / "run"),
-        max_epochs=2,
-        seed=1,
-        progress=False,
-        model_name="unet",
-        pixdim=[2.5, 2.5, 2.74],
-        roi_size=[16, 16, 16],
-        batch_size=2,
-        num_samples=1,
-        val_fraction=0.34,
-        model_kwargs={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
-    )
+    return {**TINY, "data_dir": str(tiny_msd), "run_dir": str(tmp_path / "run"), "max_epochs": 2}
 
 
 @pytest.fixture(scope="session")

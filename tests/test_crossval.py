@@ -11,6 +11,7 @@ import pytest
 
 from heartseg_utils import crossval, data
 from heartseg_utils.train import TrainConfig
+from tests._tiny_run import TINY
 
 
 def test_kfold_split_is_disjoint_and_validates_every_case_once() -> None:
@@ -35,18 +36,8 @@ def test_bad_fold_settings_are_rejected(bad: dict) -> None:
 def study(tiny_msd: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two folds of the tiny baseline (1 epoch each) with one holdout case, trained once for this module."""
     root = tmp_path_factory.mktemp("study")
-    config = dict(
-        data_dir=str(tiny_msd),
-        max_epochs=1,
-        seed=1,
-        progress=False,
-        pixdim=[2.5, 2.5, 2.74],
-        roi_size=[16, 16, 16],
-        batch_size=2,
-        num_samples=1,
-        holdout_fraction=0.2,
-        model_kwargs={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
-    )
+    tiny = {k: v for k, v in TINY.items() if k != "val_fraction"}
+    config = {**tiny, "data_dir": str(tiny_msd), "max_epochs": 1, "holdout_fraction": 0.2}
     metrics = crossval.train_folds(config, root, "baseline", n_folds=2)
     return {"root": root, "metrics": metrics, "msd": tiny_msd}
 

@@ -13,29 +13,13 @@ from scipy import ndimage
 
 from heartseg_utils import inference as I
 from heartseg_utils import metrics as M
-from heartseg_utils.train import train
+from tests._tiny_run import train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_msd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny trained run shared by this module: conftest's tiny_config settings, one epoch."""
-    run = tmp_path_factory.mktemp("inference") / "run"
-    train(
-        dict(
-            data_dir=str(tiny_msd),
-            run_dir=str(run),
-            max_epochs=1,
-            seed=1,
-            progress=False,
-            pixdim=[2.5, 2.5, 2.74],
-            roi_size=[16, 16, 16],
-            batch_size=2,
-            num_samples=1,
-            val_fraction=0.34,
-            model_kwargs={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
-        )
-    )
-    return run
+    return train_tiny_run(tiny_msd, tmp_path_factory.mktemp("inference") / "run")
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +177,12 @@ def test_prediction_asks_the_training_amp_decision(run_dir: Path, monkeypatch: p
     bf16 = I.predict_case(model, config, image)
     assert bf16["mask"].shape == fp32["mask"].shape
     assert np.abs(bf16["probability"] - fp32["probability"]).max() < 0.1  # same model, 8-bit mantissa
+
+
+def test_largest_component_leaves_its_input_alone() -> None:
+    """MONAI's KeepLargestConnectedComponent edits its input in place; the helper must work on a copy."""
+    mask = np.zeros((10, 10, 10), np.uint8)
+    mask[1:3, 1:3, 1:3] = 1  # 8 voxels
+    mask[6:9, 6:9, 6:9] = 1  # 27 voxels: the largest
+    out = I.largest_component(mask)
+    assert int(out.sum()) == 27 and int(mask.sum()) == 35
