@@ -32,7 +32,8 @@ def load_run(run_dir: str | os.PathLike[str], device: str = "auto") -> tuple[tor
         device: "auto", "cpu" or "cuda".
 
     Returns:
-        ``(model in eval mode on the device, config.json as a dict)``.
+        ``(model in eval mode on the device, config.json as a dict)``; the dict also holds ``"trained_with"``:
+        the device and precision training used (from ``metrics.json``), which :func:`inference_amp` follows.
     """
     run = Path(run_dir).expanduser()
     if not run.is_dir():
@@ -45,6 +46,8 @@ def load_run(run_dir: str | os.PathLike[str], device: str = "auto") -> tuple[tor
                 f"{run / name} is missing: {run} is not a finished training run; run notebook 03 first"
             )
     config = json.loads((run / "config.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    config["trained_with"] = {"device": metrics.get("device"), "amp": metrics.get("amp")}
     model = model_from_config(config)
     checkpoint = torch.load(run / "best_model.pt", map_location="cpu", weights_only=True)
     try:
@@ -72,6 +75,23 @@ def _foreground_probability(
         prob = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)[:, 1:2]
         probs.append(torch.flip(prob, dims) if dims else prob)
     return torch.stack(probs).mean(dim=0)
+
+
+def inference_amp(model: torch.nn.Module, config: dict[str, Any], device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for predicting with a run (None = fp32). Introduced in notebook 04.
+
+    On the CPU a run that recorded its training precision (``config["trained_with"]``, see :func:`load_run`)
+    predicts in that precision, so the same scan gives the same mask every time (a new timing probe could tip
+    the other way on a busy machine). Otherwise ``train.amp_decision`` decides as for training: bf16 on CUDA; on
+    a CPU a probe of one sliding-window batch; fp32 where the run was trained with ``amp="off"``.
+    """
+    trained = config.get("trained_with") or {}
+    if config.get("amp") != "off" and device.type == "cpu" and str(trained.get("device")).startswith("cpu"):
+        if trained.get("amp") in ("bfloat16", "off"):
+            return torch.bfloat16 if trained["amp"] == "bfloat16" else None
+    windows = (config["sw_batch_size"], 1, *config["roi_size"])  # what the sliding window feeds the network
+    amp = "off" if config.get("amp") == "off" else "auto"
+    return amp_decision(amp, device, model, windows, train_step=False)[0]
 
 
 @torch.no_grad()
@@ -109,9 +129,7 @@ def predict_case(
     from monai.transforms import Invertd
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    windows = (config["sw_batch_size"], 1, *config["roi_size"])  # what the sliding window feeds the network
-    amp = "off" if config.get("amp") == "off" else "auto"
-    amp_dtype, _ = amp_decision(amp, device, model, windows, train_step=False)
+    amp_dtype = inference_amp(model, config, device)
     pipeline = transforms_from_config(config, "infer")
     data = pipeline({"image": str(image_path)})
     image = data["image"].unsqueeze(0).to(device)

@@ -126,7 +126,7 @@ def predict_one(
 
     Returns:
         The report: ``input``, ``kind``, ``mask``, ``volume_ml``, ``n_voxels``, ``shape``, ``spacing_mm``,
-        ``warnings``, ``tta``, ``keep_largest``, ``seconds``.
+        ``warnings``, ``tta``, ``keep_largest``, ``precision`` (``bfloat16`` or ``float32``), ``seconds``.
     """
     from heartseg_utils import inference, metrics
     from heartseg_utils.dicom import series_to_nifti
@@ -148,6 +148,9 @@ def predict_one(
         "warnings": metrics.sanity_check(result["mask"]),
         "tta": tta,
         "keep_largest": keep_largest,
+        "precision": str(inference.inference_amp(model, config, next(model.parameters()).device) or "float32").replace(
+            "torch.", ""
+        ),
         "seconds": round(time.perf_counter() - t0, 2),
     }
     report_path(mask_path).write_text(json.dumps(report, indent=1))

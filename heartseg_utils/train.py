@@ -151,7 +151,7 @@ class TrainConfig:
     """Every knob of a training run; the names and defaults are notebook 03's parameters cell.
 
     Introduced in notebook 03. Defaults are CI-sized (synthetic phantom, 2 CPU cores, a few minutes) and
-    equal the notebook's (a test checks it); notebook 03's markdown gives the full-size values for the real
+    equal the notebook's (a test checks it); docs/full_size.md gives the full-size recipe for the real
     Task02_Heart on a GPU. ``pixdim``, ``roi_size``, ``batch_size`` and ``model_name`` accept ``"auto"``:
     :func:`resolve_auto` asks the planner (``heartseg_utils.plan``) for them before training starts.
     """

@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from heartseg_utils import inference as I
@@ -166,6 +167,9 @@ def test_largest_component_keeps_only_the_biggest_blob() -> None:
 def test_prediction_asks_the_training_amp_decision(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Inference takes its precision from train.amp_decision ("off" only where the run trained in fp32 by choice)."""
     model, config = I.load_run(run_dir, "cpu")
+    assert config["trained_with"] == {"device": "cpu", "amp": json.loads((run_dir / "metrics.json").read_text())["amp"]}
+    assert I.inference_amp(model, {**config, "trained_with": {"device": "cpu", "amp": "bfloat16"}}, model_device(model))
+    config = {**config, "trained_with": {}}  # a run without metrics.json: decided as for training
     image = I.split_items(run_dir)[0]["image"]
     asked = []
     real = I.amp_decision
@@ -177,6 +181,10 @@ def test_prediction_asks_the_training_amp_decision(run_dir: Path, monkeypatch: p
     bf16 = I.predict_case(model, config, image)
     assert bf16["mask"].shape == fp32["mask"].shape
     assert np.abs(bf16["probability"] - fp32["probability"]).max() < 0.1  # same model, 8-bit mantissa
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def test_largest_component_leaves_its_input_alone() -> None:
