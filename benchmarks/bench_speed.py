@@ -91,7 +91,7 @@ def inference(repeats: int, shape: tuple[int, int, int]) -> None:
     from monai.inferers import sliding_window_inference
 
     from heartseg_utils.models import get_model
-    from heartseg_utils.train import TrainConfig
+    from heartseg_utils.train import TrainConfig, autocast
 
     cfg = TrainConfig()
     roi = cfg.roi_size if not isinstance(cfg.roi_size, str) else (48, 48, 48)
@@ -107,7 +107,7 @@ def inference(repeats: int, shape: tuple[int, int, int]) -> None:
     for name, dtype in (("fp32", None), ("bf16 autocast", torch.bfloat16)):
 
         def run(dtype=dtype):
-            with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            with torch.no_grad(), autocast(torch.device("cpu"), dtype):
                 sliding_window_inference(image, roi, cfg.sw_batch_size, model, overlap=cfg.sw_overlap)
 
         seconds = _time(run, repeats)
@@ -118,7 +118,7 @@ def inference(repeats: int, shape: tuple[int, int, int]) -> None:
 def threads(repeats: int) -> None:
     """One training step of notebook 03's network at 48^3 x 2 with 1 and 2 intra-op threads, fp32 and bf16."""
     from heartseg_utils.models import get_model
-    from heartseg_utils.train import make_loss
+    from heartseg_utils.train import autocast, make_loss
 
     model, loss_fn = get_model("unet"), make_loss("dicece")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -132,7 +132,7 @@ def threads(repeats: int) -> None:
 
             def step(dtype=dtype):
                 opt.zero_grad(set_to_none=True)
-                with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                with autocast(torch.device("cpu"), dtype):
                     logits = model(x)
                 loss_fn(logits.float(), y).backward()
                 opt.step()

@@ -17,7 +17,14 @@ import numpy as np
 import torch
 
 from heartseg_utils.data import split_cases
-from heartseg_utils.train import amp_decision, autocast, model_from_config, resolve_device, transforms_from_config
+from heartseg_utils.train import (
+    amp_decision,
+    autocast,
+    cpu_bf16_flags,
+    model_from_config,
+    resolve_device,
+    transforms_from_config,
+)
 
 SPLITS = ("validation", "all", "test")
 
@@ -87,7 +94,7 @@ def inference_amp(model: torch.nn.Module, config: dict[str, Any], device: torch.
     """
     trained = config.get("trained_with") or {}
     if config.get("amp") != "off" and device.type == "cpu" and str(trained.get("device")).startswith("cpu"):
-        if trained.get("amp") in ("bfloat16", "off"):
+        if trained.get("amp") == "off" or (trained.get("amp") == "bfloat16" and cpu_bf16_flags()):
             return torch.bfloat16 if trained["amp"] == "bfloat16" else None
     windows = (config["sw_batch_size"], 1, *config["roi_size"])  # what the sliding window feeds the network
     amp = "off" if config.get("amp") == "off" else "auto"

@@ -445,7 +445,27 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype
     return total / max(n, 1)
 
 
-@torch.no_grad()
+def validation_masks(
+    model: torch.nn.Module, batches: Any, cfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None
+) -> Any:
+    """Yield ``(mask, label)`` per whole validation volume: sliding-window inference, argmax. Notebook 03."""
+    from monai.inferers import sliding_window_inference
+
+    model.eval()
+    for batch in batches:
+        image, label = batch["image"].to(device), batch["label"].to(device)
+        with torch.no_grad(), autocast(device, amp_dtype):
+            logits = sliding_window_inference(image, cfg.roi_size, cfg.sw_batch_size, model, overlap=cfg.sw_overlap)
+        yield logits_to_mask(logits.float()), (label > 0).to(torch.uint8)
+
+
+def dice_score(mask: torch.Tensor, label: torch.Tensor) -> float:
+    """Foreground Dice of one (1, 1, ...) mask; NaN where mask and label are both empty. Notebook 03."""
+    from monai.metrics import compute_dice  # the function: no gathering across processes (DiceMetric does that)
+
+    return float(compute_dice(mask.float(), label.float(), include_background=True))
+
+
 def validate(
     model: torch.nn.Module,
     loader: Any,
@@ -456,21 +476,10 @@ def validate(
 ) -> float:
     """Mean foreground Dice over whole validation volumes with sliding-window inference. Notebook 03.
 
-    Under torchrun (``ddp``) each process validates its share of the cases; the Dice sums and counts are
-    added over all processes, so every process returns the same mean.
+    Under torchrun (``ddp``) each process validates its share of the cases (possibly none); the Dice sums and
+    counts are added over all processes, so every process returns the same mean.
     """
-    from monai.inferers import sliding_window_inference
-    from monai.metrics import DiceMetric
-
-    metric = DiceMetric(include_background=True, reduction="mean")
-    model.eval()
-    for batch in loader:
-        image, label = batch["image"].to(device), batch["label"].to(device)
-        with autocast(device, amp_dtype):
-            logits = sliding_window_inference(image, cfg.roi_size, cfg.sw_batch_size, model, overlap=cfg.sw_overlap)
-        metric(y_pred=logits_to_mask(logits.float()), y=(label > 0).to(torch.uint8))
-    scores = metric.get_buffer()  # (cases, 1); NaN where prediction and label are both empty
-    scores = torch.zeros(0) if scores is None else scores.flatten().double().cpu()
+    scores = torch.tensor([dice_score(*pair) for pair in validation_masks(model, loader, cfg, device, amp_dtype)])
     total, count = float(scores.nansum()), float((~scores.isnan()).sum())
     if ddp is not None:
         total, count = distributed.reduce([total, count], ddp)  # DDP
@@ -777,7 +786,6 @@ def track_best(state: dict[str, Any], cfg: TrainConfig, epoch: int, dice: float,
     return False
 
 
-@torch.no_grad()
 def decide_postprocessing(run: Run) -> dict[str, Any]:
     """Keep only the largest connected component where it helps: nnU-Net's rule, decided on the validation cases.
 
@@ -786,22 +794,16 @@ def decide_postprocessing(run: Run) -> dict[str, Any]:
     component. Inference (notebooks 04 and 07, ``python -m heartseg_utils.predict``) follows the decision
     unless told otherwise. Written to ``run_dir/postprocessing.json``.
     """
-    from monai.inferers import sliding_window_inference
-    from monai.metrics import compute_dice  # the function, not DiceMetric: no all-gather, only rank 0 runs this
-    from monai.transforms import KeepLargestConnectedComponent
+    from heartseg_utils.inference import largest_component
 
-    cfg, device = run.cfg, run.ddp.device
-    net = copy.deepcopy(run.net).eval()
-    net.load_state_dict(torch.load(run.run_dir / "best_model.pt", map_location=device, weights_only=True)["model"])
-    keep = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False, connectivity=3)
-    scores: list[list[float]] = []
-    for item in run.val_ds:
-        image, label = item["image"][None].to(device), (item["label"][None] > 0).to(device, torch.uint8)
-        with autocast(device, run.amp_dtype):
-            logits = sliding_window_inference(image, cfg.roi_size, cfg.sw_batch_size, net, overlap=cfg.sw_overlap)
-        mask = logits_to_mask(logits.float())
-        largest = torch.as_tensor(keep(mask[0].clone()))[None].to(device)  # keep() may work in place
-        scores.append([float(compute_dice(m.float(), label.float(), include_background=True)) for m in (mask, largest)])
+    net = copy.deepcopy(run.net)
+    state = torch.load(run.run_dir / "best_model.pt", map_location=run.ddp.device, weights_only=True)
+    net.load_state_dict(state["model"])
+    scores = []
+    cases = ({key: item[key][None] for key in ("image", "label")} for item in run.val_ds)  # batches of one
+    for mask, label in validation_masks(net, cases, run.cfg, run.ddp.device, run.amp_dtype):
+        largest = torch.as_tensor(largest_component(mask[0, 0].cpu().numpy()))[None, None].to(mask.device)
+        scores.append([dice_score(mask, label), dice_score(largest, label)])
     without, largest = torch.tensor(scores, dtype=torch.float64).nanmean(dim=0).tolist()
     return {
         "keep_largest": largest > without,
@@ -829,14 +831,15 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     ddp = distributed.setup(resolve_device(cfg.device))  # DDP: rank 0 of 1 without torchrun
     try:
         data = prepare_data(cfg, run_dir, ddp.device)
-        amp_dtype, amp_reason = distributed.broadcast(decide_amp(data.cfg, ddp.device), ddp)  # DDP: one decision
+        timed = decide_amp(data.cfg, ddp.device) if ddp.master or ddp.world == 1 else None  # DDP: rank 0 probes
+        amp_dtype, amp_reason = distributed.broadcast(timed, ddp)  # DDP: every process takes rank 0's answer
         set_track_meta(False)  # plain tensors from here on: faster, and metadata is not needed for training
         run = build_run(data, run_dir, ddp, amp_dtype)
         state, history = load_checkpoint(run_dir / "last.pt", run) if cfg.resume else (new_state(), [])
         if ddp.master:
             write_run_files(run, data, history, amp_reason)
         stopped = fit(run, state, history)
-        post = distributed.broadcast(decide_postprocessing(run) if ddp.master else None, ddp)  # DDP: rank 0's
+        post = distributed.broadcast(decide_postprocessing(run) if ddp.master else None, ddp)  # DDP: rank 0 decides
         metrics = {
             **run_metrics(run, state, history, stopped, amp_reason),
             "keep_largest": (post or {}).get("keep_largest"),
