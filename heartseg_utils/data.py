@@ -597,12 +597,8 @@ def make_split(
     Returns:
         The three lists of items, each sorted by case id.
     """
-    if n_folds:
-        holdout, folds = holdout_then_kfold(items, n_folds, holdout_fraction, seed)
-        train, val = folds[fold]
-    else:
-        pool, holdout = train_val_split(items, holdout_fraction, seed) if holdout_fraction else (list(items), [])
-        train, val = train_val_split(pool, val_fraction=val_fraction, seed=seed)
+    pool, holdout = train_val_split(items, holdout_fraction, seed) if holdout_fraction else (list(items), [])
+    train, val = kfold_split(pool, n_folds, seed)[fold] if n_folds else train_val_split(pool, val_fraction, seed)
     return {"train": train, "validation": val, "holdout": holdout}
 
 

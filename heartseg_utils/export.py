@@ -35,9 +35,9 @@ def foreground_probability(logits: Any) -> np.ndarray:
 
     Introduced in notebook 07; the same rule as ``inference.predict_case``.
     """
-    x = torch.as_tensor(np.asarray(logits, dtype=np.float32))
-    prob = torch.sigmoid(x) if x.shape[1] == 1 else torch.softmax(x, dim=1)[:, 1:2]
-    return prob.numpy()
+    from heartseg_utils.train import logits_to_probability
+
+    return logits_to_probability(torch.as_tensor(np.asarray(logits, dtype=np.float32))).numpy()
 
 
 def _example(roi_size: Any, seed: int = 0, batch: int = 2) -> torch.Tensor:

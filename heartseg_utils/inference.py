@@ -21,6 +21,7 @@ from heartseg_utils.train import (
     amp_decision,
     autocast,
     cpu_bf16_flags,
+    logits_to_probability,
     model_from_config,
     resolve_device,
     transforms_from_config,
@@ -79,7 +80,7 @@ def _foreground_probability(
         logits = sliding_window_inference(
             flipped, config["roi_size"], config["sw_batch_size"], model, overlap=config["sw_overlap"]
         ).float()
-        prob = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)[:, 1:2]
+        prob = logits_to_probability(logits)
         probs.append(torch.flip(prob, dims) if dims else prob)
     return torch.stack(probs).mean(dim=0)
 

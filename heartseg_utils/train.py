@@ -425,6 +425,14 @@ def logits_to_mask(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1, keepdim=True).to(torch.uint8)
 
 
+def logits_to_probability(logits: torch.Tensor) -> torch.Tensor:
+    """Network output (N, C, ...) as a (N, 1, ...) foreground probability: softmax channel 1, or sigmoid for C = 1.
+
+    Introduced in notebook 04 (inference averages probabilities for TTA; notebook 07's export check uses it too).
+    """
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)[:, 1:2]
+
+
 def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype) -> float:
     """One pass over the training patches; returns the mean loss. Introduced in notebook 03."""
     model.train()
