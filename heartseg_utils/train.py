@@ -278,8 +278,17 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+NO_BF16_ENV = "HEARTSEG_NO_BF16"  # set to 1: behave as a CPU without native bf16 (tests, CI, "as a laptop would")
+
+
 def cpu_bf16_flags() -> str:
-    """The CPU's native bf16 instruction flags from /proc/cpuinfo (``avx512_bf16``, ``amx_bf16``); "" if none."""
+    """The CPU's native bf16 instruction flags from /proc/cpuinfo (``avx512_bf16``, ``amx_bf16``); "" if none.
+
+    ``HEARTSEG_NO_BF16=1`` in the environment makes it answer "" on any CPU, so the whole series and the tests run
+    the fp32 branch as most laptops do (``.ci/run`` runs the precision tests both ways).
+    """
+    if os.environ.get(NO_BF16_ENV, "").strip() not in ("", "0"):
+        return ""
     try:
         words = set(Path("/proc/cpuinfo").read_text().split())
     except OSError:  # not Linux

@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from heartseg_utils import inference as I
 from heartseg_utils import metrics as M
+from heartseg_utils import train as T
 from tests._tiny_run import train_tiny_run
 
 
@@ -168,7 +169,14 @@ def test_prediction_asks_the_training_amp_decision(run_dir: Path, monkeypatch: p
     """Inference takes its precision from train.amp_decision ("off" only where the run trained in fp32 by choice)."""
     model, config = I.load_run(run_dir, "cpu")
     assert config["trained_with"] == {"device": "cpu", "amp": json.loads((run_dir / "metrics.json").read_text())["amp"]}
-    assert I.inference_amp(model, {**config, "trained_with": {"device": "cpu", "amp": "bfloat16"}}, model_device(model))
+    bf16_run = {**config, "trained_with": {"device": "cpu", "amp": "bfloat16"}}
+    monkeypatch.setattr(I, "cpu_bf16_flags", lambda: "avx512_bf16")  # a CPU with native bf16: as trained
+    assert I.inference_amp(model, bf16_run, model_device(model)) is torch.bfloat16
+    monkeypatch.setattr(I, "cpu_bf16_flags", lambda: "")  # the same run on a CPU without: fp32, decided anew
+    monkeypatch.setattr(I, "amp_decision", lambda amp, device, *a, **k: T.amp_decision(amp, device))
+    monkeypatch.setattr(T, "cpu_bf16_flags", lambda: "")
+    assert I.inference_amp(model, bf16_run, model_device(model)) is None
+    monkeypatch.undo()
     config = {**config, "trained_with": {}}  # a run without metrics.json: decided as for training
     image = I.split_items(run_dir)[0]["image"]
     asked = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -236,6 +237,24 @@ def test_amp_decision_with_cuda_mocked(monkeypatch: pytest.MonkeyPatch) -> None:
         T.resolve_device("cuda")
 
 
+def test_the_no_bf16_switch_hides_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HEARTSEG_NO_BF16=1 makes any CPU look like one without native bf16; unset, /proc/cpuinfo decides."""
+    monkeypatch.setattr(T.Path, "read_text", lambda self, *a, **k: "flags : fpu avx512f avx512_bf16 amx_bf16")
+    monkeypatch.delenv(T.NO_BF16_ENV, raising=False)
+    assert T.cpu_bf16_flags() == "avx512_bf16 amx_bf16"
+    monkeypatch.setenv(T.NO_BF16_ENV, "0")
+    assert T.cpu_bf16_flags() == "avx512_bf16 amx_bf16"
+    monkeypatch.setenv(T.NO_BF16_ENV, "1")
+    assert T.cpu_bf16_flags() == ""
+    assert T.amp_decision("auto", torch.device("cpu")) == (
+        None,
+        "amp='auto' on a CPU without native bf16 (no avx512_bf16/amx_bf16): fp32",
+    )
+    monkeypatch.setattr(T.Path, "read_text", lambda self, *a, **k: "flags : fpu avx2")
+    monkeypatch.delenv(T.NO_BF16_ENV)
+    assert T.cpu_bf16_flags() == ""
+
+
 def test_cpu_amp_auto_needs_native_bf16_and_a_faster_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     monkeypatch.setattr(T, "cpu_bf16_flags", lambda: "")
@@ -249,10 +268,9 @@ def test_cpu_amp_auto_needs_native_bf16_and_a_faster_probe(monkeypatch: pytest.M
     assert T.amp_decision("auto", cpu)[0] is None
 
 
-def test_the_bf16_probe_is_quick_and_leaves_the_random_state_alone() -> None:
+def test_the_bf16_probe_times_both_precisions_and_leaves_the_random_state_alone() -> None:
     T._PROBED.clear()
     state = torch.random.get_rng_state()
-    t0 = time.perf_counter()
     fp32_s, bf16_s = T.probe_cpu_bf16()
-    assert time.perf_counter() - t0 < 5.0 and fp32_s > 0 and bf16_s > 0  # well under 1 s on a quiet machine
+    assert fp32_s > 0 and bf16_s > 0 and math.isfinite(fp32_s + bf16_s)  # its cost: docs/benchmarks.md
     assert torch.equal(state, torch.random.get_rng_state())
