@@ -1,4 +1,4 @@
-"""GPU figures for docs/benchmarks.md: AMP vs fp32 step time and peak memory, and epoch time of train().
+"""GPU figures for docs/benchmarks.md: AMP vs fp32 step time and peak memory, and epoch time of run_training().
 
 Run on a CUDA machine: python benchmarks/bench_gpu.py --out gpu.json
 Prints a markdown table; the device name is part of the output.
@@ -18,6 +18,8 @@ import torch
 
 from heartseg_utils import train as T
 from heartseg_utils.models import get_model
+from heartseg_utils.precision import autocast
+from heartseg_utils.recipe import make_loss
 from heartseg_utils.synthetic import make_synthetic_dataset
 
 
@@ -26,7 +28,7 @@ def step_time(dtype: torch.dtype | None, roi: int, batch: int, steps: int = 20, 
     torch.backends.cudnn.benchmark = True
     model = get_model("unet").cuda()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    loss_fn = T.make_loss("dicece")
+    loss_fn = make_loss("dicece")
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     x = torch.randn(batch, 1, roi, roi, roi, device="cuda")
     y = (torch.rand(batch, 1, roi, roi, roi, device="cuda") > 0.99).float()
@@ -36,7 +38,7 @@ def step_time(dtype: torch.dtype | None, roi: int, batch: int, steps: int = 20, 
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        with T.autocast(torch.device("cuda"), dtype):
+        with autocast(torch.device("cuda"), dtype):
             out = model(x)
         loss = loss_fn(out.float(), y)
         scaler.scale(loss).backward()
@@ -52,7 +54,7 @@ def step_time(dtype: torch.dtype | None, roi: int, batch: int, steps: int = 20, 
 
 
 def epoch_time(data_dir: Path, run_dir: Path, amp: str, bf16: bool = True, epochs: int = 3) -> dict:
-    """Run train() for a few epochs at full phantom resolution; report median epoch seconds and best Dice."""
+    """Run run_training() for a few epochs at full phantom resolution; report median epoch seconds and best Dice."""
     cfg = dict(
         data_dir=str(data_dir),
         run_dir=str(run_dir),
@@ -66,7 +68,7 @@ def epoch_time(data_dir: Path, run_dir: Path, amp: str, bf16: bool = True, epoch
         lr=1e-3,
     )
     with mock.patch.object(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16):
-        metrics = T.train(cfg)
+        metrics = T.run_training(cfg)
     hist = (run_dir / "history.csv").read_text().splitlines()[1:]
     secs = [float(r.split(",")[4]) for r in hist]
     losses = [float(r.split(",")[1]) for r in hist]

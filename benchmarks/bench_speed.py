@@ -42,13 +42,14 @@ def epochs(max_epochs: int) -> None:
     """Notebook 03's default run twice, fp32 (amp "off", the series' old behaviour) and amp "auto"."""
     import pandas as pd
 
-    from heartseg_utils.train import TrainConfig, train
+    from heartseg_utils.config import TrainConfig
+    from heartseg_utils.train import run_training
 
     rows = []
     for amp in ("off", "auto"):
         run = Path(tempfile.mkdtemp()) / f"run_{amp}"
         cfg = TrainConfig(run_dir=str(run), amp=amp, max_epochs=max_epochs, progress=False)
-        metrics = train(cfg)
+        metrics = run_training(cfg)
         hist = pd.read_csv(run / "history.csv")
         rows.append(
             {
@@ -90,8 +91,9 @@ def inference(repeats: int, shape: tuple[int, int, int]) -> None:
     """Sliding-window inference of one preprocessed volume with notebook 03's network, fp32 vs bf16 autocast."""
     from monai.inferers import sliding_window_inference
 
+    from heartseg_utils.config import TrainConfig
     from heartseg_utils.models import get_model
-    from heartseg_utils.train import TrainConfig, autocast
+    from heartseg_utils.precision import autocast
 
     cfg = TrainConfig()
     roi = cfg.roi_size if not isinstance(cfg.roi_size, str) else (48, 48, 48)
@@ -118,7 +120,8 @@ def inference(repeats: int, shape: tuple[int, int, int]) -> None:
 def threads(repeats: int) -> None:
     """One training step of notebook 03's network at 48^3 x 2 with 1 and 2 intra-op threads, fp32 and bf16."""
     from heartseg_utils.models import get_model
-    from heartseg_utils.train import autocast, make_loss
+    from heartseg_utils.precision import autocast
+    from heartseg_utils.recipe import make_loss
 
     model, loss_fn = get_model("unet"), make_loss("dicece")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

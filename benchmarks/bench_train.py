@@ -28,10 +28,10 @@ def convergence(minutes: float, max_epochs: int) -> None:
     Training is deterministic by seed, so the epoch of each crossing is the same on any CPU; the seconds
     are the summed epoch times of this run (they grow with the machine's load).
     """
-    from heartseg_utils.train import train
+    from heartseg_utils.train import run_training
 
     run = Path(tempfile.mkdtemp()) / "run"
-    metrics = train(
+    metrics = run_training(
         {
             **DEFAULTS,
             "run_dir": str(run),
@@ -62,7 +62,8 @@ def one_pipeline(kind: str, epochs: int) -> None:
 
     from heartseg_utils import data
     from heartseg_utils.models import get_model
-    from heartseg_utils.train import make_loss, train_one_epoch
+    from heartseg_utils.recipe import make_loss
+    from heartseg_utils.train import train_one_epoch
     from heartseg_utils.transforms import get_transforms
 
     set_determinism(0)

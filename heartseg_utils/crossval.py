@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from heartseg_utils.data import split_cases  # also notebook 05's crossval.split_cases
+from heartseg_utils.data import split_cases
+from heartseg_utils.inference import load_run, predict_case
+from heartseg_utils.metrics import dice
+from heartseg_utils.train import run_training
 
 # arm name -> overrides of the training config ("train") or of predict_case's options ("infer")
 ARMS: dict[str, dict[str, dict[str, Any]]] = {
@@ -55,7 +58,7 @@ def fold_dir(root: str | os.PathLike[str], arm: str, fold: int) -> Path:
 def train_folds(
     config: dict[str, Any], root: str | os.PathLike[str], arm: str = "baseline", n_folds: int = 5
 ) -> list[dict[str, Any]]:
-    """Train every fold of one ablation arm with :func:`heartseg_utils.train.train`.
+    """Train every fold of one ablation arm with :func:`heartseg_utils.train.run_training`.
 
     Introduced in notebook 05.
 
@@ -68,13 +71,11 @@ def train_folds(
     Returns:
         One ``metrics.json`` dict per fold (empty for an inference-only arm).
     """
-    from heartseg_utils.train import train
-
     spec = _arm(arm)
     if "infer" in spec:
         return []
     return [
-        train(
+        run_training(
             {**config, **spec.get("train", {}), "n_folds": n_folds, "fold": k, "run_dir": str(fold_dir(root, arm, k))}
         )
         for k in range(n_folds)
@@ -82,18 +83,13 @@ def train_folds(
 
 
 def _score(mask: np.ndarray, item: dict) -> dict[str, float]:
-    """Foreground Dice of a mask against the item's label (MONAI's compute_dice; both empty = 1)."""
+    """Foreground Dice of a mask against the item's label (:func:`metrics.dice`: both empty = 1)."""
     import nibabel as nib
-    import torch
-    from monai.metrics import compute_dice
 
-    truth = torch.as_tensor(np.asanyarray(nib.load(item["label"]).dataobj) != 0)[None, None]
-    pred = torch.as_tensor(np.asarray(mask) != 0)[None, None]
-    if pred.shape != truth.shape:
-        raise ValueError(
-            f"prediction {tuple(pred.shape[2:])} and label {item['label']} {tuple(truth.shape[2:])} differ"
-        )
-    return {"dice": float(compute_dice(pred, truth, include_background=True, ignore_empty=False).item())}
+    truth = np.asanyarray(nib.load(item["label"]).dataobj) != 0
+    if np.shape(mask) != truth.shape:
+        raise ValueError(f"prediction {np.shape(mask)} and label {item['label']} {truth.shape} differ")
+    return {"dice": dice(mask, truth)}
 
 
 def evaluate_folds(
@@ -107,8 +103,6 @@ def evaluate_folds(
         One row per (fold, case): ``arm``, ``fold``, ``case`` and ``dice`` (notebook 04's ``metrics.evaluate_case``
         gives the other metrics; surface distances would double the cost of a study).
     """
-    from heartseg_utils.inference import load_run, predict_case
-
     rows = []
     for k in range(n_folds):
         model, config = load_run(fold_dir(root, arm, k), device)
@@ -135,8 +129,6 @@ def evaluate_ensemble(root: str | os.PathLike[str], arm: str, n_folds: int, *, d
     Returns:
         One row per (member, case): ``member`` ("fold_k" or "ensemble"), ``case`` and ``dice``.
     """
-    from heartseg_utils.inference import load_run, predict_case
-
     members = [load_run(fold_dir(root, arm, k), device) for k in range(n_folds)]
     holdout = split_cases(fold_dir(root, arm, 0), "holdout")
     if not holdout:

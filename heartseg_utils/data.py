@@ -22,11 +22,13 @@ import threading
 import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from heartseg_utils import runs
 
 # MONAI's DecathlonDataset resource for Task02_Heart (monai/apps/datasets.py: DecathlonDataset.resource / .md5).
 TASK02_URL = "https://msd-for-monai.s3-us-west-2.amazonaws.com/Task02_Heart.tar"
@@ -157,10 +159,14 @@ def load_dataset_json(dataset_dir: str | os.PathLike[str]) -> dict:
     return meta
 
 
-def _case_id(path: str | os.PathLike[str]) -> str:
+def case_name(path: str | os.PathLike[str]) -> str:
+    """A case's name: the file's or folder's name without .nii/.nii.gz (any case). Introduced in notebook 01.
+
+    The one rule for every case id: dataset.json items, prediction masks and their reports.
+    """
     name = Path(path).name
     for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
+        if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
 
@@ -203,7 +209,7 @@ def load_datalist(dataset_dir: str | os.PathLike[str], section: str = "training"
                 f'{json_path}: training entry {i} ({entry["image"]}) has no "label" path. '
                 'Add the matching "./labelsTr/<case>.nii.gz" or move the image to the "test" section.'
             )
-        item = {"case": _case_id(entry["image"]), "image": str((root / entry["image"]).resolve())}
+        item = {"case": case_name(entry["image"]), "image": str((root / entry["image"]).resolve())}
         if isinstance(entry.get("label"), str):
             item["label"] = str((root / entry["label"]).resolve())
         items.append(item)
@@ -553,23 +559,33 @@ def kfold_split(items: Sequence[Any], n_folds: int = 5, seed: int = 0) -> list[t
     return folds
 
 
+def set_aside(items: Sequence[Any], fraction: float, seed: int = 0) -> tuple[list, list]:
+    """Set ``fraction`` of the cases aside before any other split: ``(pool, holdout)``; no holdout for 0.
+
+    Introduced in notebook 05 (the holdout is what a fold ensemble is scored on; no fold ever trains on it). The
+    one holdout rule: :func:`holdout_then_kfold` and :func:`make_split` both call it, as :func:`train_val_split`
+    rounds the fraction.
+    """
+    return train_val_split(items, fraction, seed) if fraction else (list(items), [])
+
+
 def holdout_then_kfold(
     items: Sequence[Any], n_folds: int, holdout_fraction: float = 0.0, seed: int = 0
 ) -> tuple[list, list[tuple[list, list]]]:
-    """Set ``holdout_fraction`` of the cases aside, then partition the rest into ``n_folds`` folds.
+    """Set ``holdout_fraction`` of the cases aside (:func:`set_aside`), then cut the rest into ``n_folds`` folds.
 
-    Introduced in notebook 05 (the holdout is what a fold ensemble is scored on; no fold ever trains on it).
+    Introduced in notebook 05: what :func:`make_split` does for ``n_folds >= 2``, every fold at once.
 
     Args:
         items: datalist dicts (keyed by ``"case"``) or case ids.
         n_folds: number of folds (>= 2) over the non-holdout cases.
-        holdout_fraction: fraction set aside first (0 = none), as :func:`train_val_split` rounds it.
+        holdout_fraction: fraction set aside first (0 = none).
         seed: shuffling seed for both steps.
 
     Returns:
         ``(holdout, folds)``: the holdout cases and :func:`kfold_split`'s ``(train, val)`` pairs.
     """
-    pool, holdout = train_val_split(items, holdout_fraction, seed) if holdout_fraction else (list(items), [])
+    pool, holdout = set_aside(items, holdout_fraction, seed)
     return holdout, kfold_split(pool, n_folds, seed)
 
 
@@ -597,32 +613,13 @@ def make_split(
     Returns:
         The three lists of items, each sorted by case id.
     """
-    pool, holdout = train_val_split(items, holdout_fraction, seed) if holdout_fraction else (list(items), [])
-    train, val = kfold_split(pool, n_folds, seed)[fold] if n_folds else train_val_split(pool, val_fraction, seed)
+    if n_folds:
+        holdout, folds = holdout_then_kfold(items, n_folds, holdout_fraction, seed)
+        train, val = folds[fold]
+    else:
+        pool, holdout = set_aside(items, holdout_fraction, seed)
+        train, val = train_val_split(pool, val_fraction, seed)
     return {"train": train, "validation": val, "holdout": holdout}
-
-
-def read_split(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a run's ``split.json`` (``dataset_dir``, ``seed``, ``train``, ``validation``, maybe ``holdout``).
-
-    Introduced in notebook 04.
-
-    Args:
-        run_dir: a training run folder.
-
-    Returns:
-        The parsed file.
-    """
-    path = Path(run_dir).expanduser() / "split.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run notebook 03 first (it writes split.json), or use split='all'")
-    try:
-        split = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); delete the run or retrain it") from err
-    if not isinstance(split, dict) or not {"train", "validation"} <= set(split):
-        raise ValueError(f"{path} needs 'train' and 'validation' lists of case ids; it has {sorted(split)}")
-    return split
 
 
 def split_cases(
@@ -640,7 +637,7 @@ def split_cases(
     Returns:
         The items in split.json's order.
     """
-    split, path = read_split(run_dir), Path(run_dir).expanduser() / "split.json"
+    split, path = runs.read_split(run_dir), Path(run_dir).expanduser() / runs.SPLIT
     if key not in split:
         raise KeyError(f"{path} has no {key!r} list (it has {sorted(split)}); was it trained before notebook 05?")
     by_case = {it["case"]: it for it in (items if items is not None else load_datalist(split["dataset_dir"]))}
@@ -652,27 +649,3 @@ def split_cases(
             "or use split='all'"
         )
     return [by_case[c] for c in split[key]]
-
-
-def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp)`` on a temp file next to ``path``, then rename it: readers never see a half-written file.
-
-    Introduced in notebook 03 (``json``, ``csv`` and ``torch.save`` outputs of a run all go through it).
-
-    Args:
-        path: the final file.
-        write: writes the content to the path it is given, e.g. ``lambda p: torch.save(obj, p)``.
-
-    Returns:
-        ``path``.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """Write ``obj`` as indented JSON with :func:`write_atomic`. Introduced in notebook 03."""
-    return write_atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2)))

@@ -41,47 +41,6 @@ def track_grad_norms(optimizer: Any) -> tuple[list[float], Any]:
     return norms, optimizer.register_step_pre_hook(hook)
 
 
-def activation_bytes(
-    model: Any, roi_size: Sequence[int], batch_size: int, *, in_channels: int = 1, bytes_per_value: int = 4
-) -> int:
-    """Estimate the activation memory of one forward pass without allocating it (PyTorch's meta device).
-
-    Introduced in notebook 06. Sums the outputs of every leaf module (convolutions, norms, activations), which
-    is roughly what autograd keeps for the backward pass. Weights, gradients and optimiser state come on top.
-
-    Args:
-        model: the network (it is not modified: a copy is moved to the meta device).
-        roi_size: patch size (x, y, z) in voxels.
-        batch_size: patches per batch.
-        in_channels: image channels.
-        bytes_per_value: 4 for float32, 2 for bf16/fp16 autocast.
-
-    Returns:
-        The estimate in bytes.
-    """
-    import copy
-
-    import torch
-
-    if batch_size < 1 or len(roi_size) != 3 or any(int(r) < 1 for r in roi_size):
-        raise ValueError(f"need batch_size >= 1 and 3 positive roi sides, got {batch_size}, {tuple(roi_size)}")
-    meta = copy.deepcopy(model).to("meta")
-    total = [0]
-
-    def count(_module: Any, _inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor):
-            total[0] += output.numel()
-
-    handles = [m.register_forward_hook(count) for m in meta.modules() if not list(m.children())]
-    try:
-        meta.train()
-        meta(torch.empty(batch_size, in_channels, *[int(r) for r in roi_size], device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0] * bytes_per_value
-
-
 def _rss_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -120,7 +79,7 @@ def measure_peak_memory(
 
     import torch
 
-    from heartseg_utils.train import autocast
+    from heartseg_utils.precision import autocast
 
     dev = torch.device(device)
     x = torch.randn(batch_size, in_channels, *[int(r) for r in roi_size], device=dev)

@@ -27,6 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from heartseg_utils.inference import load_run
+from heartseg_utils.models import logits_to_probability, required_divisor
+
 OPSET = 18
 
 
@@ -35,8 +38,6 @@ def foreground_probability(logits: Any) -> np.ndarray:
 
     Introduced in notebook 07; the same rule as ``inference.predict_case``.
     """
-    from heartseg_utils.train import logits_to_probability
-
     return logits_to_probability(torch.as_tensor(np.asarray(logits, dtype=np.float32))).numpy()
 
 
@@ -164,9 +165,7 @@ def preprocessing_card(config: dict[str, Any]) -> dict[str, Any]:
         A JSON-ready dict: the input/output contract, the preprocessing steps in order, the sliding window and
         the post-processing, each with the values of ``config``.
     """
-    from heartseg_utils.models import required_divisor
-
-    out_channels = 1 if config["loss_name"] == "bce" else 2
+    out_channels = config["out_channels"]
     divisor = list(required_divisor(config["model_name"], config.get("model_kwargs")))
     return {
         "input": {"name": "image", "shape": ["batch", 1, *config["roi_size"]], "dtype": "float32"},
@@ -229,8 +228,6 @@ def export_run(
         The content of ``export.json``: ``files``, ``check`` (``max_abs_diff``, ``atol``, ``patch``) and the
         :func:`preprocessing_card`.
     """
-    from heartseg_utils.inference import load_run
-
     model, config = load_run(run_dir, "cpu")
     out = Path(out_dir) if out_dir is not None else Path(run_dir).expanduser() / "export"
     files, notes = [export_onnx(model, config["roi_size"], out / "model.onnx").name], []

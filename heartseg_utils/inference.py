@@ -8,7 +8,6 @@ orientation) before it is thresholded at 0.5 and saved with the input image's sh
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from heartseg_utils import runs
+from heartseg_utils.config import model_from_config, transforms_from_config
 from heartseg_utils.data import split_cases
-from heartseg_utils.train import (
-    amp_decision,
-    autocast,
-    cpu_bf16_flags,
-    logits_to_probability,
-    model_from_config,
-    resolve_device,
-    transforms_from_config,
-)
+from heartseg_utils.models import logits_to_probability
+from heartseg_utils.precision import amp_decision, autocast, resolve_device
 
 SPLITS = ("validation", "all", "test")
 
@@ -41,65 +35,51 @@ def load_run(run_dir: str | os.PathLike[str], device: str = "auto") -> tuple[tor
 
     Returns:
         ``(model in eval mode on the device, config.json as a dict)``; the dict also holds ``"trained_with"``:
-        the device and precision training used (from ``metrics.json``), which :func:`inference_amp` follows.
+        the device and precision training used (from ``metrics.json``), which :func:`prediction_precision` follows.
     """
-    run = Path(run_dir).expanduser()
-    if not run.is_dir():
-        raise FileNotFoundError(
-            f"run_dir {run} does not exist: run notebook 03 first, or point run_dir at a training run"
-        )
-    for name in ("config.json", "best_model.pt"):
-        if not (run / name).is_file():
-            raise FileNotFoundError(
-                f"{run / name} is missing: {run} is not a finished training run; run notebook 03 first"
-            )
-    config = json.loads((run / "config.json").read_text())
-    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
-    config["trained_with"] = {"device": metrics.get("device"), "amp": metrics.get("amp")}
+    config = runs.read_run_config(run_dir)
     model = model_from_config(config)
-    checkpoint = torch.load(run / "best_model.pt", map_location="cpu", weights_only=True)
-    try:
-        model.load_state_dict(checkpoint.get("model", checkpoint))
-    except RuntimeError as err:
-        raise ValueError(
-            f"{run / 'best_model.pt'} does not fit the {config['model_name']!r} network described by "
-            f"{run / 'config.json'} (was it copied from another run?): {str(err).splitlines()[0]}"
-        ) from err
+    runs.load_weights(Path(run_dir).expanduser() / runs.BEST, model)
     return model.to(resolve_device(device)).eval(), config
+
+
+def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
+    """Network logits (N, C, ...) over a whole volume by MONAI's sliding window, as float32. Notebook 03.
+
+    ``config`` is a run's config.json (``roi_size``, ``sw_batch_size``, ``sw_overlap``); training's validation and
+    every prediction call this one function.
+    """
+    from monai.inferers import sliding_window_inference
+
+    return sliding_window_inference(
+        image, config["roi_size"], config["sw_batch_size"], model, overlap=config["sw_overlap"]
+    ).float()
 
 
 def _foreground_probability(
     model: torch.nn.Module, image: torch.Tensor, config: dict[str, Any], flip_axes: tuple[int, ...]
 ) -> torch.Tensor:
     """Sliding-window foreground probability (N, 1, ...), averaged with copies flipped along each of ``flip_axes``."""
-    from monai.inferers import sliding_window_inference
-
     probs = []
     for dims in [[]] + [[int(a) + 2] for a in flip_axes]:
         flipped = torch.flip(image, dims) if dims else image
-        logits = sliding_window_inference(
-            flipped, config["roi_size"], config["sw_batch_size"], model, overlap=config["sw_overlap"]
-        ).float()
-        prob = logits_to_probability(logits)
+        prob = logits_to_probability(sliding_window_logits(model, flipped, config))
         probs.append(torch.flip(prob, dims) if dims else prob)
     return torch.stack(probs).mean(dim=0)
 
 
-def inference_amp(model: torch.nn.Module, config: dict[str, Any], device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for predicting with a run (None = fp32). Introduced in notebook 04.
+def prediction_precision(
+    model: torch.nn.Module, config: dict[str, Any], device: torch.device
+) -> tuple[torch.dtype | None, str]:
+    """``precision.amp_decision`` for predicting with a run: forward passes of its sliding-window batch.
 
-    On the CPU a run that recorded its training precision (``config["trained_with"]``, see :func:`load_run`)
-    predicts in that precision, so the same scan gives the same mask every time (a new timing probe could tip
-    the other way on a busy machine). Otherwise ``train.amp_decision`` decides as for training: bf16 on CUDA; on
-    a CPU a probe of one sliding-window batch; fp32 where the run was trained with ``amp="off"``.
+    Introduced in notebook 04. On a CPU that can, a run predicts in the precision it recorded
+    (``config["trained_with"]``, see :func:`load_run`), so the same scan gives the same mask every time; fp32 where
+    the run was trained with ``amp="off"``.
     """
-    trained = config.get("trained_with") or {}
-    if config.get("amp") != "off" and device.type == "cpu" and str(trained.get("device")).startswith("cpu"):
-        if trained.get("amp") == "off" or (trained.get("amp") == "bfloat16" and cpu_bf16_flags()):
-            return torch.bfloat16 if trained["amp"] == "bfloat16" else None
     windows = (config["sw_batch_size"], 1, *config["roi_size"])  # what the sliding window feeds the network
     amp = "off" if config.get("amp") == "off" else "auto"
-    return amp_decision(amp, device, model, windows, train_step=False)[0]
+    return amp_decision(amp, device, model, windows, train_step=False, recorded=config.get("trained_with"))
 
 
 @torch.no_grad()
@@ -129,15 +109,15 @@ def predict_case(
         tta_axes: spatial axes (0, 1, 2 of the RAS array) to flip; flips the training never showed can hurt.
 
     Returns:
-        ``{"probability": float32 (x, y, z), "mask": uint8 (x, y, z), "affine": (4, 4), "spacing": (mm,) * 3}``
-        on the original image's grid.
+        ``{"probability": float32 (x, y, z), "mask": uint8 (x, y, z), "affine": (4, 4), "spacing": (mm,) * 3,
+        "precision": "bfloat16" or "float32"}`` on the original image's grid.
     """
     import nibabel as nib
     from monai.data import MetaTensor
     from monai.transforms import Invertd
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    amp_dtype = inference_amp(model, config, device)
+    amp_dtype, _ = prediction_precision(model, config, device)
     pipeline = transforms_from_config(config, "infer")
     data = pipeline({"image": str(image_path)})
     image = data["image"].unsqueeze(0).to(device)
@@ -152,6 +132,7 @@ def predict_case(
         "mask": largest_component(mask) if keep_largest else mask,
         "affine": reference.affine,
         "spacing": tuple(float(z) for z in reference.header.get_zooms()[:3]),
+        "precision": str(amp_dtype or torch.float32).replace("torch.", ""),  # "bfloat16" or "float32"
     }
 
 
@@ -169,8 +150,7 @@ def run_keep_largest(run_dir: str | os.PathLike[str]) -> bool:
     Introduced in notebook 04: training compares the validation Dice with and without keeping the largest
     connected component and keeps it only where it helps (nnU-Net's rule).
     """
-    path = Path(run_dir).expanduser() / "postprocessing.json"
-    return bool(json.loads(path.read_text())["keep_largest"]) if path.is_file() else False
+    return runs.read_keep_largest(run_dir)
 
 
 def save_prediction(mask: Any, reference_image_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
@@ -199,9 +179,7 @@ def split_items(run_dir: str | os.PathLike[str], data_dir: str = "", split: str 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     run = Path(run_dir).expanduser()
-    trained_on = (
-        json.loads((run / "config.json").read_text()).get("dataset_dir", "") if (run / "config.json").is_file() else ""
-    )
+    trained_on = runs.read_json(run / runs.CONFIG).get("dataset_dir", "") if (run / runs.CONFIG).is_file() else ""
     use_trained = not str(data_dir).strip() and trained_on and Path(trained_on).is_dir()
     dataset_dir = data.get_dataset_dir(trained_on if use_trained else data_dir)
     items = data.load_datalist(dataset_dir, "test" if split == "test" else "training")

@@ -31,6 +31,38 @@ def _binary(mask: Any, name: str) -> np.ndarray:
     return arr != 0
 
 
+def _counts(pred: Any, truth: Any) -> tuple[int, int, int]:
+    """True positives, false positives and false negatives of two masks of one shape (non-zero = foreground)."""
+    p, t = (np.asarray(m.detach().cpu() if hasattr(m, "detach") else m) != 0 for m in (pred, truth))
+    if p.shape != t.shape:
+        raise ValueError(f"prediction shape {p.shape} differs from truth shape {t.shape}: resample onto one grid first")
+    return int(np.count_nonzero(p & t)), int(np.count_nonzero(p & ~t)), int(np.count_nonzero(~p & t))
+
+
+def dice_from_counts(tp: int, fp: int, fn: int) -> float:
+    """Dice = 2 TP / (2 TP + FP + FN); 1 when both masks are empty (a correct "nothing here")."""
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+
+
+def dice(pred: Any, truth: Any) -> float:
+    """Foreground Dice of two masks (numpy or torch, any shape, non-zero = foreground). Introduced in notebook 03.
+
+    The one Dice of the package: training's validation, the post-processing decision, notebook 05's folds and
+    notebook 04's :func:`evaluate_case` all use this rule, so a case scores the same everywhere.
+    """
+    return dice_from_counts(*_counts(pred, truth))
+
+
+def ml_per_voxel(spacing: Sequence[float]) -> float:
+    """Millilitres per voxel: the product of the spacing in mm, / 1000."""
+    return float(np.prod([float(s) for s in spacing])) / 1000.0
+
+
+def volume_ml(mask: Any, spacing: Sequence[float]) -> float:
+    """Foreground volume in millilitres: voxel count x voxel volume (mm^3) / 1000. Introduced in notebook 04."""
+    return float(np.count_nonzero(np.asarray(mask))) * ml_per_voxel(spacing)
+
+
 def surface_distances_mm(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> tuple[float, float]:
     """HD95 and symmetric average surface distance (ASSD) in mm between two non-empty 3D masks, via MONAI.
 
@@ -64,13 +96,11 @@ def evaluate_case(pred: Any, truth: Any, spacing: Sequence[float]) -> dict[str, 
         A dict with the keys of ``METRIC_NAMES``.
     """
     p, t = _binary(pred, "pred"), _binary(truth, "truth")
-    if p.shape != t.shape:
-        raise ValueError(f"prediction shape {p.shape} differs from truth shape {t.shape}: resample onto one grid first")
     if len(spacing) != 3 or any(float(s) <= 0 for s in spacing):
         raise ValueError(f"spacing must be 3 positive voxel sizes in mm, got {tuple(spacing)}")
-    tp, fp, fn = int(np.count_nonzero(p & t)), int(np.count_nonzero(p & ~t)), int(np.count_nonzero(~p & t))
-    ml_per_voxel = float(np.prod([float(s) for s in spacing])) / 1000.0
-    volumes = {"volume_ml_pred": (tp + fp) * ml_per_voxel, "volume_ml_true": (tp + fn) * ml_per_voxel}
+    tp, fp, fn = _counts(p, t)
+    ml = ml_per_voxel(spacing)
+    volumes = {"volume_ml_pred": (tp + fp) * ml, "volume_ml_true": (tp + fn) * ml}
     if tp + fp == 0 and tp + fn == 0:  # both empty: correct
         return {"dice": 1.0, "iou": 1.0, "precision": 1.0, "recall": 1.0, "hd95_mm": 0.0, "assd_mm": 0.0, **volumes}
     if tp + fp == 0 or tp + fn == 0:  # exactly one empty
@@ -85,7 +115,7 @@ def evaluate_case(pred: Any, truth: Any, spacing: Sequence[float]) -> dict[str, 
         }
     hd95, assd = surface_distances_mm(p, t, spacing)
     return {
-        "dice": 2 * tp / (2 * tp + fp + fn),
+        "dice": dice_from_counts(tp, fp, fn),
         "iou": tp / (tp + fp + fn),
         "precision": tp / (tp + fp),
         "recall": tp / (tp + fn),

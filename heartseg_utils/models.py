@@ -236,3 +236,21 @@ def required_divisor(model_name: str, model_kwargs_: dict[str, Any] | None = Non
         Three positive ints.
     """
     return tuple(int(d) for d in _spec(model_name).divisor(model_kwargs(model_name, model_kwargs_)))  # type: ignore[return-value]
+
+
+def logits_to_mask(logits: torch.Tensor) -> torch.Tensor:
+    """Turn network output (N, C, ...) into a (N, 1, ...) foreground mask: argmax, or logit > 0 for C = 1.
+
+    Introduced in notebook 03.
+    """
+    if logits.shape[1] == 1:
+        return (logits > 0).to(torch.uint8)
+    return logits.argmax(dim=1, keepdim=True).to(torch.uint8)
+
+
+def logits_to_probability(logits: torch.Tensor) -> torch.Tensor:
+    """Network output (N, C, ...) as a (N, 1, ...) foreground probability: softmax channel 1, or sigmoid for C = 1.
+
+    Introduced in notebook 04 (inference averages probabilities for TTA; notebook 07's export check uses it too).
+    """
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)[:, 1:2]

@@ -17,11 +17,16 @@ shape; pool an axis only while its spacing is at most twice the finest one.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from heartseg_utils.config import PLANNED_FIELDS, TrainConfig
+from heartseg_utils.models import get_model, required_divisor, stride_product
+from heartseg_utils.precision import resolve_device
+from heartseg_utils.transforms import resolve_pixdim
 
 ANISOTROPY = 3.0  # an axis this much coarser than the others is "thick-slice" (nnU-Net's threshold)
 MIN_SIDE = 3  # the deepest feature map keeps >= 3 voxels per side: one 3x3x3 convolution's reach
@@ -259,8 +264,6 @@ def pooling_strides(
 
 def divisor_of(strides: Sequence[Sequence[int] | int]) -> list[int]:
     """Per-axis factor every input side must be divisible by: the product of the strides on that axis."""
-    from heartseg_utils.models import stride_product
-
     return list(stride_product(strides))
 
 
@@ -278,16 +281,54 @@ def unet_kwargs(strides: Sequence[Sequence[int]]) -> dict[str, Any]:
 
 def build_unet(model_kwargs: Mapping[str, Any], out_channels: int = 2):
     """The MONAI UNet a plan describes, from the model registry (``models.get_model``). Notebook 03."""
-    from heartseg_utils.models import get_model
-
     return get_model("unet", out_channels=out_channels, **dict(model_kwargs))
 
 
-def gpu_bytes(model_kwargs: Mapping[str, Any], roi: Sequence[int], patches: int) -> int:
-    """Estimated GPU memory of one training step: activations (debug.activation_bytes, counted at 4 bytes as a
-    margin over bf16), fp32 weights + gradients + two AdamW moments, and 1 GiB of CUDA context and workspace."""
-    from heartseg_utils.debug import activation_bytes
+def activation_bytes(
+    model: Any, roi_size: Sequence[int], batch_size: int, *, in_channels: int = 1, bytes_per_value: int = 4
+) -> int:
+    """Estimate the activation memory of one forward pass without allocating it (PyTorch's meta device).
 
+    Introduced in notebook 06; the planner's GPU memory model (:func:`gpu_bytes`) uses it too. Sums the outputs of
+    every leaf module (convolutions, norms, activations), which is roughly what autograd keeps for the backward
+    pass. Weights, gradients and optimiser state come on top.
+
+    Args:
+        model: the network (it is not modified: a copy is moved to the meta device).
+        roi_size: patch size (x, y, z) in voxels.
+        batch_size: patches per batch.
+        in_channels: image channels.
+        bytes_per_value: 4 for float32, 2 for bf16/fp16 autocast.
+
+    Returns:
+        The estimate in bytes.
+    """
+    import copy
+
+    import torch
+
+    if batch_size < 1 or len(roi_size) != 3 or any(int(r) < 1 for r in roi_size):
+        raise ValueError(f"need batch_size >= 1 and 3 positive roi sides, got {batch_size}, {tuple(roi_size)}")
+    meta = copy.deepcopy(model).to("meta")
+    total = [0]
+
+    def count(_module: Any, _inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            total[0] += output.numel()
+
+    handles = [m.register_forward_hook(count) for m in meta.modules() if not list(m.children())]
+    try:
+        meta.train()
+        meta(torch.empty(batch_size, in_channels, *[int(r) for r in roi_size], device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0] * bytes_per_value
+
+
+def gpu_bytes(model_kwargs: Mapping[str, Any], roi: Sequence[int], patches: int) -> int:
+    """Estimated GPU memory of one training step: activations (:func:`activation_bytes`, counted at 4 bytes as a
+    margin over bf16), fp32 weights + gradients + two AdamW moments, and 1 GiB of CUDA context and workspace."""
     net = build_unet(model_kwargs)
     params = sum(p.numel() for p in net.parameters())
     return activation_bytes(net, roi, patches, bytes_per_value=4) + 16 * params + GPU_OVERHEAD_BYTES
@@ -389,7 +430,7 @@ def _fit_budget(
         (
             f"the largest patch <= the median resampled shape {median}, at most {GPU_MAX_SIDE} per side, whose step "
             f"fits {GPU_MEMORY_FRACTION:.0%} of {target / GPU_MEMORY_FRACTION / GIB:.0f} GiB (estimated with "
-            f"debug.activation_bytes)"
+            f"plan.activation_bytes)"
         ),
         (
             f"{batch} volumes x {num_samples} patches per step: an estimated {used:.1f} GiB of "
@@ -477,67 +518,46 @@ def make_plan(
     }
 
 
-def model_divisor(model_name: str, model_kwargs: Mapping[str, Any] | None = None) -> list[int]:
-    """Per-axis divisor of an explicitly chosen model, from the model registry (``models.required_divisor``)."""
-    from heartseg_utils.models import required_divisor
-
-    return list(required_divisor(model_name, dict(model_kwargs or {})))
-
-
-def resolve_auto(config: dict, items: list[dict], device: str) -> tuple[dict, dict | None]:
+def resolve_auto(cfg: TrainConfig, items: list[dict], device: str | Any = "auto") -> tuple[TrainConfig, dict | None]:
     """Replace the ``"auto"`` values of a training configuration with a plan's; explicit values win.
 
-    Introduced in notebook 03. Planned keys: ``pixdim``, ``roi_size``, ``batch_size``, ``num_samples`` and
-    ``model_name`` (``"auto"`` = the plan's UNet and its ``model_kwargs``, unless ``model_kwargs`` is given).
-    An explicit model fixes the divisor the planned patch must respect; an explicit patch fixes the patch
-    the planned network must divide; an explicit ``pixdim`` is the spacing the rest is planned at.
+    Introduced in notebook 03. Planned keys: ``config.PLANNED_FIELDS`` (``pixdim``, ``roi_size``, ``batch_size``,
+    ``num_samples`` and ``model_name``: ``"auto"`` = the plan's UNet and its ``model_kwargs``, unless
+    ``model_kwargs`` is given). An explicit model fixes the divisor the planned patch must respect; an explicit
+    patch fixes the patch the planned network must divide; an explicit ``pixdim`` is the spacing the rest is
+    planned at.
 
     Args:
-        config: a TrainConfig-like dict (e.g. notebook 03's parameters).
+        cfg: the run's configuration (e.g. notebook 03's parameters as a ``TrainConfig``).
         items: the training items (``data.validate_dataset``).
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when visible).
+        device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when visible) or a ``torch.device``.
 
     Returns:
-        ``(new_config, plan)``; ``plan`` is None (and the config an unchanged copy) when nothing was "auto".
+        ``(resolved config, plan)``; ``plan`` is None (and the config unchanged) when nothing was "auto".
     """
-    out = dict(config)
-    for key in ("pixdim", "roi_size", "model_kwargs"):  # papermill's -p passes "[96, 96, 96]" as text
-        if isinstance(out.get(key), str) and out[key].strip()[:1] in ("[", "{"):
-            out[key] = json.loads(out[key])
-    keys = [k for k in ("pixdim", "roi_size", "batch_size", "num_samples", "model_name") if out.get(k) == "auto"]
+    keys = [k for k in PLANNED_FIELDS if getattr(cfg, k) == "auto"]
     if not keys:
-        return out, None
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    explicit_kwargs = bool(out.get("model_kwargs"))
-    model_name = "unet" if out.get("model_name", "auto") == "auto" else out["model_name"]
-    explicit_model = explicit_kwargs or out.get("model_name", "auto") != "auto"
-    divisor = model_divisor(model_name, out.get("model_kwargs")) if explicit_model else None
-    pixdim = out.get("pixdim", "auto")
-    if pixdim != "auto":
-        from heartseg_utils.transforms import resolve_pixdim
-
-        pixdim = resolve_pixdim(pixdim)
-    samples = out.get("num_samples", 2)
-    plan = make_plan(
+        return cfg, None
+    device = resolve_device(device) if isinstance(device, str) else device
+    explicit_kwargs = bool(cfg.model_kwargs)
+    model_name = "unet" if cfg.model_name == "auto" else cfg.model_name
+    explicit_model = explicit_kwargs or cfg.model_name != "auto"
+    divisor = list(required_divisor(model_name, cfg.model_kwargs)) if explicit_model else None
+    the_plan = make_plan(
         fingerprint(items),
-        device=str(device),
-        time_budget_min=float(out.get("time_budget_min") or 0),
-        pixdim=None if pixdim == "auto" else pixdim,
-        roi_size=None if out.get("roi_size", "auto") == "auto" else out["roi_size"],
+        device=device.type,
+        time_budget_min=float(cfg.time_budget_min or 0),
+        pixdim=None if cfg.pixdim == "auto" else resolve_pixdim(cfg.pixdim),
+        roi_size=None if cfg.roi_size == "auto" else cfg.roi_size,
         divisor=divisor,
-        num_samples=2 if samples == "auto" else int(samples),
+        num_samples=2 if cfg.num_samples == "auto" else int(cfg.num_samples),
     )
-    for key in keys:
-        if key != "model_name":
-            out[key] = plan[key]
+    planned = {key: the_plan[key] for key in keys if key != "model_name"}
     if "model_name" in keys:
-        out["model_name"] = model_name
+        planned["model_name"] = model_name
         if not explicit_kwargs:
-            out["model_kwargs"] = plan["model_kwargs"]
-    return out, plan
+            planned["model_kwargs"] = the_plan["model_kwargs"]
+    return dataclasses.replace(cfg, **planned), the_plan
 
 
 def plan_table(plan: Mapping[str, Any]) -> list[dict[str, Any]]:

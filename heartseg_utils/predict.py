@@ -25,21 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from heartseg_utils.data import case_name
+
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def is_nifti(path: str | os.PathLike[str]) -> bool:
     """True if the file name ends in .nii or .nii.gz. Introduced in notebook 07."""
     return str(path).lower().endswith(NIFTI_SUFFIXES)
-
-
-def case_name(path: str | os.PathLike[str]) -> str:
-    """A file's or folder's name without .nii/.nii.gz, used to name masks and reports. Introduced in notebook 07."""
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def find_inputs(input_path: str | os.PathLike[str]) -> list[tuple[str, Path]]:
@@ -100,11 +93,6 @@ def report_path(mask_path: str | os.PathLike[str]) -> Path:
     return Path(mask_path).with_name(f"{case_name(mask_path)}.json")
 
 
-def volume_ml(mask: Any, spacing: Any) -> float:
-    """Foreground volume in millilitres: voxel count x voxel volume (mm^3) / 1000. Introduced in notebook 07."""
-    return float(np.count_nonzero(np.asarray(mask))) * float(np.prod([float(s) for s in spacing])) / 1000.0
-
-
 def predict_one(
     model: Any,
     config: dict[str, Any],
@@ -141,16 +129,14 @@ def predict_one(
         "input": str(input_path),
         "kind": kind,
         "mask": str(mask_path),
-        "volume_ml": round(volume_ml(result["mask"], result["spacing"]), 3),
+        "volume_ml": round(metrics.volume_ml(result["mask"], result["spacing"]), 3),
         "n_voxels": int(np.count_nonzero(result["mask"])),
         "shape": list(result["mask"].shape),
         "spacing_mm": [round(s, 4) for s in result["spacing"]],
         "warnings": metrics.sanity_check(result["mask"]),
         "tta": tta,
         "keep_largest": keep_largest,
-        "precision": str(inference.inference_amp(model, config, next(model.parameters()).device) or "float32").replace(
-            "torch.", ""
-        ),
+        "precision": result["precision"],
         "seconds": round(time.perf_counter() - t0, 2),
     }
     report_path(mask_path).write_text(json.dumps(report, indent=1))

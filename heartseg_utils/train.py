@@ -1,410 +1,51 @@
 """Training: an explicit, readable loop around MONAI pieces, writing ``run_dir`` per docs/contract.md.
 
-Introduced in notebook 03. ``train(config)`` is what notebook 03 calls and what
+Introduced in notebook 03. ``run_training(config)`` is what notebook 03 calls and what
 ``python -m heartseg_utils.train --data_dir ... --run_dir ...`` runs; both share this one code path.
 Launched by ``torchrun --nproc_per_node=N -m heartseg_utils.train ...`` the same loop runs data-parallel:
 the few lines that differ are marked ``# DDP`` and call :mod:`heartseg_utils.distributed` (docs/distributed.md).
 
-Read it top to bottom: the registries (losses, optimisers, schedules), the building blocks (AMP, seeding,
-one epoch, validation, checkpoints), then :func:`train` over named steps and :func:`fit`, the epoch loop.
-Written into ``run_dir``: ``config.json``, ``split.json``, ``plan.json`` (planned runs only),
-``history.csv`` (one row per epoch), ``last.pt`` (every epoch), ``best_model.pt`` and ``metrics.json``.
+Read it top to bottom: the building blocks (seeding, one epoch, validation), the data and the pieces of a run,
+then :func:`fit`, the epoch loop, and :func:`run_training` over named steps. The recipe's registries live in
+:mod:`heartseg_utils.recipe`, the configuration in :mod:`heartseg_utils.config`, the precision decision in
+:mod:`heartseg_utils.precision` and every file of the run folder in :mod:`heartseg_utils.runs`.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import csv
 import dataclasses
-import importlib.util
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
-from heartseg_utils import distributed
-from heartseg_utils.data import write_atomic, write_json
-
-HISTORY_FIELDS = ("epoch", "train_loss", "val_dice", "lr", "planned_epochs", "epoch_seconds")
-PLANNED_FIELDS = ("pixdim", "roi_size", "batch_size", "model_name")  # "auto" = chosen by heartseg_utils.plan
-
-
-# --------------------------------------------------------------------------------------------------
-# Registries: one per name family; the allowed names are their keys
-# --------------------------------------------------------------------------------------------------
-class LossSpec(NamedTuple):
-    """One entry of :data:`LOSSES`: a factory and how many output channels the network needs for it."""
-
-    make: Callable[[], torch.nn.Module]
-    out_channels: int
-
-
-def _dicece() -> torch.nn.Module:
-    from monai.losses import DiceCELoss
-
-    return DiceCELoss(to_onehot_y=True, softmax=True)
-
-
-def _dice() -> torch.nn.Module:
-    from monai.losses import DiceLoss
-
-    return DiceLoss(to_onehot_y=True, softmax=True)
-
-
-LOSSES: dict[str, LossSpec] = {
-    "dicece": LossSpec(_dicece, 2),  # Dice + cross-entropy over a 2-channel softmax (background, atrium)
-    "dice": LossSpec(_dice, 2),
-    "bce": LossSpec(torch.nn.BCEWithLogitsLoss, 1),  # one logit, sigmoid
-}
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
-
-
-def poly_decay(progress: float) -> float:
-    """nnU-Net's schedule: the learning-rate factor ``(1 - progress) ** 0.9``. Introduced in notebook 03."""
-    return max(0.0, 1.0 - progress) ** 0.9
-
-
-def cosine_decay(progress: float) -> float:
-    """Half a cosine from 1 to 0 over the run (no restarts). Introduced in notebook 03."""
-    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
-
-
-DECAYS: dict[str, Callable[[float], float]] = {"poly": poly_decay, "cosine": cosine_decay}
-
-
-class ProgressLR:
-    """Learning rate = initial lr x ``DECAYS[name](progress)``, progress = epochs done / planned epochs.
-
-    Introduced in notebook 03. Like nnU-Net's PolyLRScheduler, it is told where the run stands instead of
-    counting steps, so a time budget that shortens the run also shortens the schedule.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, name: str) -> None:
-        self.optimizer, self.name = optimizer, name
-        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
-        self.progress = 0.0
-
-    def step(self, progress: float) -> None:
-        """Set every parameter group's lr for the next epoch."""
-        self.progress = progress
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = base * DECAYS[self.name](progress)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "base_lrs": self.base_lrs, "progress": self.progress}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.name, self.base_lrs, self.progress = state["name"], list(state["base_lrs"]), state["progress"]
-
-
-SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer], Any]] = {
-    "poly": lambda opt: ProgressLR(opt, "poly"),  # nnU-Net's default
-    "cosine": lambda opt: ProgressLR(opt, "cosine"),
-    "cosine_restarts": lambda opt: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=10, T_mult=2),
-    "plateau": lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=5),
-    "none": lambda opt: None,
-}
-CHOICES = {
-    "loss_name": LOSSES,
-    "optimizer_name": OPTIMIZERS,
-    "scheduler_name": SCHEDULERS,
-    "device": ("auto", "cpu", "cuda"),
-    "amp": ("auto", "on", "off"),
-}
-
-
-def make_loss(name: str) -> torch.nn.Module:
-    """Build a loss of :data:`LOSSES` by name. Introduced in notebook 03."""
-    return LOSSES[_choice("loss_name", name)].make()
-
-
-def _choice(what: str, value: Any) -> Any:
-    """``value`` if it is one of ``CHOICES[what]``, else a ValueError listing the choices."""
-    if value not in CHOICES[what]:
-        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(CHOICES[what])}")
-    return value
-
-
-def step_scheduler(scheduler: Any, val_dice: float, progress: float) -> None:
-    """Advance any schedule of :data:`SCHEDULERS` after an epoch: by progress, by validation Dice, or by one."""
-    if isinstance(scheduler, ProgressLR):
-        scheduler.step(progress)
-    elif isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        scheduler.step(val_dice)
-    elif scheduler is not None:
-        scheduler.step()
+from heartseg_utils import distributed, plan, runs
+from heartseg_utils.config import (
+    PLANNED_FIELDS,
+    TrainConfig,
+    argument_parser,
+    config_dict,
+    model_from_config,
+    transforms_from_config,
+)
+from heartseg_utils.inference import largest_component, sliding_window_logits
+from heartseg_utils.metrics import dice
+from heartseg_utils.models import count_parameters, logits_to_mask
+from heartseg_utils.precision import amp_decision, autocast, dtype_name, resolve_device
+from heartseg_utils.recipe import DECAYS, OPTIMIZERS, SCHEDULERS, make_loss, step_scheduler
 
 
 # --------------------------------------------------------------------------------------------------
-# The configuration
+# Seeding, one epoch, validation
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class TrainConfig:
-    """Every knob of a training run; the names and defaults are notebook 03's parameters cell.
-
-    Introduced in notebook 03. Defaults are CI-sized (synthetic phantom, 2 CPU cores, a few minutes) and
-    equal the notebook's (a test checks it); docs/full_size.md gives the full-size recipe for the real
-    Task02_Heart on a GPU. ``pixdim``, ``roi_size``, ``batch_size`` and ``model_name`` accept ``"auto"``:
-    :func:`resolve_auto` asks the planner (``heartseg_utils.plan``) for them before training starts.
-    """
-
-    data_dir: str = ""  # "" = $HEARTSEG_DATA_DIR or data/ (synthetic phantom generated there once)
-    run_dir: str = "runs/03_train"
-    max_epochs: int = 40
-    time_budget_min: float = 4.5  # 0 = no limit; else stop at the epoch boundary that would overrun
-    seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda"
-    amp: str = "auto"  # "auto" (bf16/fp16 on CUDA; bf16 on a CPU where it measures faster) | "on" | "off"
-    model_name: str = "auto"  # a key of models.MODELS, or "auto" (the planned UNet)
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    loss_name: str = "dicece"
-    optimizer_name: str = "adamw"
-    scheduler_name: str = "poly"
-    lr: float = 3e-3
-    weight_decay: float = 1e-5
-    roi_size: Any = "auto"  # 3 sides, or "auto" (planned: CPU time budget or GPU memory)
-    batch_size: Any = "auto"  # per process (the effective batch is batch_size x processes), or "auto"
-    num_samples: int = 2  # patches drawn per volume per epoch
-    pixdim: Any = "auto"  # (x, y, z) in mm, or "auto" (planned from the median spacing and the budget)
-    elastic: bool = False
-    val_fraction: float = 0.2
-    n_folds: int = 0  # 0 = the val_fraction split; k >= 2 = validate on fold `fold` of data.holdout_then_kfold
-    fold: int = 0
-    holdout_fraction: float = 0.0  # cases set aside before splitting (split.json "holdout"), e.g. for an ensemble
-    patience: int = 15  # early stopping: epochs without a better validation Dice (late in decaying schedules)
-    sw_batch_size: int = 4
-    sw_overlap: float = 0.25
-    num_workers: int = 0
-    resume: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("roi_size", "pixdim", "model_kwargs"):  # papermill's -p passes "[96, 96, 96]" as text
-            value = getattr(self, name)
-            if isinstance(value, str) and value.strip()[:1] in "[{" and value.strip():
-                setattr(self, name, json.loads(value))
-        if self.roi_size != "auto":
-            self.roi_size = tuple(int(r) for r in self.roi_size)
-        if isinstance(self.batch_size, str) and self.batch_size.strip().isdigit():  # "4" from a command line
-            self.batch_size = int(self.batch_size)
-        if isinstance(self.pixdim, list):
-            self.pixdim = tuple(float(p) for p in self.pixdim)
-        for name in CHOICES:
-            _choice(name, getattr(self, name))
-        if self.max_epochs < 1 or (self.batch_size != "auto" and self.batch_size < 1) or self.lr <= 0:
-            raise ValueError("max_epochs and batch_size must be >= 1 and lr > 0")
-        if self.n_folds == 1 or self.n_folds < 0 or not 0 <= self.fold < max(self.n_folds, 1):
-            raise ValueError(
-                f"n_folds {self.n_folds} / fold {self.fold}: use n_folds 0 (val_fraction split) or >= 2, "
-                "and 0 <= fold < n_folds"
-            )
-        if not 0.0 <= self.holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
-        check_roi(self)
-
-    @property
-    def out_channels(self) -> int:
-        """The loss decides: 1 logit for sigmoid + BCE, else 2 (softmax over background/atrium)."""
-        return LOSSES[self.loss_name].out_channels
-
-
-def check_roi(cfg: TrainConfig) -> None:
-    """Reject an unknown model name, and a ``roi_size`` its network cannot take; "auto" values wait for the plan."""
-    from heartseg_utils.models import required_divisor
-
-    if cfg.model_name == "auto":
-        return
-    div = required_divisor(cfg.model_name, cfg.model_kwargs)  # also rejects unknown model names
-    if cfg.roi_size != "auto" and (len(cfg.roi_size) != 3 or any(r <= 0 or r % d for r, d in zip(cfg.roi_size, div))):
-        raise ValueError(f"roi_size {cfg.roi_size} must be 3 positive sides divisible by {div} for {cfg.model_name!r}")
-
-
-def config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """The JSON form of a config (``config.json``): tuples become lists; ``out_channels`` is added."""
-    d = dataclasses.asdict(cfg)
-    d["out_channels"] = cfg.out_channels
-    for name in ("roi_size", "pixdim"):
-        if isinstance(d[name], tuple):
-            d[name] = list(d[name])
-    return d
-
-
-def model_from_config(config: dict[str, Any]) -> torch.nn.Module:
-    """Rebuild the network described by a run's ``config.json``. Introduced in notebook 04."""
-    from heartseg_utils.models import get_model
-
-    out = LOSSES[config["loss_name"]].out_channels
-    return get_model(config["model_name"], out_channels=out, **config.get("model_kwargs", {}))
-
-
-def transforms_from_config(config: dict[str, Any], stage: str, device: torch.device | None = None):
-    """Rebuild a run's transforms from ``config.json`` (values resolved). Introduced in notebook 04.
-
-    The pad divisor comes from the model registry (``models.required_divisor``); ``device`` is the CUDA fast
-    path of :func:`heartseg_utils.transforms.get_transforms` (None on the CPU).
-    """
-    from heartseg_utils.models import required_divisor
-    from heartseg_utils.transforms import get_transforms
-
-    divisor = required_divisor(config["model_name"], config.get("model_kwargs"))
-    return get_transforms(
-        stage,
-        pixdim=tuple(config["pixdim"]),
-        roi_size=tuple(config["roi_size"]),
-        num_samples=config["num_samples"],
-        elastic=config["elastic"],
-        divisor=divisor,
-        device=device,
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# Device, mixed precision, seeding
-# --------------------------------------------------------------------------------------------------
-def resolve_device(device: str = "auto") -> torch.device:
-    """Map "auto" to CUDA when available, else CPU; asking for "cuda" without one is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but no CUDA GPU is visible; use device='auto' or 'cpu'")
-    return torch.device(device)
-
-
-NO_BF16_ENV = "HEARTSEG_NO_BF16"  # set to 1: behave as a CPU without native bf16 (tests, CI, "as a laptop would")
-
-
-def cpu_bf16_flags() -> str:
-    """The CPU's native bf16 instruction flags from /proc/cpuinfo (``avx512_bf16``, ``amx_bf16``); "" if none.
-
-    ``HEARTSEG_NO_BF16=1`` in the environment makes it answer "" on any CPU, so the whole series and the tests run
-    the fp32 branch as most laptops do (``.ci/run`` runs the precision tests both ways).
-    """
-    if os.environ.get(NO_BF16_ENV, "").strip() not in ("", "0"):
-        return ""
-    try:
-        words = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:  # not Linux
-        return ""
-    return " ".join(f for f in ("avx512_bf16", "amx_bf16") if f in words)
-
-
-_PROBED: dict[tuple, tuple[float, float]] = {}  # probe results of this process, keyed by network and input shape
-
-
-def _probe_block(channels: int = 16) -> torch.nn.Module:
-    """A small UNet-like block (conv, batch norm, PReLU, strided and transposed conv): the probe's default network."""
-    nn = torch.nn
-    return nn.Sequential(
-        nn.Conv3d(1, channels, 3, padding=1), nn.BatchNorm3d(channels), nn.PReLU(),
-        nn.Conv3d(channels, channels, 3, stride=2, padding=1), nn.BatchNorm3d(channels), nn.PReLU(),
-        nn.ConvTranspose3d(channels, channels, 3, stride=2, padding=1, output_padding=1), nn.Conv3d(channels, 2, 1),
-    )  # fmt: skip
-
-
-def probe_cpu_bf16(
-    model: torch.nn.Module | None = None,
-    shape: Sequence[int] = (2, 1, 32, 32, 32),
-    *,
-    train_step: bool = True,
-    repeats: int = 2,
-) -> tuple[float, float]:
-    """Best seconds of one step of ``model`` on a random ``shape`` input, in fp32 and in bf16 autocast.
-
-    Introduced in notebook 03. Training asks with its own network and batch shape (forward + backward), inference
-    with its network and sliding-window batch (forward only): a lone convolution or a toy block can rank the two
-    precisions differently from the real workload. The model is copied, so its weights and batch-norm statistics
-    stay untouched; fp32 and bf16 alternate, so a load change hits both; round 0 only warms up. The random state is
-    left alone, and each (network, shape, step) is measured once per process.
-    """
-    key = (type(model).__name__, sum(p.numel() for p in model.parameters()) if model else 0, tuple(shape), train_step)
-    if key in _PROBED:
-        return _PROBED[key]
-    best = {None: math.inf, torch.bfloat16: math.inf}
-    with torch.random.fork_rng(devices=[]):
-        net = (_probe_block() if model is None else copy.deepcopy(model)).cpu().train(train_step)
-        x = torch.randn(*shape)
-        for i in range(repeats + 1):
-            for dtype in best:
-                t0 = time.perf_counter()
-                with torch.set_grad_enabled(train_step), autocast(torch.device("cpu"), dtype):
-                    out = net(x)
-                if train_step:
-                    out.float().mean().backward()
-                if i:
-                    best[dtype] = min(best[dtype], time.perf_counter() - t0)
-    _PROBED[key] = best[None], best[torch.bfloat16]
-    return _PROBED[key]
-
-
-def amp_decision(
-    amp: str,
-    device: torch.device,
-    model: torch.nn.Module | None = None,
-    shape: Sequence[int] | None = None,
-    *,
-    train_step: bool = True,
-) -> tuple[torch.dtype | None, str]:
-    """Decide the autocast dtype (None = fp32) and say why. Introduced in notebook 03.
-
-    CUDA: bf16, or fp16 (with a gradient scaler) where the GPU has no bf16. CPU: ``"on"`` = bf16;
-    ``"auto"`` = bf16 only where the CPU has native bf16 instructions and :func:`probe_cpu_bf16` measures
-    ``model`` on ``shape`` faster in bf16 (without them bf16 3D convolutions run many times slower). The probe is
-    timed, so two processes can decide differently: set ``amp`` explicitly where runs must match bit for bit.
-
-    Args:
-        amp: ``"auto"``, ``"on"`` or ``"off"``.
-        device: where the run computes.
-        model, shape: the network and input batch shape to probe (default: a small block on 2 x 32^3).
-        train_step: probe forward + backward (training) or forward only (inference).
-
-    Returns:
-        ``(dtype or None, reason)``; both are recorded in metrics.json (``amp``, ``amp_reason``).
-    """
-    if _choice("amp", amp) == "off":
-        return None, "amp='off': fp32"
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return torch.bfloat16, f"amp={amp!r} on CUDA: bf16 autocast"
-        return torch.float16, f"amp={amp!r} on CUDA without bf16: fp16 autocast with a gradient scaler"
-    if amp == "on":
-        return torch.bfloat16, "amp='on' on the CPU: bf16 autocast"
-    flags = cpu_bf16_flags()
-    if not flags:
-        return None, "amp='auto' on a CPU without native bf16 (no avx512_bf16/amx_bf16): fp32"
-    shape = tuple(shape or (2, 1, 32, 32, 32))
-    fp32_s, bf16_s = probe_cpu_bf16(model, shape, train_step=train_step)
-    what = f"{'training step' if train_step else 'forward pass'} on {shape}"
-    verdict = f"probe {what}: bf16 {bf16_s * 1e3:.0f} ms vs fp32 {fp32_s * 1e3:.0f} ms"
-    if bf16_s < fp32_s:
-        return torch.bfloat16, f"amp='auto' on a CPU with {flags}: {verdict}: bf16 autocast"
-    return None, f"amp='auto' on a CPU with {flags}: {verdict}: fp32"
-
-
-def decide_amp(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, str]:
-    """:func:`amp_decision` for a planned config: probes its own network on one batch of its patches."""
-    patches = (cfg.batch_size * cfg.num_samples, 1, *cfg.roi_size)
-    model = model_from_config(config_dict(cfg)) if cfg.amp == "auto" and device.type == "cpu" else None
-    return amp_decision(cfg.amp, device, model, patches)
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of :func:`amp_decision` alone (None = fp32). Introduced in notebook 03."""
-    return amp_decision(amp, device)[0]
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """``torch.autocast`` to ``dtype`` on ``device``'s type, or a disabled one for None (fp32). Notebook 03."""
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
 def seed_epoch(seed: int, epoch: int, *datasets: Any, rank: int = 0) -> torch.Generator:
     """Reseed every random source from (seed, rank, epoch): a resumed run replays what it would have done.
 
@@ -422,24 +63,6 @@ def seed_epoch(seed: int, epoch: int, *datasets: Any, rank: int = 0) -> torch.Ge
     for ds in datasets:
         ds.transform.set_random_state(seed=s)
     return torch.Generator().manual_seed(s)
-
-
-# --------------------------------------------------------------------------------------------------
-# One epoch, validation, checkpoints
-# --------------------------------------------------------------------------------------------------
-def logits_to_mask(logits: torch.Tensor) -> torch.Tensor:
-    """Turn network output (N, C, ...) into a (N, 1, ...) foreground mask: argmax, or logit > 0 for C = 1."""
-    if logits.shape[1] == 1:
-        return (logits > 0).to(torch.uint8)
-    return logits.argmax(dim=1, keepdim=True).to(torch.uint8)
-
-
-def logits_to_probability(logits: torch.Tensor) -> torch.Tensor:
-    """Network output (N, C, ...) as a (N, 1, ...) foreground probability: softmax channel 1, or sigmoid for C = 1.
-
-    Introduced in notebook 04 (inference averages probabilities for TTA; notebook 07's export check uses it too).
-    """
-    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)[:, 1:2]
 
 
 def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype) -> float:
@@ -464,23 +87,15 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype
 
 def validation_masks(
     model: torch.nn.Module, batches: Any, cfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None
-) -> Any:
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(mask, label)`` per whole validation volume: sliding-window inference, argmax. Notebook 03."""
-    from monai.inferers import sliding_window_inference
-
+    settings = config_dict(cfg)
     model.eval()
     for batch in batches:
         image, label = batch["image"].to(device), batch["label"].to(device)
         with torch.no_grad(), autocast(device, amp_dtype):
-            logits = sliding_window_inference(image, cfg.roi_size, cfg.sw_batch_size, model, overlap=cfg.sw_overlap)
-        yield logits_to_mask(logits.float()), (label > 0).to(torch.uint8)
-
-
-def dice_score(mask: torch.Tensor, label: torch.Tensor) -> float:
-    """Foreground Dice of one (1, 1, ...) mask; NaN where mask and label are both empty. Notebook 03."""
-    from monai.metrics import compute_dice  # the function: no gathering across processes (DiceMetric does that)
-
-    return float(compute_dice(mask.float(), label.float(), include_background=True))
+            logits = sliding_window_logits(model, image, settings)
+        yield logits_to_mask(logits), (label > 0).to(torch.uint8)
 
 
 def validate(
@@ -491,119 +106,21 @@ def validate(
     amp_dtype: torch.dtype | None,
     ddp: distributed.Distributed | None = None,
 ) -> float:
-    """Mean foreground Dice over whole validation volumes with sliding-window inference. Notebook 03.
+    """Mean foreground Dice (:func:`metrics.dice`) over whole validation volumes, by sliding window. Notebook 03.
 
     Under torchrun (``ddp``) each process validates its share of the cases (possibly none); the Dice sums and
     counts are added over all processes, so every process returns the same mean.
     """
-    scores = torch.tensor([dice_score(*pair) for pair in validation_masks(model, loader, cfg, device, amp_dtype)])
-    total, count = float(scores.nansum()), float((~scores.isnan()).sum())
+    scores = torch.tensor([dice(*pair) for pair in validation_masks(model, loader, cfg, device, amp_dtype)])
+    total, count = float(scores.sum()), float(len(scores))
     if ddp is not None:
         total, count = distributed.reduce([total, count], ddp)  # DDP
     return total / count if count else 0.0
 
 
-def save_best(path: Path, net: torch.nn.Module, epoch: int, val_dice: float) -> None:
-    """Write ``best_model.pt`` atomically: the weights of the best validation Dice so far. Notebook 03."""
-    best = {"model": net.state_dict(), "epoch": epoch, "val_dice": val_dice}
-    write_atomic(path, lambda tmp: torch.save(best, tmp))
-
-
-def save_checkpoint(path: Path, run: Run, state: dict[str, Any], history: list[dict[str, Any]]) -> None:
-    """Write ``last.pt`` atomically: everything :func:`load_checkpoint` needs to continue. Notebook 03."""
-    ckpt = {
-        "model": run.net.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scaler": run.scaler.state_dict(),
-        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else {},
-        "epoch": len(history),
-        "state": dict(state),
-        "history": list(history),
-    }
-    write_atomic(path, lambda tmp: torch.save(ckpt, tmp))
-
-
-def load_checkpoint(path: Path, run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Restore what :func:`save_checkpoint` wrote into ``run`` (``weights_only=True``). Introduced in notebook 03.
-
-    Returns:
-        ``(state, history)``: the bookkeeping of :func:`new_state` and the epochs so far (the checkpoint, not
-        history.csv, is the source of truth).
-    """
-    ckpt = torch.load(path, map_location=run.ddp.device, weights_only=True)
-    run.net.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.scaler.load_state_dict(ckpt["scaler"])
-    if run.scheduler is not None:
-        run.scheduler.load_state_dict(ckpt["scheduler"])
-    return {**new_state(), **ckpt["state"]}, list(ckpt["history"])
-
-
-def new_state() -> dict[str, Any]:
-    """The bookkeeping of a fresh run: best Dice so far, early-stopping count, seconds, planned epochs."""
-    return {"best_val_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0, "planned_epochs": 0}
-
-
-def write_history(rows: list[dict[str, Any]], path: Path) -> None:
-    """Write ``history.csv`` (one row per epoch, :data:`HISTORY_FIELDS`) atomically. Introduced in notebook 03."""
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    write_atomic(path, write)
-
-
 # --------------------------------------------------------------------------------------------------
-# Data, the planner's hook, the pieces of a run
+# The data, the plan, the pieces of a run
 # --------------------------------------------------------------------------------------------------
-def _planner() -> Any:
-    """The ``heartseg_utils.plan`` module, or None where this installation has no planner."""
-    if importlib.util.find_spec("heartseg_utils.plan") is None:
-        return None
-    from heartseg_utils import plan
-
-    return plan
-
-
-def resolve_auto(
-    cfg: TrainConfig, items: list[dict], device: torch.device, run_dir: Path
-) -> tuple[TrainConfig, dict[str, Any] | None]:
-    """Replace the ``"auto"`` values of :data:`PLANNED_FIELDS` by the planner's choices. Notebook 03.
-
-    The planner hook: ``heartseg_utils.plan.resolve_auto(config_dict, items, device)`` returns the config dict
-    with concrete values and a JSON-able plan (written to ``run_dir/plan.json``). A resumed run keeps the
-    values in its ``config.json``. Without the planner only ``pixdim="auto"`` works (the median spacing).
-
-    Returns:
-        ``(resolved config, plan dict or None)``.
-    """
-    auto = [name for name in PLANNED_FIELDS if getattr(cfg, name) == "auto"]
-    if not auto:
-        return cfg, None
-    saved = run_dir / "config.json"
-    if cfg.resume and saved.is_file():
-        old = json.loads(saved.read_text())
-        plan_path = run_dir / "plan.json"
-        plan_dict = json.loads(plan_path.read_text()) if plan_path.is_file() else None
-        return dataclasses.replace(cfg, **{k: old[k] for k in (*auto, "model_kwargs")}), plan_dict
-    plan = _planner()
-    if plan is None:
-        if auto == ["pixdim"]:
-            from heartseg_utils.transforms import resolve_pixdim
-
-            return dataclasses.replace(cfg, pixdim=resolve_pixdim("auto", items)), None
-        raise ValueError(
-            f"{', '.join(auto)} = 'auto' needs the planner (heartseg_utils.plan): planner not "
-            "available in this installation; give explicit values"
-        )
-    resolved, plan_dict = plan.resolve_auto(config_dict(cfg), items, device)
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in resolved.items() if k in names}), plan_dict
-
-
 class Data(NamedTuple):
     """What :func:`prepare_data` hands to training: the resolved config, the cases and the cached datasets."""
 
@@ -613,6 +130,38 @@ class Data(NamedTuple):
     plan: dict[str, Any] | None
     train_ds: Any
     val_ds: Any
+
+
+def plan_config(
+    cfg: TrainConfig, items: list[dict], device: torch.device, run_dir: Path
+) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """The config with its ``"auto"`` values planned (``plan.resolve_auto``); a resumed run keeps its own.
+
+    Introduced in notebook 03. Returns ``(resolved config, plan dict or None)``.
+    """
+    auto = [name for name in PLANNED_FIELDS if getattr(cfg, name) == "auto"]
+    if cfg.resume and auto and (run_dir / runs.CONFIG).is_file():
+        old = runs.read_json(run_dir / runs.CONFIG)
+        plan_dict = runs.read_json(run_dir / runs.PLAN) if (run_dir / runs.PLAN).is_file() else None
+        return dataclasses.replace(cfg, **{k: old[k] for k in (*auto, "model_kwargs")}), plan_dict
+    return plan.resolve_auto(cfg, items, device)
+
+
+def _cases(cfg: TrainConfig, run_dir: Path, items: list[dict]) -> dict[str, list[dict]]:
+    """The run's train/validation/holdout items: split.json's on resume, else a new ``data.make_split``."""
+    from heartseg_utils import data
+
+    if cfg.resume and (run_dir / runs.SPLIT).is_file():
+        keys = [k for k in ("train", "validation", "holdout") if k in runs.read_split(run_dir)]
+        return {"holdout": [], **{k: data.split_cases(run_dir, k, items) for k in keys}}
+    return data.make_split(
+        items,
+        seed=cfg.seed,
+        val_fraction=cfg.val_fraction,
+        n_folds=cfg.n_folds,
+        fold=cfg.fold,
+        holdout_fraction=cfg.holdout_fraction,
+    )
 
 
 def prepare_data(cfg: TrainConfig, run_dir: Path, device: torch.device) -> Data:
@@ -628,20 +177,9 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, device: torch.device) -> Data:
 
     dataset_dir = data.get_dataset_dir(cfg.data_dir)
     items = data.validate_dataset(dataset_dir)
-    if cfg.resume and (run_dir / "split.json").is_file():
-        cases = {k: data.split_cases(run_dir, k, items) for k in ("train", "validation")}
-        cases["holdout"] = data.split_cases(run_dir, "holdout", items) if "holdout" in data.read_split(run_dir) else []
-    else:
-        cases = data.make_split(
-            items,
-            seed=cfg.seed,
-            val_fraction=cfg.val_fraction,
-            n_folds=cfg.n_folds,
-            fold=cfg.fold,
-            holdout_fraction=cfg.holdout_fraction,
-        )
+    cases = _cases(cfg, run_dir, items)
     split = {"dataset_dir": str(dataset_dir), "seed": cfg.seed, **{k: [i["case"] for i in v] for k, v in cases.items()}}
-    cfg, plan = resolve_auto(cfg, items, device, run_dir)  # the planner plugs in here
+    cfg, the_plan = plan_config(cfg, items, device, run_dir)  # the planner plugs in here
     cfg = dataclasses.replace(cfg, pixdim=resolve_pixdim(cfg.pixdim))  # three floats; also re-checks roi_size
     tf_device = device if device.type == "cuda" else None
     datasets = [
@@ -661,7 +199,7 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, device: torch.device) -> Data:
                 f"note: roi_size {cfg.roi_size} is larger than the preprocessed volume {case['case']} {shape} "
                 f"(pixdim {cfg.pixdim}); patches and sliding windows are zero-padded to fit"
             )
-    return Data(cfg, dataset_dir, split, plan, *datasets)
+    return Data(cfg, dataset_dir, split, the_plan, *datasets)
 
 
 @dataclass
@@ -680,6 +218,17 @@ class Run:
     amp_dtype: torch.dtype | None
     train_ds: Any
     val_ds: Any
+
+    def parts(self) -> dict[str, Any]:
+        """What ``last.pt`` saves and restores (:func:`runs.save_checkpoint`): weights and optimisation state."""
+        return {"model": self.net, "optimizer": self.optimizer, "scaler": self.scaler, "scheduler": self.scheduler}
+
+
+def probe_inputs(cfg: TrainConfig, device: torch.device) -> tuple[torch.nn.Module | None, tuple[int, ...]]:
+    """What ``precision.amp_decision`` probes for a planned run: its own network (CPU, amp "auto") and patch batch."""
+    patches = (cfg.batch_size * cfg.num_samples, 1, *cfg.roi_size)
+    model = model_from_config(config_dict(cfg)) if cfg.amp == "auto" and device.type == "cpu" else None
+    return model, patches
 
 
 def build_run(data: Data, run_dir: Path, ddp: distributed.Distributed, amp_dtype: torch.dtype | None) -> Run:
@@ -766,21 +315,20 @@ def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]]) -> str:
         loss = train_one_epoch(run.model, loader, run.loss_fn, run.optimizer, run.scaler, device, run.amp_dtype)
         loss = distributed.mean_over_processes(loss, run.ddp)  # DDP
         distributed.sync_buffers(run.net, run.ddp)  # DDP: keep rank 0's batch-norm statistics
-        dice = validate(run.net, val_loader, cfg, device, run.amp_dtype, run.ddp)
+        val_dice = validate(run.net, val_loader, cfg, device, run.amp_dtype, run.ddp)
         last_s = distributed.reduce([time.perf_counter() - t0], run.ddp, "max")[0]  # DDP: identical decisions
         session_s += last_s
         planned = planned_epochs(cfg, epoch, session_s, epoch - first + 1)
-        step_scheduler(run.scheduler, dice, progress=epoch / planned)
-        history.append(
-            dict(zip(HISTORY_FIELDS, (epoch, round(loss, 6), round(dice, 6), lr, planned, round(last_s, 3))))
-        )
-        improved = track_best(state, cfg, epoch, dice, planned, last_s)
+        step_scheduler(run.scheduler, val_dice, progress=epoch / planned)
+        row = (epoch, round(loss, 6), round(val_dice, 6), lr, planned, round(last_s, 3))
+        history.append(dict(zip(runs.HISTORY_FIELDS, row)))
+        improved = track_best(state, cfg, epoch, val_dice, planned, last_s)
         if master:
             if improved:
-                save_best(run.run_dir / "best_model.pt", run.net, epoch, dice)
-            save_checkpoint(run.run_dir / "last.pt", run, state, history)
-            write_history(history, run.run_dir / "history.csv")
-        bar.set_postfix(loss=f"{loss:.3f}", dice=f"{dice:.3f}", best=f"{state['best_val_dice']:.3f}")
+                runs.save_best(run.run_dir / runs.BEST, run.net, epoch, val_dice)
+            runs.save_checkpoint(run.run_dir / runs.LAST, run.parts(), state, history)
+            runs.write_history(history, run.run_dir / runs.HISTORY)
+        bar.set_postfix(loss=f"{loss:.3f}", dice=f"{val_dice:.3f}", best=f"{state['best_val_dice']:.3f}")
         if state["bad_epochs"] >= cfg.patience:
             return "early_stopping"
         if epoch >= planned < cfg.max_epochs:  # the budget fits no further epoch: the schedule has just ended
@@ -811,17 +359,14 @@ def decide_postprocessing(run: Run) -> dict[str, Any]:
     component. Inference (notebooks 04 and 07, ``python -m heartseg_utils.predict``) follows the decision
     unless told otherwise. Written to ``run_dir/postprocessing.json``.
     """
-    from heartseg_utils.inference import largest_component
-
     net = copy.deepcopy(run.net)
-    state = torch.load(run.run_dir / "best_model.pt", map_location=run.ddp.device, weights_only=True)
-    net.load_state_dict(state["model"])
+    runs.load_weights(run.run_dir / runs.BEST, net, run.ddp.device)
     scores = []
     cases = ({key: item[key][None] for key in ("image", "label")} for item in run.val_ds)  # batches of one
     for mask, label in validation_masks(net, cases, run.cfg, run.ddp.device, run.amp_dtype):
         largest = torch.as_tensor(largest_component(mask[0, 0].cpu().numpy()))[None, None].to(mask.device)
-        scores.append([dice_score(mask, label), dice_score(largest, label)])
-    without, largest = torch.tensor(scores, dtype=torch.float64).nanmean(dim=0).tolist()
+        scores.append([dice(mask, label), dice(largest, label)])
+    without, largest = torch.tensor(scores, dtype=torch.float64).mean(dim=0).tolist()
     return {
         "keep_largest": largest > without,
         "val_dice_raw": round(without, 6),
@@ -831,7 +376,7 @@ def decide_postprocessing(run: Run) -> dict[str, Any]:
     }
 
 
-def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
+def run_training(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     """Train a segmentation network and write ``run_dir`` as docs/contract.md says. Introduced in notebook 03.
 
     Args:
@@ -848,11 +393,13 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     ddp = distributed.setup(resolve_device(cfg.device))  # DDP: rank 0 of 1 without torchrun
     try:
         data = prepare_data(cfg, run_dir, ddp.device)
-        timed = decide_amp(data.cfg, ddp.device) if ddp.master or ddp.world == 1 else None  # DDP: rank 0 probes
+        probe = probe_inputs(data.cfg, ddp.device)
+        timed = amp_decision(data.cfg.amp, ddp.device, *probe) if ddp.master else None  # DDP: rank 0 probes
         amp_dtype, amp_reason = distributed.broadcast(timed, ddp)  # DDP: every process takes rank 0's answer
         set_track_meta(False)  # plain tensors from here on: faster, and metadata is not needed for training
         run = build_run(data, run_dir, ddp, amp_dtype)
-        state, history = load_checkpoint(run_dir / "last.pt", run) if cfg.resume else (new_state(), [])
+        resumed = cfg.resume and runs.load_checkpoint(run_dir / runs.LAST, run.parts(), ddp.device)
+        state, history = resumed or (runs.new_state(), [])
         if ddp.master:
             write_run_files(run, data, history, amp_reason)
         stopped = fit(run, state, history)
@@ -862,8 +409,8 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
             "keep_largest": (post or {}).get("keep_largest"),
         }
         if ddp.master:
-            write_json(post, run_dir / "postprocessing.json")
-            write_json(metrics, run_dir / "metrics.json")
+            runs.write_json(post, run_dir / runs.POSTPROCESSING)
+            runs.write_json(metrics, run_dir / runs.METRICS)
     finally:
         set_track_meta(True)
         distributed.teardown(ddp)  # DDP
@@ -874,8 +421,8 @@ def open_run_dir(cfg: TrainConfig) -> Path:
     """Create ``run_dir``; with ``resume=True`` it must hold a ``last.pt``."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.resume and not (run_dir / "last.pt").exists():
-        raise FileNotFoundError(f"resume=True but {run_dir / 'last.pt'} does not exist; run once with resume=False")
+    if cfg.resume and not (run_dir / runs.LAST).exists():
+        raise FileNotFoundError(f"resume=True but {run_dir / runs.LAST} does not exist; run once with resume=False")
     return run_dir
 
 
@@ -888,7 +435,7 @@ def run_metrics(run: Run, state: dict, history: list, stopped: str, amp_reason: 
         "planned_epochs": state["planned_epochs"] or run.cfg.max_epochs,
         "train_seconds": round(state["train_seconds"], 2),
         "device": str(run.ddp.device),
-        "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
+        "amp": dtype_name(run.amp_dtype),
         "amp_reason": amp_reason,
         "stopped_because": stopped,
         "world_size": run.ddp.world,
@@ -897,14 +444,12 @@ def run_metrics(run: Run, state: dict, history: list, stopped: str, amp_reason: 
 
 def write_run_files(run: Run, data: Data, history: list[dict[str, Any]], amp_reason: str) -> None:
     """Write config.json, split.json, plan.json (planned runs) and, on resume, history.csv; print a summary."""
-    from heartseg_utils.models import count_parameters
-
-    write_json({**config_dict(run.cfg), "dataset_dir": str(data.dataset_dir)}, run.run_dir / "config.json")
-    write_json(data.split, run.run_dir / "split.json")
+    runs.write_json({**config_dict(run.cfg), "dataset_dir": str(data.dataset_dir)}, run.run_dir / runs.CONFIG)
+    runs.write_json(data.split, run.run_dir / runs.SPLIT)
     if data.plan is not None:
-        write_json(data.plan, run.run_dir / "plan.json")
+        runs.write_json(data.plan, run.run_dir / runs.PLAN)
     if history:
-        write_history(history, run.run_dir / "history.csv")
+        runs.write_history(history, run.run_dir / runs.HISTORY)
     print(
         f"{run.cfg.model_name}: {count_parameters(run.net):,} parameters | device {run.ddp.device} x "
         f"{run.ddp.world} process(es) | {amp_reason} | {len(run.train_ds)} train / {len(run.val_ds)} val cases | "
@@ -915,39 +460,14 @@ def write_run_files(run: Run, data: Data, history: list[dict[str, Any]], amp_rea
 # --------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------
-def _flag_parser(default: Any):
-    """argparse ``type=`` for a field: by the type of its default; JSON for lists, tuples and dicts."""
-
-    def boolean(text: str) -> bool:
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-        return text.lower() in ("true", "1", "yes")
-
-    def integer(text: str) -> int | str:  # batch_size also takes "auto"
-        return text if text == "auto" else int(text)
-
-    def literal(text: str) -> Any:  # "[96, 96, 96]", '{"channels": [8, 16]}'; anything else ("auto") stays text
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return text
-
-    return {bool: boolean, int: integer, float: float, str: str}.get(type(default), literal)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command-line entry: ``python -m heartseg_utils.train --run_dir runs/x --max_epochs 50`` (flags = fields).
 
     Introduced in notebook 03. Defaults are notebook 03's parameters; ``torchrun --nproc_per_node=N -m
     heartseg_utils.train ...`` runs the same code in N processes (docs/distributed.md).
     """
-    parser = argparse.ArgumentParser(description="Train a heartseg model (same code path as notebook 03).")
-    for f in dataclasses.fields(TrainConfig):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        parser.add_argument(
-            f"--{f.name}", default=default, type=_flag_parser(default), help=f"default: {json.dumps(default)}"
-        )
-    return train(vars(parser.parse_args(argv)))
+    parser = argument_parser("Train a heartseg model (same code path as notebook 03).")
+    return run_training(vars(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

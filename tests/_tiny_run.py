@@ -20,7 +20,7 @@ TINY: dict = {
 
 def train_tiny_run(dataset_dir: Path, run_dir: Path) -> Path:
     """Train the tiny UNet of :data:`TINY` for one epoch into ``run_dir`` (about a second of CPU)."""
-    from heartseg_utils.train import train
+    from heartseg_utils.train import run_training
 
-    train({**TINY, "data_dir": str(dataset_dir), "run_dir": str(run_dir), "max_epochs": 1})
+    run_training({**TINY, "data_dir": str(dataset_dir), "run_dir": str(run_dir), "max_epochs": 1})
     return run_dir

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from heartseg_utils import crossval, data
-from heartseg_utils.train import TrainConfig
+from heartseg_utils.config import TrainConfig
 from tests._tiny_run import TINY
 
 

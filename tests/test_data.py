@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from _msd import AFFINE, make_msd, tree_digest, write_nifti
 
-from heartseg_utils import data
+from heartseg_utils import data, runs
 from heartseg_utils.data import DatasetError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -471,14 +471,14 @@ def test_holdout_then_kfold_sets_aside_then_partitions():
 def test_read_split_and_split_cases(tmp_path):
     items = [{"case": c, "image": f"/x/{c}"} for c in ("a", "b", "c")]
     with pytest.raises(FileNotFoundError, match="split.json is missing"):
-        data.read_split(tmp_path)
+        runs.read_split(tmp_path)
     (tmp_path / "split.json").write_text("{not json")
     with pytest.raises(ValueError, match="split.json is not valid JSON"):
-        data.read_split(tmp_path)
+        runs.read_split(tmp_path)
     (tmp_path / "split.json").write_text(json.dumps({"train": ["a"]}))
     with pytest.raises(ValueError, match="needs 'train' and 'validation'"):
-        data.read_split(tmp_path)
-    data.write_json({"dataset_dir": "/nowhere", "train": ["c", "a"], "validation": ["b"]}, tmp_path / "split.json")
+        runs.read_split(tmp_path)
+    runs.write_json({"dataset_dir": "/nowhere", "train": ["c", "a"], "validation": ["b"]}, tmp_path / "split.json")
     assert data.split_cases(tmp_path, "train", items) == [items[2], items[0]]
     with pytest.raises(KeyError, match="no 'holdout' list"):
         data.split_cases(tmp_path, "holdout", items)
@@ -488,13 +488,13 @@ def test_read_split_and_split_cases(tmp_path):
 
 def test_write_atomic_replaces_whole_files_only(tmp_path):
     target = tmp_path / "x.json"
-    data.write_json({"a": 1}, target)
+    runs.write_json({"a": 1}, target)
 
     def crash(tmp):
         tmp.write_text('{"a": ')
         raise RuntimeError("killed mid-write")
 
     with pytest.raises(RuntimeError):
-        data.write_atomic(target, crash)
+        runs.write_atomic(target, crash)
     assert json.loads(target.read_text()) == {"a": 1}  # the old content survives a crash
-    assert data.write_atomic(target, lambda p: p.write_text("{}")) == target and json.loads(target.read_text()) == {}
+    assert runs.write_atomic(target, lambda p: p.write_text("{}")) == target and json.loads(target.read_text()) == {}

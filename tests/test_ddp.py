@@ -21,6 +21,7 @@ import nbformat
 import pytest
 import torch
 
+from heartseg_utils import config as C
 from heartseg_utils import distributed
 from heartseg_utils import train as T
 
@@ -99,7 +100,7 @@ def test_notebook_03_defaults_are_the_command_line_defaults() -> None:
     nb = nbformat.read(REPO / "notebooks" / "03_train.ipynb", as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     notebook = {s.targets[0].id: ast.literal_eval(s.value) for s in ast.parse(cell.source).body}
-    parser_defaults = {f.name: f.default for f in dataclasses.fields(T.TrainConfig) if f.name in notebook}
+    parser_defaults = {f.name: f.default for f in dataclasses.fields(C.TrainConfig) if f.name in notebook}
     assert set(parser_defaults) == set(notebook), "every notebook parameter is a TrainConfig field"
     normalise = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731 (JSON lists vs tuples)
     assert {k: normalise(v) for k, v in parser_defaults.items()} == notebook
@@ -110,7 +111,7 @@ def test_notebook_03_defaults_are_the_command_line_defaults() -> None:
     [("true", True), ("True", True), ("1", True), ("false", False), ("False", False), ("0", False), ("no", False)],
 )
 def test_boolean_flags_parse(text: str, value: bool) -> None:
-    assert T._flag_parser(False)(text) is value
+    assert C._flag_type(False)(text) is value
 
 
 def test_a_bad_flag_value_stops_before_training(capsys: pytest.CaptureFixture) -> None:
@@ -135,7 +136,7 @@ def test_one_process_joins_no_process_group(monkeypatch: pytest.MonkeyPatch) -> 
 def test_only_the_master_process_writes(monkeypatch: pytest.MonkeyPatch, tiny_config: dict) -> None:
     """The loop writes under an explicit `if master:`: a process of rank 1 trains but leaves run_dir empty."""
     monkeypatch.setattr(distributed, "setup", lambda device: distributed.Distributed(device, rank=1, world=1))
-    metrics = T.train({**tiny_config, "max_epochs": 1, "amp": "off"})
+    metrics = T.run_training({**tiny_config, "max_epochs": 1, "amp": "off"})
     assert metrics["epochs_run"] == 1 and not list(Path(tiny_config["run_dir"]).iterdir())
 
 
@@ -185,11 +186,11 @@ def test_reduced_validation_dice_equals_one_process_validating_the_checkpoint(dd
 
     run = ddp_run["run"]
     saved = json.loads((run / "config.json").read_text())
-    cfg = T.TrainConfig(**{f.name: saved[f.name] for f in dataclasses.fields(T.TrainConfig)})
-    model = T.model_from_config(saved)
+    cfg = C.TrainConfig(**{f.name: saved[f.name] for f in dataclasses.fields(C.TrainConfig)})
+    model = C.model_from_config(saved)
     model.load_state_dict(torch.load(run / "last.pt", weights_only=True)["model"])
     loader = DataLoader(
-        Dataset(split_items(run, split="validation"), T.transforms_from_config(saved, "val")), batch_size=1
+        Dataset(split_items(run, split="validation"), C.transforms_from_config(saved, "val")), batch_size=1
     )
     dice = T.validate(model, loader, cfg, torch.device("cpu"), None)
     assert abs(dice - float(_history(run)[-1]["val_dice"])) < 1e-5
@@ -201,7 +202,7 @@ def test_two_processes_learn_like_one(ddp_run: dict, tmp_path: Path) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as torchrun gives each process (OMP_NUM_THREADS=1)
     try:
-        one = T.train({**ddp_run["config"], "run_dir": str(tmp_path / "one"), "batch_size": 2})
+        one = T.run_training({**ddp_run["config"], "run_dir": str(tmp_path / "one"), "batch_size": 2})
     finally:
         torch.set_num_threads(threads)
     two = json.loads((ddp_run["run"] / "metrics.json").read_text())

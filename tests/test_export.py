@@ -51,7 +51,7 @@ def test_onnx_takes_any_batch_and_matches_pytorch(exported: tuple[Path, dict]) -
 def test_onnx_in_monai_sliding_window_matches_pytorch(exported: tuple[Path, dict], tiny_msd: Path) -> None:
     from monai.inferers import sliding_window_inference
 
-    from heartseg_utils.train import transforms_from_config
+    from heartseg_utils.config import transforms_from_config
 
     run, _ = exported
     model, config = inference.load_run(run, "cpu")

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from heartseg_utils import inference as I
 from heartseg_utils import metrics as M
-from heartseg_utils import train as T
+from heartseg_utils import precision as P
 from tests._tiny_run import train_tiny_run
 
 
@@ -165,29 +165,26 @@ def test_largest_component_keeps_only_the_biggest_blob() -> None:
     assert kept.sum() == 125 and kept[5:10, 5:10, 5:10].all() and kept.dtype == np.uint8
 
 
-def test_prediction_asks_the_training_amp_decision(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inference takes its precision from train.amp_decision ("off" only where the run trained in fp32 by choice)."""
+def test_prediction_asks_the_precision_decision(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inference takes its precision from precision.amp_decision, following the run's recorded precision."""
     model, config = I.load_run(run_dir, "cpu")
     assert config["trained_with"] == {"device": "cpu", "amp": json.loads((run_dir / "metrics.json").read_text())["amp"]}
     bf16_run = {**config, "trained_with": {"device": "cpu", "amp": "bfloat16"}}
-    monkeypatch.setattr(I, "cpu_bf16_flags", lambda: "avx512_bf16")  # a CPU with native bf16: as trained
-    assert I.inference_amp(model, bf16_run, model_device(model)) is torch.bfloat16
-    monkeypatch.setattr(I, "cpu_bf16_flags", lambda: "")  # the same run on a CPU without: fp32, decided anew
-    monkeypatch.setattr(I, "amp_decision", lambda amp, device, *a, **k: T.amp_decision(amp, device))
-    monkeypatch.setattr(T, "cpu_bf16_flags", lambda: "")
-    assert I.inference_amp(model, bf16_run, model_device(model)) is None
-    monkeypatch.undo()
+    monkeypatch.setattr(P, "cpu_bf16_flags", lambda: "avx512_bf16")  # a CPU with native bf16: as trained
+    assert I.prediction_precision(model, bf16_run, model_device(model))[0] is torch.bfloat16
+    monkeypatch.setattr(P, "cpu_bf16_flags", lambda: "")  # the same run on a CPU without: fp32, decided anew
+    assert I.prediction_precision(model, bf16_run, model_device(model))[0] is None
     config = {**config, "trained_with": {}}  # a run without metrics.json: decided as for training
     image = I.split_items(run_dir)[0]["image"]
     asked = []
-    real = I.amp_decision
+    real = P.amp_decision
     monkeypatch.setattr(I, "amp_decision", lambda amp, device, *a, **k: asked.append(amp) or real("off", device))
     fp32 = I.predict_case(model, config, image)
     I.predict_case(model, {**config, "amp": "off"}, image)
-    assert asked == ["auto", "off"]
+    assert asked == ["auto", "off"] and fp32["precision"] == "float32"
     monkeypatch.setattr(I, "amp_decision", lambda amp, device, *a, **k: real("on", device))  # bf16 on the CPU
     bf16 = I.predict_case(model, config, image)
-    assert bf16["mask"].shape == fp32["mask"].shape
+    assert bf16["mask"].shape == fp32["mask"].shape and bf16["precision"] == "bfloat16"
     assert np.abs(bf16["probability"] - fp32["probability"]).max() < 0.1  # same model, 8-bit mantissa
 
 

@@ -358,6 +358,23 @@ def module_definitions(package_dir: Path) -> dict[str, set[str]]:
     return {name: top_level_names(parse(path)) for name, path in module_files(package_dir).items()}
 
 
+def package_rebindings(package_dir: Path) -> dict[str, set[str]]:
+    """``module -> the names it only imports from another package module`` (a name has one home: its definer).
+
+    Importing ``TrainConfig`` from ``train`` works because train imports it, but its home is ``config``; such
+    names count for patch targets (patching the reference a module uses) and for nothing else.
+    """
+    files, out = module_files(package_dir), {}
+    for name, path in files.items():
+        found: set[str] = set()
+        for node in parse(path).body:
+            if isinstance(node, ast.ImportFrom):
+                base = package_module(from_base(node, package_dir.name, True), package_dir.name)
+                found |= {a.asname or a.name for a in node.names} if base in files else set()
+        out[name] = found
+    return out
+
+
 def local_names(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
     """The names local to one function: its arguments and what its body binds (nested scopes not entered),
     less its ``global``/``nonlocal`` names."""
@@ -389,6 +406,7 @@ class NameChecker(ast.NodeVisitor):
         self.package, self.defs, self.scan, self.group, self.in_package = package, defs, scan, group, in_package
         self.env: dict[str, str] = {}
         self.where: Where = str
+        self.rebound: dict[str, set[str]] = {}
 
     # ---- reporting -----------------------------------------------------------------------------
     def qualified(self, module: str) -> str:
@@ -403,11 +421,14 @@ class NameChecker(ast.NodeVisitor):
         return name in names or "*" in names or name in MODULE_ATTRIBUTES
 
     def check(self, node: ast.AST, module: str, name: str, kind: str, text: str) -> None:
-        """Count one use of ``module.name`` and report it, as ``text``, when the module lacks the name."""
+        """Count one use of ``module.name`` and report it, as ``text``, when the module lacks the name or only
+        imports it from another package module (except as a patch target)."""
         self.scan.checked[f"{self.group}:{kind}"] += 1
         if not self.defines(module, name):
             what = "module or top-level name" if module == "" else "top-level name"
             self.report(node, f"{text}: {self.qualified(module)} has no {what} {name!r}")
+        elif kind != "patch" and name in self.rebound.get(module, set()):
+            self.report(node, f"{text}: {self.qualified(module)} only imports {name!r}; import it from its home")
 
     def module_exists(self, node: ast.AST, module: str, text: str) -> bool:
         """Whether the package has ``module``; reports ``text`` when it does not."""
@@ -581,12 +602,13 @@ def check_names(root: Path, package_dir: Path, globs: Iterable[str] = SOURCE_GLO
     Returns:
         the problems found and the counts of checked uses, by folder (the glob's first part) and kind.
     """
-    defs = module_definitions(package_dir)
+    defs, rebound = module_definitions(package_dir), package_rebindings(package_dir)
     scan = Scan()
     for pattern in globs:
         for path in sorted(root.glob(pattern)):
             in_package = path.parent.resolve() == package_dir.resolve()
             checker = NameChecker(package_dir.name, defs, scan, pattern.split("/")[0], in_package)
+            checker.rebound = rebound
             for tree, where in sources(path):
                 checker.where = where
                 checker.visit(tree)
@@ -750,3 +772,18 @@ def test_self_check_finds_missing_names(tmp_path: Path) -> None:
         f"{nb}, cell 4, line 2: m.nothing: heartseg_utils.m has no top-level name 'nothing'",
     ]
     assert scan.checked["tests:patch"] == 2 and scan.checked["*.ipynb:attribute"] == 2
+
+
+def test_self_check_wants_each_name_from_its_home(tmp_path: Path) -> None:
+    """A name a module only imports from another package module has its home there; patching it stays allowed."""
+    write_package(tmp_path, {"home": "def f():\n    pass\n", "user": "from heartseg_utils.home import f\n"})
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text(
+        "from heartseg_utils import user\nfrom heartseg_utils.home import f\nfrom heartseg_utils.user import f as g\n"
+        "user.f()\n\n\ndef test(monkeypatch):\n    monkeypatch.setattr(user, 'f', g)\n"
+    )
+    problems = check_names(tmp_path, tmp_path / "heartseg_utils", ("tests/*.py",)).problems
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "from heartseg_utils.user import f: heartseg_utils.user only imports 'f'; import it from its home",
+        "user.f: heartseg_utils.user only imports 'f'; import it from its home",
+    ], problems

@@ -193,7 +193,7 @@ def test_notebook_03_parameter_contract() -> None:
         values["loss_name"],
         values["resume"],
     ) == ("", "runs/03_train", 0, "auto", "auto", "auto", "dicece", False)
-    from heartseg_utils.train import TrainConfig
+    from heartseg_utils.config import TrainConfig
 
     TrainConfig(**values)  # every parameter is a TrainConfig field and the defaults are valid
 
@@ -220,7 +220,7 @@ def trained_run_dir(series: dict) -> Path:
 def test_notebook_03_defaults_fulfil_the_run_dir_contract(trained_run_dir: Path) -> None:
     import torch
 
-    from heartseg_utils.train import model_from_config
+    from heartseg_utils.config import model_from_config
 
     missing = [f for f in CONTRACT_FILES if not (trained_run_dir / f).is_file()]
     assert not missing, f"run_dir lacks {missing}"

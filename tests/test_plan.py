@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from heartseg_utils import config as C
 from heartseg_utils import data, plan, synthetic
 from heartseg_utils.transforms import median_spacing
 
@@ -182,6 +183,12 @@ def test_gpu_plan_fits_a_mocked_memory_size():
         plan.make_plan(DEFAULT_FP, device="tpu")
 
 
+def _resolve(values: dict, items: list[dict]) -> tuple[dict, dict | None]:
+    """plan.resolve_auto on a TrainConfig of ``values``; the resolved config as config.json would hold it."""
+    cfg, p = plan.resolve_auto(C.TrainConfig(**values), items, "cpu")
+    return C.config_dict(cfg), p
+
+
 def test_resolve_auto_replaces_only_auto_values(variant_sets):
     items = variant_sets["small"][1]
     base = {
@@ -193,29 +200,29 @@ def test_resolve_auto_replaces_only_auto_values(variant_sets):
         "num_samples": 1,
         "time_budget_min": 4.5,
     }
-    same, none = plan.resolve_auto(base, items, "cpu")
-    assert none is None and same == base and same is not base
+    same, none = plan.resolve_auto(C.TrainConfig(**base), items, "cpu")
+    assert none is None and same == C.TrainConfig(**base)
 
     auto = {**base, "pixdim": "auto", "roi_size": "auto", "batch_size": "auto", "model_name": "auto"}
-    cfg, p = plan.resolve_auto(auto, items, "cpu")
+    cfg, p = _resolve(auto, items)
     assert (cfg["pixdim"], cfg["roi_size"], cfg["batch_size"]) == (p["pixdim"], p["roi_size"], p["batch_size"])
     assert cfg["model_name"] == "unet" and cfg["model_kwargs"] == p["model_kwargs"] and cfg["num_samples"] == 1
 
-    cfg, p = plan.resolve_auto({**auto, "pixdim": [2.0, 2.0, 2.0]}, items, "cpu")  # explicit spacing is kept
+    cfg, p = _resolve({**auto, "pixdim": [2.0, 2.0, 2.0]}, items)  # explicit spacing is kept
     assert cfg["pixdim"] == [2.0, 2.0, 2.0] and p["pixdim"] == [2.0, 2.0, 2.0]
     assert all(r <= max(m, d) for r, m, d in zip(cfg["roi_size"], p["median_shape"], p["divisor"]))
 
-    cfg, _ = plan.resolve_auto({**base, "roi_size": "auto"}, items, "cpu")  # explicit plain UNet: divisor 16
+    cfg, _ = _resolve({**base, "roi_size": "auto"}, items)  # explicit plain UNet: divisor 16
     assert cfg["model_kwargs"] == {} and all(r % 16 == 0 for r in cfg["roi_size"])
     kw = {"channels": [8, 16, 32], "strides": [[2, 2, 1], [2, 2, 2]]}
-    cfg, _ = plan.resolve_auto({**base, "roi_size": "auto", "model_name": "auto", "model_kwargs": kw}, items, "cpu")
+    cfg, _ = _resolve({**base, "roi_size": "auto", "model_name": "auto", "model_kwargs": kw}, items)
     assert cfg["model_kwargs"] == kw and cfg["roi_size"][0] % 4 == 0 and cfg["roi_size"][2] % 2 == 0
-    cfg, _ = plan.resolve_auto({**base, "roi_size": "auto", "model_name": "segresnet"}, items, "cpu")
+    cfg, _ = _resolve({**base, "roi_size": "auto", "model_name": "segresnet"}, items)
     assert cfg["model_name"] == "segresnet" and all(r % 8 == 0 for r in cfg["roi_size"])
 
-    cfg, p = plan.resolve_auto({**base, "roi_size": [40, 24, 40], "model_name": "auto"}, items, "cpu")
+    cfg, p = _resolve({**base, "roi_size": [40, 24, 40], "model_name": "auto"}, items)
     assert cfg["roi_size"] == [40, 24, 40]  # explicit patch: the planned network divides it
-    assert plan.resolve_auto({**base, "roi_size": "[40, 24, 40]", "model_name": "auto"}, items, "cpu")[0] == cfg
+    assert _resolve({**base, "roi_size": "[40, 24, 40]", "model_name": "auto"}, items)[0] == cfg
     assert all(r % d == 0 for r, d in zip(cfg["roi_size"], plan.divisor_of(cfg["model_kwargs"]["strides"])))
 
 
@@ -250,7 +257,7 @@ def test_short_training_with_the_plan_learns(variant_sets, variant, tmp_path):
     folder, items, fp = variant_sets[variant]
     p = plan.make_plan(fp, device="cpu", time_budget_min=1)  # a 1-minute plan: CI-sized
     # batch_size 1 (x 2 samples) gives 4 optimiser steps per epoch on 4 training cases instead of 2
-    metrics = train.train(
+    metrics = train.run_training(
         {
             "data_dir": str(folder),
             "run_dir": str(tmp_path / "run"),

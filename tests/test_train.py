@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import signal
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from heartseg_utils import config as C
+from heartseg_utils import recipe as R
 from heartseg_utils import train as T
 
 CONTRACT_FILES = ("best_model.pt", "last.pt", "config.json", "split.json", "history.csv", "metrics.json")
@@ -26,7 +27,7 @@ def _history(run_dir: Path) -> list[dict]:
 
 
 def test_run_dir_contract(tiny_config: dict) -> None:
-    metrics = T.train({**tiny_config, "amp": "off"})
+    metrics = T.run_training({**tiny_config, "amp": "off"})
     run = Path(tiny_config["run_dir"])
     assert all((run / f).is_file() for f in CONTRACT_FILES)
     saved = json.loads((run / "metrics.json").read_text())
@@ -44,9 +45,9 @@ def test_run_dir_contract(tiny_config: dict) -> None:
     )
     # config.json alone rebuilds the model (strict load of the best checkpoint) and the transforms
     config = json.loads((run / "config.json").read_text())
-    model = T.model_from_config(config)
+    model = C.model_from_config(config)
     model.load_state_dict(torch.load(run / "best_model.pt", weights_only=True)["model"])
-    item = T.transforms_from_config(config, "val")(
+    item = C.transforms_from_config(config, "val")(
         {
             "image": str(Path(tiny_config["data_dir"]) / "imagesTr" / "la_001.nii.gz"),
             "label": str(Path(tiny_config["data_dir"]) / "labelsTr" / "la_001.nii.gz"),
@@ -62,11 +63,11 @@ def test_run_dir_contract(tiny_config: dict) -> None:
 @pytest.mark.parametrize("amp", ["off", "on"])  # fp32, and bf16 autocast on the CPU
 def test_same_seed_same_history(tiny_config: dict, tmp_path: Path, amp: str) -> None:
     cfg = {**tiny_config, "amp": amp}
-    first = T.train(cfg)
-    T.train({**cfg, "run_dir": str(tmp_path / "again")})
+    first = T.run_training(cfg)
+    T.run_training({**cfg, "run_dir": str(tmp_path / "again")})
     assert _history(Path(tiny_config["run_dir"])) == _history(tmp_path / "again")
     assert first["amp"] == {"off": "off", "on": "bfloat16"}[amp]
-    T.train({**cfg, "run_dir": str(tmp_path / "other_seed"), "seed": 2})
+    T.run_training({**cfg, "run_dir": str(tmp_path / "other_seed"), "seed": 2})
     assert _history(tmp_path / "other_seed") != _history(tmp_path / "again")
 
 
@@ -83,7 +84,7 @@ def test_epoch_seeds_never_collide() -> None:
 
 def test_resume_after_kill_loses_and_repeats_no_epoch(tiny_config: dict, tmp_path: Path) -> None:
     cfg = {**tiny_config, "max_epochs": 4, "amp": "off"}  # explicit: "auto" times a probe in each process
-    T.train({**cfg, "run_dir": str(tmp_path / "straight")})
+    T.run_training({**cfg, "run_dir": str(tmp_path / "straight")})
     killed = tmp_path / "killed"
     args = [sys.executable, "-m", "heartseg_utils.train"]
     for key, value in {**cfg, "run_dir": str(killed)}.items():
@@ -98,13 +99,13 @@ def test_resume_after_kill_loses_and_repeats_no_epoch(tiny_config: dict, tmp_pat
     proc.wait()
     done_before = len(_history(killed))
     assert 2 <= done_before < 4, f"the kill should land mid-run, found {done_before} epochs"
-    metrics = T.train({**cfg, "run_dir": str(killed), "resume": True})
+    metrics = T.run_training({**cfg, "run_dir": str(killed), "resume": True})
     assert metrics["epochs_run"] == 4
     assert _history(killed) == _history(tmp_path / "straight")
 
 
 def test_time_budget_stops_at_an_epoch_boundary(tiny_config: dict) -> None:
-    metrics = T.train({**tiny_config, "max_epochs": 50, "time_budget_min": 1e-4})
+    metrics = T.run_training({**tiny_config, "max_epochs": 50, "time_budget_min": 1e-4})
     assert metrics["stopped_because"] == "time_budget" and metrics["epochs_run"] == 1
     assert all((Path(tiny_config["run_dir"]) / f).is_file() for f in CONTRACT_FILES)
     assert all(float(r["lr"]) > 0 for r in _history(Path(tiny_config["run_dir"])))  # no epoch at lr 0
@@ -112,7 +113,7 @@ def test_time_budget_stops_at_an_epoch_boundary(tiny_config: dict) -> None:
 
 def test_early_stopping_respects_patience(tiny_config: dict) -> None:
     cfg = {**tiny_config, "max_epochs": 50, "patience": 1, "lr": 1e-9, "scheduler_name": "plateau"}
-    metrics = T.train(cfg)
+    metrics = T.run_training(cfg)
     assert metrics["stopped_because"] == "early_stopping" and metrics["epochs_run"] < 50
     assert metrics["epochs_run"] == metrics["best_epoch"] + 1
 
@@ -123,46 +124,51 @@ def test_early_stopping_waits_for_half_a_decaying_schedule(tiny_config: dict) ->
     (Plateau stops such a run one epoch after its best, see above.) Batch-norm statistics still move, so
     validation Dice may creep up for an epoch or two: the stop comes at epoch 3 (progress 3/6) or later.
     """
-    metrics = T.train({**tiny_config, "max_epochs": 6, "patience": 1, "lr": 1e-9, "scheduler_name": "poly"})
+    metrics = T.run_training({**tiny_config, "max_epochs": 6, "patience": 1, "lr": 1e-9, "scheduler_name": "poly"})
     assert metrics["epochs_run"] >= 3 and metrics["stopped_because"] in ("early_stopping", "max_epochs")
 
 
-@pytest.mark.parametrize("name, decay", [("poly", T.poly_decay), ("cosine", T.cosine_decay)])
+@pytest.mark.parametrize("name, decay", [("poly", R.poly_decay), ("cosine", R.cosine_decay)])
 def test_decaying_schedules_follow_progress_over_the_planned_epochs(tiny_config: dict, name: str, decay) -> None:
-    T.train({**tiny_config, "max_epochs": 3, "scheduler_name": name, "lr": 0.01})
+    T.run_training({**tiny_config, "max_epochs": 3, "scheduler_name": name, "lr": 0.01})
     rows = _history(Path(tiny_config["run_dir"]))
     assert [float(r["lr"]) for r in rows] == pytest.approx([0.01 * decay(e / 3) for e in range(3)])
     assert [int(r["planned_epochs"]) for r in rows] == [3, 3, 3]
-    assert T.poly_decay(0) == T.cosine_decay(0) == 1 and T.poly_decay(1) == 0 and T.cosine_decay(1) < 1e-12
+    assert R.poly_decay(0) == R.cosine_decay(0) == 1 and R.poly_decay(1) == 0 and R.cosine_decay(1) < 1e-12
 
 
 def test_planned_epochs_follow_the_budget() -> None:
-    cfg = T.TrainConfig(max_epochs=100, time_budget_min=1.0)
+    cfg = C.TrainConfig(max_epochs=100, time_budget_min=1.0)
     assert T.planned_epochs(cfg, 0, 0.0, 0) == 100  # nothing measured yet
     assert T.planned_epochs(cfg, 2, 20.0, 2) == 2 + 4  # 10 s per epoch, 40 s left
     assert T.planned_epochs(cfg, 2, 0.2, 2) == 100  # a generous budget: exactly max_epochs
-    assert T.planned_epochs(T.TrainConfig(max_epochs=7, time_budget_min=0), 3, 999.0, 3) == 7
+    assert T.planned_epochs(C.TrainConfig(max_epochs=7, time_budget_min=0), 3, 999.0, 3) == 7
     assert T.planned_epochs(cfg, 5, 90.0, 5) == 5  # over budget: no negative estimate
-    assert not T.patience_counts(T.TrainConfig(scheduler_name="poly"), 0.4)
-    assert T.patience_counts(T.TrainConfig(scheduler_name="poly"), 0.5)
-    assert T.patience_counts(T.TrainConfig(scheduler_name="plateau"), 0.0)
+    assert not T.patience_counts(C.TrainConfig(scheduler_name="poly"), 0.4)
+    assert T.patience_counts(C.TrainConfig(scheduler_name="poly"), 0.5)
+    assert T.patience_counts(C.TrainConfig(scheduler_name="plateau"), 0.0)
 
 
 def test_registries_define_the_allowed_names() -> None:
-    assert T.CHOICES["scheduler_name"] is T.SCHEDULERS and set(T.SCHEDULERS) >= {"poly", "cosine", "cosine_restarts"}
-    assert {name: spec.out_channels for name, spec in T.LOSSES.items()} == {"dicece": 2, "dice": 2, "bce": 1}
-    assert T.TrainConfig(loss_name="bce").out_channels == 1 and T.TrainConfig().scheduler_name == "poly"
+    assert C.CHOICES["scheduler_name"] is R.SCHEDULERS and set(R.SCHEDULERS) >= {"poly", "cosine", "cosine_restarts"}
+    assert {name: spec.out_channels for name, spec in R.LOSSES.items()} == {"dicece": 2, "dice": 2, "bce": 1}
+    assert C.TrainConfig(loss_name="bce").out_channels == 1 and C.TrainConfig().scheduler_name == "poly"
     with pytest.raises(ValueError, match="unknown scheduler_name 'cosine_warm'.*poly, cosine, cosine_restarts"):
-        T.TrainConfig(scheduler_name="cosine_warm")
+        C.TrainConfig(scheduler_name="cosine_warm")
 
 
-def test_auto_values_need_the_planner(tiny_config: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The planner's hook: "auto" is kept until resolution, and without heartseg_utils.plan it is a clear error."""
-    assert T.TrainConfig(roi_size="auto", batch_size="auto", model_name="auto").roi_size == "auto"
-    monkeypatch.setattr(T, "_planner", lambda: None)
-    with pytest.raises(ValueError, match="roi_size, batch_size = 'auto' needs the planner.*planner not available"):
-        T.train({**tiny_config, "roi_size": "auto", "batch_size": "auto"})
-    assert T._flag_parser(2)("auto") == "auto" and T._flag_parser(2)("3") == 3
+def test_auto_values_wait_for_the_plan_and_parse_from_text() -> None:
+    """ "auto" is kept until plan.resolve_auto; the command line's text values parse per field type."""
+    cfg = C.TrainConfig(roi_size="auto", batch_size="auto", model_name="auto", num_samples="auto")
+    assert (cfg.roi_size, cfg.batch_size, cfg.num_samples) == ("auto", "auto", "auto")
+    assert C.TrainConfig(roi_size="[16, 16, 16]", batch_size="3", num_samples="2", model_name="unet").roi_size == (
+        16,
+        16,
+        16,
+    )
+    assert C._flag_type(2)("auto") == "auto" and C._flag_type(2)("3") == 3
+    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+        C.TrainConfig(num_samples=0)
 
 
 def test_cli_uses_the_notebook_parameter_names(tiny_config: dict) -> None:
@@ -188,12 +194,12 @@ def test_cli_uses_the_notebook_parameter_names(tiny_config: dict) -> None:
 )
 def test_bad_parameters_are_clear_errors(tiny_config: dict, override: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        T.train({**tiny_config, **override})
+        T.run_training({**tiny_config, **override})
 
 
 def test_roi_larger_than_the_volume_trains_and_says_so(tiny_config: dict, capsys: pytest.CaptureFixture) -> None:
     """A patch larger than a small volume is padded (training crop and sliding window), with a printed note."""
-    metrics = T.train({**tiny_config, "roi_size": [32, 32, 32], "max_epochs": 1})
+    metrics = T.run_training({**tiny_config, "roi_size": [32, 32, 32], "max_epochs": 1})
     assert metrics["epochs_run"] == 1
     assert "is larger than the preprocessed volume" in capsys.readouterr().out
 
@@ -202,7 +208,7 @@ def test_postprocessing_is_decided_on_the_validation_cases(tiny_config: dict) ->
     """nnU-Net's rule: keep the largest component only if it raises the validation Dice; inference follows it."""
     from heartseg_utils import inference
 
-    metrics = T.train({**tiny_config, "amp": "off"})
+    metrics = T.run_training({**tiny_config, "amp": "off"})
     run = Path(tiny_config["run_dir"])
     post = json.loads((run / "postprocessing.json").read_text())
     assert post["cases"] == 2 and 0.0 <= post["val_dice_raw"] <= 1.0
@@ -218,59 +224,4 @@ def test_postprocessing_is_decided_on_the_validation_cases(tiny_config: dict) ->
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tiny_config: dict) -> None:
     with pytest.raises(FileNotFoundError, match="last.pt does not exist"):
-        T.train({**tiny_config, "resume": True})
-
-
-def test_amp_decision_with_cuda_mocked(monkeypatch: pytest.MonkeyPatch) -> None:
-    cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert T.resolve_device("auto") == cuda
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert T.resolve_amp("auto", cuda) is torch.bfloat16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert T.resolve_amp("auto", cuda) is torch.float16 and T.resolve_amp("on", cuda) is torch.float16
-    assert T.resolve_amp("off", cuda) is None and T.resolve_amp("off", cpu) is None
-    assert T.resolve_amp("on", cpu) is torch.bfloat16
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert T.resolve_device("auto") == cpu
-    with pytest.raises(ValueError, match="no CUDA GPU is visible"):
-        T.resolve_device("cuda")
-
-
-def test_the_no_bf16_switch_hides_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
-    """HEARTSEG_NO_BF16=1 makes any CPU look like one without native bf16; unset, /proc/cpuinfo decides."""
-    monkeypatch.setattr(T.Path, "read_text", lambda self, *a, **k: "flags : fpu avx512f avx512_bf16 amx_bf16")
-    monkeypatch.delenv(T.NO_BF16_ENV, raising=False)
-    assert T.cpu_bf16_flags() == "avx512_bf16 amx_bf16"
-    monkeypatch.setenv(T.NO_BF16_ENV, "0")
-    assert T.cpu_bf16_flags() == "avx512_bf16 amx_bf16"
-    monkeypatch.setenv(T.NO_BF16_ENV, "1")
-    assert T.cpu_bf16_flags() == ""
-    assert T.amp_decision("auto", torch.device("cpu")) == (
-        None,
-        "amp='auto' on a CPU without native bf16 (no avx512_bf16/amx_bf16): fp32",
-    )
-    monkeypatch.setattr(T.Path, "read_text", lambda self, *a, **k: "flags : fpu avx2")
-    monkeypatch.delenv(T.NO_BF16_ENV)
-    assert T.cpu_bf16_flags() == ""
-
-
-def test_cpu_amp_auto_needs_native_bf16_and_a_faster_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(T, "cpu_bf16_flags", lambda: "")
-    dtype, reason = T.amp_decision("auto", cpu)
-    assert dtype is None and "without native bf16" in reason
-    monkeypatch.setattr(T, "cpu_bf16_flags", lambda: "avx512_bf16")
-    monkeypatch.setattr(T, "probe_cpu_bf16", lambda *a, **k: (0.2, 0.1))
-    dtype, reason = T.amp_decision("auto", cpu)
-    assert dtype is torch.bfloat16 and "avx512_bf16" in reason and "100 ms" in reason
-    monkeypatch.setattr(T, "probe_cpu_bf16", lambda *a, **k: (0.1, 0.3))
-    assert T.amp_decision("auto", cpu)[0] is None
-
-
-def test_the_bf16_probe_times_both_precisions_and_leaves_the_random_state_alone() -> None:
-    T._PROBED.clear()
-    state = torch.random.get_rng_state()
-    fp32_s, bf16_s = T.probe_cpu_bf16()
-    assert fp32_s > 0 and bf16_s > 0 and math.isfinite(fp32_s + bf16_s)  # its cost: docs/benchmarks.md
-    assert torch.equal(state, torch.random.get_rng_state())
+        T.run_training({**tiny_config, "resume": True})

@@ -1,0 +1,200 @@
+"""The run folder: every file docs/contract.md lists is written and read here, and nowhere else.
+
+Introduced in notebook 03. Training writes ``config.json``, ``split.json``, ``plan.json``, ``history.csv``,
+``last.pt``, ``best_model.pt``, ``metrics.json`` and ``postprocessing.json`` into ``run_dir``; inference,
+prediction and export read them back. Every write is atomic (a temp file renamed into place), so a reader never
+sees half a file, and a file that cannot be read is an error naming the file and what to do.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch is imported where it is used: data.py (no torch) reads split.json through here
+    import torch
+
+CONFIG, SPLIT, PLAN, HISTORY = "config.json", "split.json", "plan.json", "history.csv"
+LAST, BEST, METRICS, POSTPROCESSING = "last.pt", "best_model.pt", "metrics.json", "postprocessing.json"
+HISTORY_FIELDS = ("epoch", "train_loss", "val_dice", "lr", "planned_epochs", "epoch_seconds")
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` on a temp file next to ``path``, then rename it: readers never see a half-written file.
+
+    Introduced in notebook 03 (``json``, ``csv`` and ``torch.save`` outputs of a run all go through it). The temp
+    name is unique per call, so two writers never share one.
+
+    Args:
+        path: the final file.
+        write: writes the content to the path it is given, e.g. ``lambda p: torch.save(obj, p)``.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # unique: no shared temp file
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``obj`` as indented JSON with :func:`write_atomic`. Introduced in notebook 03."""
+    return write_atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2)))
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a run file written by :func:`write_json`; a missing or broken file is an error that names it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: is {path.parent} a finished training run?")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): the run folder is damaged; retrain it") from err
+
+
+def write_history(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Write ``history.csv`` (one row per epoch, :data:`HISTORY_FIELDS`) atomically. Introduced in notebook 03."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write_atomic(path, write)
+
+
+def read_split(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a run's ``split.json`` (``dataset_dir``, ``seed``, ``train``, ``validation``, maybe ``holdout``).
+
+    Introduced in notebook 04.
+
+    Args:
+        run_dir: a training run folder.
+
+    Returns:
+        The parsed file.
+    """
+    path = Path(run_dir).expanduser() / SPLIT
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run notebook 03 first (it writes split.json), or use split='all'")
+    split = read_json(path)
+    if not isinstance(split, dict) or not {"train", "validation"} <= set(split):
+        raise ValueError(f"{path} needs 'train' and 'validation' lists of case ids; it has {sorted(split)}")
+    return split
+
+
+def read_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """``config.json`` of a finished run, with ``"trained_with"``: the device and precision of its metrics.json.
+
+    Introduced in notebook 04. Inference follows ``trained_with`` (``precision.amp_decision(recorded=...)``).
+    """
+    run = Path(run_dir).expanduser()
+    if not run.is_dir():
+        raise FileNotFoundError(
+            f"run_dir {run} does not exist: run notebook 03 first, or point run_dir at a training run"
+        )
+    for name in (CONFIG, BEST):
+        if not (run / name).is_file():
+            raise FileNotFoundError(
+                f"{run / name} is missing: {run} is not a finished training run; run notebook 03 first"
+            )
+    config = read_json(run / CONFIG)
+    metrics = read_json(run / METRICS) if (run / METRICS).is_file() else {}
+    config["trained_with"] = {"device": metrics.get("device"), "amp": metrics.get("amp")}
+    return config
+
+
+def read_keep_largest(run_dir: str | os.PathLike[str]) -> bool:
+    """The run's post-processing decision (``postprocessing.json``); False where it has none. Notebook 04."""
+    path = Path(run_dir).expanduser() / POSTPROCESSING
+    return bool(read_json(path)["keep_largest"]) if path.is_file() else False
+
+
+def load_weights(path: str | os.PathLike[str], net: torch.nn.Module, device: torch.device | str = "cpu") -> int:
+    """Load ``best_model.pt`` (or ``last.pt``) weights into ``net`` (``weights_only=True``); returns the epoch.
+
+    Introduced in notebook 04. Weights of another network are an error naming the file, not PyTorch's traceback.
+    """
+    checkpoint = _load(path, device)
+    try:
+        net.load_state_dict(checkpoint.get("model", checkpoint))
+    except RuntimeError as err:
+        raise ValueError(
+            f"{path} does not fit the network described by {Path(path).with_name(CONFIG)} "
+            f"(was it copied from another run?): {str(err).splitlines()[0]}"
+        ) from err
+    return int(checkpoint.get("epoch", 0))
+
+
+def _load(path: str | os.PathLike[str], device: torch.device | str) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True``; an unreadable file is an error naming it."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # truncated, not a checkpoint, or a pickle that would run code
+        raise ValueError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}): it is damaged or was not written by "
+            "heartseg; retrain the run (never load it with weights_only=False)"
+        ) from err
+
+
+def save_best(path: str | os.PathLike[str], net: torch.nn.Module, epoch: int, val_dice: float) -> None:
+    """Write ``best_model.pt`` atomically: the weights of the best validation Dice so far. Notebook 03."""
+    import torch
+
+    best = {"model": net.state_dict(), "epoch": epoch, "val_dice": val_dice}
+    write_atomic(path, lambda tmp: torch.save(best, tmp))
+
+
+def new_state() -> dict[str, Any]:
+    """The bookkeeping of a fresh run: best Dice so far, early-stopping count, seconds, planned epochs."""
+    return {"best_val_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0, "planned_epochs": 0}
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str], parts: dict[str, Any], state: dict[str, Any], history: list[dict[str, Any]]
+) -> None:
+    """Write ``last.pt`` atomically: everything :func:`load_checkpoint` needs to continue. Notebook 03.
+
+    Args:
+        path: ``run_dir/last.pt``.
+        parts: ``{"model", "optimizer", "scaler", "scheduler"}``: objects with ``state_dict()`` (scheduler may be None).
+        state: the bookkeeping of :func:`new_state`.
+        history: the epochs so far (rows of history.csv).
+    """
+    import torch
+
+    ckpt = {name: part.state_dict() if part is not None else {} for name, part in parts.items()}
+    ckpt.update(epoch=len(history), state=dict(state), history=list(history))
+    write_atomic(path, lambda tmp: torch.save(ckpt, tmp))
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], parts: dict[str, Any], device: torch.device | str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Restore what :func:`save_checkpoint` wrote into ``parts`` (``weights_only=True``). Introduced in notebook 03.
+
+    Returns:
+        ``(state, history)``: the bookkeeping of :func:`new_state` and the epochs so far (the checkpoint, not
+        history.csv, is the source of truth).
+    """
+    ckpt = _load(path, device)
+    for name, part in parts.items():
+        if part is not None:
+            part.load_state_dict(ckpt[name])
+    return {**new_state(), **ckpt["state"]}, list(ckpt["history"])
