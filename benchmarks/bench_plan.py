@@ -5,8 +5,8 @@ Usage:
                                     [--time_budget_min 4.5] [--max_epochs 40] [--device auto] [--out runs/bench_plan]
 
 Modes:
-    plan       make_plan's values passed explicitly to train.train (works before notebook 03 plans by itself)
-    auto       train.train with pixdim/roi_size/batch_size/model_name = "auto" (needs train's resolve_auto wiring)
+    plan       make_plan's values passed explicitly to train.run_training (works before notebook 03 plans by itself)
+    auto       train.run_training with pixdim/roi_size/batch_size/model_name = "auto" (plan.resolve_auto)
     papermill  notebook 03 executed with only data_dir (and run_dir) changed: what a learner runs
 
 Prints a markdown table (variant, plan, epochs, minutes, best validation Dice) for docs/benchmarks.md.

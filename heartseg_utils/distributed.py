@@ -1,6 +1,6 @@
 """Data-parallel training under torchrun: every line of DistributedDataParallel (DDP) lives here.
 
-Introduced in docs/distributed.md (the notebooks run one process). ``train.train`` calls these helpers on the
+Introduced in docs/distributed.md (the notebooks run one process). ``train.run_training`` calls these helpers on the
 lines it marks ``# DDP``; in a single process each of them is a no-op or the identity, so the loop reads the same
 without torchrun. As in nanoGPT, only the master process (rank 0) writes files, and the loop says so with an
 explicit ``if master:``.

@@ -102,7 +102,7 @@ def predict_case(
         config: the run's ``config.json`` (transforms, ``roi_size``, ``sw_batch_size``, ``sw_overlap``).
         image_path: a NIfTI image.
         device: where to run; default: the model's device. Mixed precision as training decides it
-            (``train.amp_decision`` with ``amp="auto"``, unless the run was trained with ``amp="off"``).
+            (``precision.amp_decision`` with ``amp="auto"``, unless the run was trained with ``amp="off"``).
         tta: average the probability over the identity and one flip along each of ``tta_axes``
             (1 + len(tta_axes) passes).
         keep_largest: keep only the largest connected component of the mask (:func:`largest_component`).
