@@ -115,69 +115,123 @@ def _tube(g, a, b, radius: float):
     return box, sum((d[i] - t * ab[i]) ** 2 for i in range(3)) <= radius**2
 
 
-def _draw_anatomy(rng: np.random.Generator, g, shape) -> np.ndarray:
-    """Paint the tissue map back to front; coordinates are mm of the default-size phantom (RAS axes)."""
-    tissues = np.zeros(shape, np.uint8)
+class _Painter:
+    """A tissue map painted shape by shape on grid g; a later shape overwrites what it covers."""
 
-    def paint(shape_, tissue, only=None):  # shape_ = (box, mask); `only`: overwrite just these tissues
+    def __init__(self, g, shape) -> None:
+        self.g, self.tissues = g, np.zeros(shape, np.uint8)
+
+    def fill(self, shape_, tissue: int, only=None) -> None:
+        """Set the voxels of shape_ = (box, mask) to `tissue`; `only`: overwrite just these tissues."""
         box, mask = shape_
-        view = tissues[box]
+        view = self.tissues[box]
         mask = np.broadcast_to(mask, view.shape)
         view[mask if only is None else mask & np.isin(view, only)] = tissue
 
-    # Torso: elliptic cylinder with fat, muscle and soft-tissue layers; lungs, liver, spine, aorta inside.
+    def ellipsoid(self, tissue: int, centre, radii, rot=None, only=None) -> None:
+        """Paint an ellipsoid (see _ellipsoid)."""
+        self.fill(_ellipsoid(self.g, centre, radii, rot), tissue, only)
+
+    def tube(self, tissue: int, a, b, radius: float) -> None:
+        """Paint a capsule around the segment a -> b (see _tube)."""
+        self.fill(_tube(self.g, a, b, radius), tissue)
+
+
+@dataclass
+class _Heart:
+    """One case's heart: its pose and each chamber's (centre in the heart frame, radii, axes in the grid), mm."""
+
+    rot: np.ndarray  # heart frame -> grid axes: rotation +-15 degrees
+    centre: np.ndarray  # grid position of the heart frame's origin
+    la: tuple
+    lv: tuple
+    rv: tuple
+    ra: tuple
+    aorta_r: float
+
+    def at(self, q) -> np.ndarray:
+        """Heart frame -> grid coordinates."""
+        return self.centre + self.rot @ np.asarray(q, float)
+
+    @property
+    def aorta(self) -> list[np.ndarray]:
+        """The aorta's path: root, arch top, arch end, descending end (grid coordinates)."""
+        top = self.at((0, -4, 42))
+        return [self.at((-2, 2, -8)), top, np.array([-18.0, -32, top[2]]), np.array([-18.0, -32, -1e3])]
+
+
+def _draw_body(rng: np.random.Generator, paint: _Painter) -> None:
+    """Torso: elliptic cylinder with fat, muscle and soft-tissue layers; lungs, liver and spine inside."""
     ax, ay = 74 * rng.uniform(0.95, 1.05), 60 * rng.uniform(0.95, 1.05)
     fat, muscle = rng.uniform(4, 7), rng.uniform(5, 8)
     for tissue, inset in ((1, 0.0), (2, fat), (3, fat + muscle)):
-        paint(_ellipsoid(g, (0, 0, 0), (ax - inset, ay - inset, 1e4)), tissue)
+        paint.ellipsoid(tissue, (0, 0, 0), (ax - inset, ay - inset, 1e4))
     for x in (-46, 42):
-        paint(_ellipsoid(g, (x, -8, 12), (32, 44, 80) * rng.uniform(0.9, 1.1, 3)), 4, only=3)
-    paint(_ellipsoid(g, (22, 8, -95) + rng.uniform(-5, 5, 3), (60, 50, 55)), 6, only=(3, 4))
-    paint(_tube(g, (0, -38, -1e3), (0, -38, 1e3), 10), 5)
+        paint.ellipsoid(4, (x, -8, 12), (32, 44, 80) * rng.uniform(0.9, 1.1, 3), only=3)
+    paint.ellipsoid(6, (22, 8, -95) + rng.uniform(-5, 5, 3), (60, 50, 55), only=(3, 4))
+    paint.tube(5, (0, -38, -1e3), (0, -38, 1e3), 10)
 
-    # Heart: one random pose (rotation +-15 degrees, shift +-6 mm) shared by all its parts.
+
+def _heart_layout(rng: np.random.Generator) -> _Heart:
+    """Draw the heart's pose (rotation +-15 degrees, shift +-6 mm) and its chambers' sizes and axes."""
     rot, centre = _rotation(rng, 15), np.array([-6.0, 8, -4]) + rng.uniform(-6, 6, 3)
+    la_r = np.array([21.0, 12, 14]) * rng.uniform(0.88, 1.12, 3)
+    la = (np.array([2.0, -22, 10]), la_r, rot @ _rotation(rng, 10))
+    lv_r = np.array([30.0, 17, 17]) * rng.uniform(0.9, 1.1, 3)
+    lv = (np.array([-20.0, 10, -16]), lv_r, rot @ _axis_frame(np.array([-0.6, 0.45, -0.65]) + rng.normal(0, 0.1, 3)))
+    rv = (np.array([4.0, 20, -14]), np.array([26.0, 11, 20]) * rng.uniform(0.9, 1.1, 3), rot)
+    ra = (np.array([27.0, -8, 4]), np.array([15.0, 14, 17]) * rng.uniform(0.9, 1.1, 3), rot)
+    return _Heart(rot, centre, la, lv, rv, ra, aorta_r=10 * rng.uniform(0.9, 1.1))
 
-    def at(q):  # heart frame -> grid coordinates
-        return centre + rot @ np.asarray(q, float)
 
-    la_c, la_r = np.array([2.0, -22, 10]), np.array([21.0, 12, 14]) * rng.uniform(0.88, 1.12, 3)
-    la_rot = rot @ _rotation(rng, 10)
-    lv_c, lv_r = np.array([-20.0, 10, -16]), np.array([30.0, 17, 17]) * rng.uniform(0.9, 1.1, 3)
-    lv_rot = rot @ _axis_frame(np.array([-0.6, 0.45, -0.65]) + rng.normal(0, 0.1, 3))
-    rv_c, rv_r = np.array([4.0, 20, -14]), np.array([26.0, 11, 20]) * rng.uniform(0.9, 1.1, 3)
-    ra_c, ra_r = np.array([27.0, -8, 4]), np.array([15.0, 14, 17]) * rng.uniform(0.9, 1.1, 3)
-    arch_top = at((0, -4, 42))
-    aorta = [at((-2, 2, -8)), arch_top, np.array([-18.0, -32, arch_top[2]]), np.array([-18.0, -32, -1e3])]
-    aorta_r = 10 * rng.uniform(0.9, 1.1)
+def _draw_chambers(rng: np.random.Generator, paint: _Painter, heart: _Heart) -> None:
+    """Walls first (thin for atria, RV and aorta), then blood, the thick LV myocardium, LV blood, mitral opening."""
+    (la_c, la_r, la_rot), (lv_c, lv_r, lv_rot) = heart.la, heart.lv
+    (rv_c, rv_r, rot), (ra_c, ra_r, _) = heart.rv, heart.ra
+    paint.ellipsoid(7, heart.at(ra_c), ra_r + 2.5, rot)
+    paint.ellipsoid(7, heart.at(rv_c), rv_r + 3, rot)
+    paint.ellipsoid(7, heart.at(la_c), la_r + 2.5, la_rot)
+    paint.tube(7, *heart.aorta[:2], heart.aorta_r + 2)
+    paint.ellipsoid(11, heart.at(ra_c), ra_r, rot)
+    paint.ellipsoid(12, heart.at(rv_c), rv_r, rot)
+    paint.ellipsoid(7, heart.at(lv_c), lv_r + 7, lv_rot)
+    paint.ellipsoid(10, heart.at(lv_c), lv_r, lv_rot)
+    paint.tube(10, heart.at(la_c), heart.at(lv_c), 8 * rng.uniform(0.9, 1.1))  # mitral opening: LA <-> LV blood
 
-    # Walls first (thin for atria, RV and aorta), then blood, thick LV myocardium, LV blood, LA last.
-    paint(_ellipsoid(g, at(ra_c), ra_r + 2.5, rot), 7)
-    paint(_ellipsoid(g, at(rv_c), rv_r + 3, rot), 7)
-    paint(_ellipsoid(g, at(la_c), la_r + 2.5, la_rot), 7)
-    paint(_tube(g, aorta[0], aorta[1], aorta_r + 2), 7)
-    paint(_ellipsoid(g, at(ra_c), ra_r, rot), 11)
-    paint(_ellipsoid(g, at(rv_c), rv_r, rot), 12)
-    paint(_ellipsoid(g, at(lv_c), lv_r + 7, lv_rot), 7)
-    paint(_ellipsoid(g, at(lv_c), lv_r, lv_rot), 10)
-    paint(_tube(g, at(la_c), at(lv_c), 8 * rng.uniform(0.9, 1.1)), 10)  # mitral opening: LA <-> LV blood
-    for k, radius in enumerate((aorta_r, aorta_r * 0.9, aorta_r * 0.85)):  # ascending, arch, descending
-        paint(_tube(g, aorta[k], aorta[k + 1], radius), 13)
-    pa_top = at((-14, 10, 32) + rng.uniform(-3, 3, 3))  # pulmonary trunk from the RV, then the left branch
-    paint(_tube(g, at(rv_c + (-8, 4, 12)), pa_top, 9), 12)
-    paint(_tube(g, pa_top, at((-36, -12, 34)), 7), 12)
 
-    paint(_ellipsoid(g, at(la_c), la_r, la_rot), 8)
+def _draw_great_vessels(rng: np.random.Generator, paint: _Painter, heart: _Heart) -> None:
+    """The aorta (ascending, arch, descending) and the pulmonary trunk from the RV with its left branch."""
+    aorta, radius = heart.aorta, heart.aorta_r
+    for k, r in enumerate((radius, radius * 0.9, radius * 0.85)):
+        paint.tube(13, aorta[k], aorta[k + 1], r)
+    pa_top = heart.at((-14, 10, 32) + rng.uniform(-3, 3, 3))
+    paint.tube(12, heart.at(heart.rv[0] + (-8, 4, 12)), pa_top, 9)
+    paint.tube(12, pa_top, heart.at((-36, -12, 34)), 7)
+
+
+def _draw_left_atrium(rng: np.random.Generator, paint: _Painter, heart: _Heart) -> None:
+    """The LA (painted last), its appendage and 2-4 pulmonary veins leaving backwards and sideways."""
+    la_c, la_r, la_rot = heart.la
+    paint.ellipsoid(8, heart.at(la_c), la_r, la_rot)
     appendage = la_c + np.array([-18.0, 8, 7]) + rng.uniform(-3, 3, 3)
-    paint(_ellipsoid(g, at(appendage), np.array([8.0, 5, 5]) * rng.uniform(0.8, 1.2, 3), la_rot), 8)
-    # 2-4 pulmonary veins leave the LA backwards and sideways (left/right, superior/inferior).
-    directions = np.array([[-1, -0.8, 0.5], [-1, -0.8, -0.5], [1, -0.8, 0.5], [1, -0.8, -0.5]])
+    paint.ellipsoid(8, heart.at(appendage), np.array([8.0, 5, 5]) * rng.uniform(0.8, 1.2, 3), la_rot)
+    directions = np.array([[-1, -0.8, 0.5], [-1, -0.8, -0.5], [1, -0.8, 0.5], [1, -0.8, -0.5]])  # L/R, sup/inf
     for k in rng.choice(4, size=rng.integers(2, 5), replace=False):
         d = la_rot @ (directions[k] + rng.normal(0, 0.2, 3))
         d /= np.linalg.norm(d)
         length = la_r.mean() + rng.uniform(10, 18)
-        paint(_tube(g, at(la_c), at(la_c) + length * d, rng.uniform(3.5, 5)), 9)
-    return tissues
+        paint.tube(9, heart.at(la_c), heart.at(la_c) + length * d, rng.uniform(3.5, 5))
+
+
+def _draw_anatomy(rng: np.random.Generator, g, shape) -> np.ndarray:
+    """Paint the tissue map back to front; coordinates are mm of the default-size phantom (RAS axes)."""
+    paint = _Painter(g, shape)
+    _draw_body(rng, paint)
+    heart = _heart_layout(rng)
+    _draw_chambers(rng, paint, heart)
+    _draw_great_vessels(rng, paint, heart)
+    _draw_left_atrium(rng, paint, heart)
+    return paint.tissues
 
 
 def generate_case(
