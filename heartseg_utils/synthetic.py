@@ -53,6 +53,10 @@ TISSUE_NAMES = {
 LABEL_TISSUES = (8, 9)  # the segmentation target: left atrium + pulmonary-vein stubs
 # bSSFP-like relative signal per tissue: blood pools bright, fat bright, myocardium dark, lungs near zero.
 _SIGNAL = np.array([0.0, 0.85, 0.30, 0.38, 0.03, 0.60, 0.40, 0.28, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+_LV_AXIS = np.array([-0.6, 0.45, -0.65])  # the LV's long axis (base -> apex), heart frame, before each case's jitter
+# Short-axis stacks turn the whole scene about the mitral valve (midway between the LA and LV centres) so that
+# the LV's long axis runs along the slice normal (array z): a rotation taking _LV_AXIS to +z.
+_SAX_PIVOT = np.array([-15.0, 2, -7])
 
 
 @dataclass
@@ -115,11 +119,20 @@ def _tube(g, a, b, radius: float):
     return box, sum((d[i] - t * ab[i]) ** 2 for i in range(3)) <= radius**2
 
 
-class _Painter:
-    """A tissue map painted shape by shape on grid g; a later shape overwrites what it covers."""
+_SAX_TURN = np.array([[0.0, 1, 0], [0, 0, 1], [1, 0, 0]]) @ _axis_frame(_LV_AXIS).T
 
-    def __init__(self, g, shape) -> None:
-        self.g, self.tissues = g, np.zeros(shape, np.uint8)
+
+class _Painter:
+    """A tissue map painted shape by shape on grid g; a later shape overwrites what it covers.
+
+    `turn` (3x3, or None) rotates the scene about _SAX_PIVOT before it is painted (short-axis stacks).
+    """
+
+    def __init__(self, g, shape, turn: np.ndarray | None = None) -> None:
+        self.g, self.tissues, self.turn = g, np.zeros(shape, np.uint8), turn
+
+    def _place(self, point):
+        return point if self.turn is None else self.turn @ (np.asarray(point, float) - _SAX_PIVOT)
 
     def fill(self, shape_, tissue: int, only=None) -> None:
         """Set the voxels of shape_ = (box, mask) to `tissue`; `only`: overwrite just these tissues."""
@@ -130,11 +143,13 @@ class _Painter:
 
     def ellipsoid(self, tissue: int, centre, radii, rot=None, only=None) -> None:
         """Paint an ellipsoid (see _ellipsoid)."""
+        if self.turn is not None:
+            centre, rot = self._place(centre), self.turn if rot is None else self.turn @ rot
         self.fill(_ellipsoid(self.g, centre, radii, rot), tissue, only)
 
     def tube(self, tissue: int, a, b, radius: float) -> None:
         """Paint a capsule around the segment a -> b (see _tube)."""
-        self.fill(_tube(self.g, a, b, radius), tissue)
+        self.fill(_tube(self.g, self._place(a), self._place(b), radius), tissue)
 
 
 @dataclass
@@ -160,16 +175,19 @@ class _Heart:
         return [self.at((-2, 2, -8)), top, np.array([-18.0, -32, top[2]]), np.array([-18.0, -32, -1e3])]
 
 
-def _draw_body(rng: np.random.Generator, paint: _Painter) -> None:
-    """Torso: elliptic cylinder with fat, muscle and soft-tissue layers; lungs, liver and spine inside."""
+def _draw_body(rng: np.random.Generator, paint: _Painter, size: float = 1.0) -> None:
+    """Torso: elliptic cylinder with fat, muscle and soft-tissue layers; lungs, liver and spine inside.
+
+    `size` scales the body about the volume centre, the heart staying as it is (real chests are wider).
+    """
     ax, ay = 74 * rng.uniform(0.95, 1.05), 60 * rng.uniform(0.95, 1.05)
     fat, muscle = rng.uniform(4, 7), rng.uniform(5, 8)
     for tissue, inset in ((1, 0.0), (2, fat), (3, fat + muscle)):
-        paint.ellipsoid(tissue, (0, 0, 0), (ax - inset, ay - inset, 1e4))
+        paint.ellipsoid(tissue, (0, 0, 0), np.array([ax - inset, ay - inset, 1e4]) * size)
     for x in (-46, 42):
-        paint.ellipsoid(4, (x, -8, 12), (32, 44, 80) * rng.uniform(0.9, 1.1, 3), only=3)
-    paint.ellipsoid(6, (22, 8, -95) + rng.uniform(-5, 5, 3), (60, 50, 55), only=(3, 4))
-    paint.tube(5, (0, -38, -1e3), (0, -38, 1e3), 10)
+        paint.ellipsoid(4, np.array([x, -8, 12]) * size, (32, 44, 80) * rng.uniform(0.9, 1.1, 3) * size, only=3)
+    paint.ellipsoid(6, ((22, 8, -95) + rng.uniform(-5, 5, 3)) * size, np.array([60, 50, 55]) * size, only=(3, 4))
+    paint.tube(5, np.array([0, -38, -1e3]) * size, np.array([0, -38, 1e3]) * size, 10 * size)
 
 
 def _heart_layout(rng: np.random.Generator) -> _Heart:
@@ -178,7 +196,7 @@ def _heart_layout(rng: np.random.Generator) -> _Heart:
     la_r = np.array([21.0, 12, 14]) * rng.uniform(0.88, 1.12, 3)
     la = (np.array([2.0, -22, 10]), la_r, rot @ _rotation(rng, 10))
     lv_r = np.array([30.0, 17, 17]) * rng.uniform(0.9, 1.1, 3)
-    lv = (np.array([-20.0, 10, -16]), lv_r, rot @ _axis_frame(np.array([-0.6, 0.45, -0.65]) + rng.normal(0, 0.1, 3)))
+    lv = (np.array([-20.0, 10, -16]), lv_r, rot @ _axis_frame(_LV_AXIS + rng.normal(0, 0.1, 3)))
     rv = (np.array([4.0, 20, -14]), np.array([26.0, 11, 20]) * rng.uniform(0.9, 1.1, 3), rot)
     ra = (np.array([27.0, -8, 4]), np.array([15.0, 14, 17]) * rng.uniform(0.9, 1.1, 3), rot)
     return _Heart(rot, centre, la, lv, rv, ra, aorta_r=10 * rng.uniform(0.9, 1.1))
@@ -223,10 +241,10 @@ def _draw_left_atrium(rng: np.random.Generator, paint: _Painter, heart: _Heart) 
         paint.tube(9, heart.at(la_c), heart.at(la_c) + length * d, rng.uniform(3.5, 5))
 
 
-def _draw_anatomy(rng: np.random.Generator, g, shape) -> np.ndarray:
+def _draw_anatomy(rng: np.random.Generator, g, shape, body_scale: float = 1.0, turn=None) -> np.ndarray:
     """Paint the tissue map back to front; coordinates are mm of the default-size phantom (RAS axes)."""
-    paint = _Painter(g, shape)
-    _draw_body(rng, paint)
+    paint = _Painter(g, shape, turn)
+    _draw_body(rng, paint, body_scale)
     heart = _heart_layout(rng)
     _draw_chambers(rng, paint, heart)
     _draw_great_vessels(rng, paint, heart)
@@ -235,7 +253,13 @@ def _draw_anatomy(rng: np.random.Generator, g, shape) -> np.ndarray:
 
 
 def generate_case(
-    seed: int, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING, *, scale: float | None = None
+    seed: int,
+    shape=DEFAULT_SHAPE,
+    spacing=DEFAULT_SPACING,
+    *,
+    scale: float | None = None,
+    body_scale: float = 1.0,
+    short_axis: bool = False,
 ) -> PhantomCase:
     """Draw one synthetic cardiac MRI case (deterministic for a given seed, shape and spacing).
 
@@ -248,6 +272,9 @@ def generate_case(
         spacing: voxel size in mm.
         scale: size of the anatomy relative to the default phantom (1.0 = the default's millimetres);
             None scales it to the field of view as described above. The geometry variants fix it.
+        body_scale: size of the torso, lungs, liver and spine relative to the heart (1.0 = the default's).
+        short_axis: slice the scene perpendicular to the LV's long axis through the mitral valve, as a cine
+            short-axis stack; the affine is then oblique (it maps the turned grid back to the body).
 
     Returns:
         A PhantomCase with an int16 image, a uint8 0/1 label, a 4x4 affine and the tissue map.
@@ -270,7 +297,8 @@ def generate_case(
         )
         for i, n in enumerate(shape)
     ]
-    tissues = _draw_anatomy(rng, g, shape)
+    turn = _SAX_TURN if short_axis else None
+    tissues = _draw_anatomy(rng, g, shape, body_scale, turn)
 
     # Image: tissue signal -> partial-volume blur -> smooth multiplicative bias -> Rician noise -> int16.
     signal = (_SIGNAL * rng.uniform(0.93, 1.07, _SIGNAL.size)).astype(np.float32)
@@ -285,6 +313,8 @@ def generate_case(
 
     origin_mm = rng.uniform(-30, 30, 3) + np.array([0.0, 0.0, 40.0])  # world position of the volume centre
     affine = np.diag([*(np.array(signs) * spacing), 1.0])
+    if turn is not None:
+        affine[:3, :3] = turn.T @ affine[:3, :3]
     affine[:3, 3] = origin_mm - affine[:3, :3] @ ((np.array(shape) - 1) / 2)
     label = np.isin(tissues, LABEL_TISSUES).astype(np.uint8)
     return PhantomCase(image, label, affine, tissues, dict(TISSUE_NAMES))
@@ -305,7 +335,11 @@ class Variant:
         crop_to_label: draw a larger scene, then cut the box of ``shape`` around the left atrium (as the MSD
             hippocampus task ships small boxes around its target).
         intensity: ``"int16"`` (the default's arbitrary units), ``"uint12"`` (rescaled to 0-4095, stored as
-            uint16, like 12-bit scanner data) or ``"float32"`` (rescaled to about 0-1).
+            uint16, like 12-bit scanner data), ``"uint16"`` (uint16 whose scale differs per case: the bright
+            blood at 1000-3600) or ``"float32"`` (rescaled to about 0-1).
+        body_scale: torso size relative to the heart (see :func:`generate_case`).
+        short_axis: cine short-axis stacks: slices perpendicular to the LV's long axis, square pixels, and
+            as many slices as an 80-130 mm stack takes at the drawn slice spacing (within the z range).
     """
 
     description: str
@@ -314,6 +348,8 @@ class Variant:
     anatomy_scale: float | None = None
     crop_to_label: bool = False
     intensity: str = "int16"
+    body_scale: float = 1.0
+    short_axis: bool = False
 
 
 VARIANTS: dict[str, Variant] = {
@@ -339,6 +375,17 @@ VARIANTS: dict[str, Variant] = {
         crop_to_label=True,
         intensity="float32",
     ),
+    "short_axis": Variant(
+        "cine short-axis stacks: 210-260 x 230-270 pixels of 1.3-1.9 mm, 8-18 slices 5-10 mm apart"
+        " perpendicular to the heart's long axis (oblique affine), the whole chest in view, uint16 intensities"
+        " with a per-case scale",
+        ((1.3, 1.9), (1.3, 1.9), (5.0, 10.0)),
+        ((210, 260), (230, 270), (6, 18)),
+        anatomy_scale=1.2,
+        intensity="uint16",
+        body_scale=1.7,
+        short_axis=True,
+    ),
 }
 
 
@@ -359,9 +406,11 @@ def _rescale_intensity(image: np.ndarray, kind: str, rng: np.random.Generator) -
     top = float(np.percentile(image, 99.9)) or 1.0
     if kind == "uint12":
         return np.clip(np.rint(image * (rng.uniform(3300, 3900) / top)), 0, 4095).astype(np.uint16)
+    if kind == "uint16":
+        return np.clip(np.rint(image * (rng.uniform(1000, 3600) / top)), 0, 65535).astype(np.uint16)
     if kind == "float32":
         return (image * np.float32(rng.uniform(0.8, 1.2) / top)).astype(np.float32)
-    raise ValueError(f"unknown intensity {kind!r}; use int16, uint12 or float32")
+    raise ValueError(f"unknown intensity {kind!r}; use int16, uint12, uint16 or float32")
 
 
 def generate_variant_case(seed: int, variant: str = "default") -> PhantomCase:
@@ -384,8 +433,11 @@ def generate_variant_case(seed: int, variant: str = "default") -> PhantomCase:
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))  # geometry: a stream apart from the anatomy's
     shape = [int(rng.integers(lo, hi + 1)) for lo, hi in v.shape]
     spacing = [round(float(rng.uniform(lo, hi)), 2) for lo, hi in v.spacing_mm]
+    if v.short_axis:  # square pixels; the slice count follows the stack's extent
+        spacing[1] = spacing[0]
+        shape[2] = int(np.clip(round(rng.uniform(80, 130) / spacing[2]), *v.shape[2]))
     drawn = [max(72, n + 24) for n in shape] if v.crop_to_label else shape
-    case = generate_case(seed, drawn, spacing, scale=v.anatomy_scale)
+    case = generate_case(seed, drawn, spacing, scale=v.anatomy_scale, body_scale=v.body_scale, short_axis=v.short_axis)
     if v.crop_to_label:
         case = _crop_around_label(case, shape, rng)
     case.image = _rescale_intensity(case.image, v.intensity, rng)

@@ -180,17 +180,17 @@ def test_import_is_light():
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("variant", ["thick_slice", "small"])
+@pytest.mark.parametrize("variant", ["thick_slice", "small", "short_axis"])
 def test_variant_cases_follow_their_geometry(variant):
     v = synthetic.VARIANTS[variant]
     for seed in range(4):
         case = synthetic.generate_variant_case(seed, variant)
-        spacing = np.abs(np.diag(case.affine)[:3])
+        spacing = np.linalg.norm(case.affine[:3, :3], axis=0)  # the voxel size, oblique affines included
         for n, s, (lo, hi), (slo, shi) in zip(case.image.shape, spacing, v.shape, v.spacing_mm):
             assert lo <= n <= hi and slo - 0.01 <= s <= shi + 0.01, (case.image.shape, spacing)
         assert case.image.shape == case.label.shape == case.tissues.shape
         assert set(np.unique(case.label).tolist()) == {0, 1}
-        assert nib.aff2axcodes(case.affine) == ("L", "P", "S")
+        assert v.short_axis or nib.aff2axcodes(case.affine) == ("L", "P", "S")
     a, b = synthetic.generate_variant_case(3, variant), synthetic.generate_variant_case(3, variant)
     np.testing.assert_array_equal(a.image, b.image)
 
@@ -260,3 +260,49 @@ def test_command_line_writes_a_variant(tmp_path):
     info = json.loads((tmp_path / "s" / "dataset.json").read_text())
     assert out.stdout.strip() == str(tmp_path / "s") and info["synthetic"]["variant"] == "small"
     assert (info["numTraining"], info["numTest"], info["synthetic"]["seed"]) == (2, 1, 4)
+
+
+@pytest.fixture(scope="module")
+def short_axis_cases() -> list[synthetic.PhantomCase]:
+    return [synthetic.generate_variant_case(seed, "short_axis") for seed in range(5)]
+
+
+def test_short_axis_geometry_is_that_of_cine_stacks(short_axis_cases):
+    heart = [7, 8, 10, 11, 12]  # myocardium and the four chambers
+    for case in short_axis_cases:
+        (nx, ny, nz), zooms = case.image.shape, np.linalg.norm(case.affine[:3, :3], axis=0)
+        assert 210 <= nx <= 260 and 230 <= ny <= 270 and 6 <= nz <= 18, case.image.shape
+        assert 1.3 <= zooms[0] <= 1.9 and 5.0 <= zooms[2] <= 10.0 and zooms[0] == pytest.approx(zooms[1]), zooms
+        assert 80 - zooms[2] / 2 <= nz * zooms[2] <= 130 + zooms[2] / 2  # the stack spans 80-130 mm
+        assert np.abs(case.affine[:3, :3] - np.diag(np.diag(case.affine[:3, :3]))).max() > 0.1, "oblique"
+        np.testing.assert_allclose(case.affine[:3, :3].T @ case.affine[:3, :3], np.diag(zooms**2), atol=1e-9)
+        inside = np.isin(case.tissues, heart)
+        across = [
+            max(np.ptp(np.flatnonzero(inside[:, :, k].any(axis=1 - a))) + 1 for k in range(nz) if inside[:, :, k].any())
+            for a in (0, 1)
+        ]
+        fraction = np.array(across) / (nx, ny)
+        assert np.all((0.15 <= fraction) & (fraction <= 0.32)), fraction
+        assert np.flatnonzero(case.label.any(axis=(0, 1))).size >= 3, "left atrium on too few slices"
+        assert set(np.unique(case.label).tolist()) == {0, 1}
+
+
+def test_short_axis_intensities_are_uint16_with_a_per_case_scale(short_axis_cases):
+    tops = []
+    for case in short_axis_cases:
+        assert case.image.dtype == np.uint16 and 800 < case.image.max() < 5000
+        blood, lung = np.median(case.image[case.label == 1]), np.median(case.image[case.tissues == 4])
+        assert blood > 5 * lung
+        tops.append(np.percentile(case.image, 99.9))
+    assert max(tops) > 1.5 * min(tops), tops  # a fixed intensity window would not fit every case
+
+
+def test_short_axis_is_fast_and_deterministic():
+    import time
+
+    start = time.perf_counter()
+    a = synthetic.generate_variant_case(21, "short_axis")
+    assert time.perf_counter() - start < 3.0
+    b = synthetic.generate_variant_case(21, "short_axis")
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.affine, b.affine)
