@@ -2,16 +2,17 @@
 
 Introduced in notebook 01. The real Task02_Heart cannot always be downloaded (CI, offline laptops), so this
 module draws an honest stand-in: a torso with fat and muscle layers, dark lungs, spine, liver, the four heart
-chambers with myocardium, the aorta, and a left atrium (LA) with an appendage and 2-4 pulmonary-vein stubs.
-The label is the LA plus its veins. Every blood pool is equally bright (like a bSSFP scan), the LA opens into
-the left ventricle through the mitral valve and presses against the aorta, so neither a global threshold nor
-region growing isolates it: a model has to learn where the LA sits (the most posterior chamber, between the
-lungs, with veins) from examples. Each case varies in pose, size, shape, bias field and Rician noise.
+chambers with myocardium, the aorta, and a left atrium (LA) with an appendage and 2-4 pulmonary-vein stubs. The
+label is the LA plus its veins (``labels`` picks others: ventricles, myocardium...). Every blood pool is equally
+bright (like a bSSFP scan), the LA opens into the left ventricle through the mitral valve and presses against the
+aorta, so neither a global threshold nor region growing isolates it: a model has to learn where the LA sits (the
+most posterior chamber, between the lungs, with veins) from examples. Each case varies in pose, size, shape, bias
+field and Rician noise.
 
 It is a *scaled* phantom: the anatomy is drawn to fill a 160 x 160 x 132 mm field of view at the default shape,
 so the heart is large relative to the torso, and the LA covers about 0.3-1 % of the voxels, as in the real data.
 Images are stored in an LPS-like orientation (affine diag(-sx, -sy, sz), non-zero origin), so the arrays are
-flipped relative to RAS until ``Orientationd(axcodes="RAS")`` is applied.
+flipped relative to RAS until ``Orientationd(axcodes="RAS")`` is applied (short-axis stacks are oblique).
 """
 
 from __future__ import annotations
@@ -51,6 +52,18 @@ TISSUE_NAMES = {
     13: "aorta",
 }
 LABEL_TISSUES = (8, 9)  # the segmentation target: left atrium + pulmonary-vein stubs
+# The drawing paints parts: 0-13 the tissues, 14 the LV myocardium (tissue 7), 15 the pulmonary trunk (tissue 12),
+# so that labels can follow the cine convention: LV myocardium only, RV without the trunk.
+_PART_TISSUE = np.array([*range(14), 7, 12], np.uint8)
+# Structures a label map can hold: short code -> (name in dataset.json, parts). See make_synthetic_dataset.
+STRUCTURES: dict[str, tuple[str, tuple[int, ...]]] = {
+    "la": ("left atrium", LABEL_TISSUES),  # with its pulmonary-vein stubs, as in Task02_Heart
+    "lv": ("left ventricle", (10,)),  # the blood pool
+    "myo": ("myocardium", (14,)),  # of the left ventricle
+    "rv": ("right ventricle", (12,)),  # the blood pool, without the pulmonary trunk
+    "ra": ("right atrium", (11,)),
+    "aorta": ("aorta", (13,)),
+}
 # bSSFP-like relative signal per tissue: blood pools bright, fat bright, myocardium dark, lungs near zero.
 _SIGNAL = np.array([0.0, 0.85, 0.30, 0.38, 0.03, 0.60, 0.40, 0.28, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
 _LV_AXIS = np.array([-0.6, 0.45, -0.65])  # the LV's long axis (base -> apex), heart frame, before each case's jitter
@@ -67,7 +80,7 @@ class PhantomCase:
     """
 
     image: np.ndarray  # int16 (X, Y, Z)
-    label: np.ndarray  # uint8 (X, Y, Z), 1 = left atrium + pulmonary veins
+    label: np.ndarray  # uint8 (X, Y, Z): 0 background, k = the k-th requested structure (default 1 = LA + veins)
     affine: np.ndarray  # 4x4 float64, LPS-like: diag(-sx, -sy, sz) plus a non-zero origin
     tissues: np.ndarray  # uint8 (X, Y, Z), keys of tissue_names
     tissue_names: dict[int, str]
@@ -123,63 +136,52 @@ _SAX_TURN = np.array([[0.0, 1, 0], [0, 0, 1], [1, 0, 0]]) @ _axis_frame(_LV_AXIS
 
 
 class _Painter:
-    """A tissue map painted shape by shape on grid g; a later shape overwrites what it covers.
-
-    `turn` (3x3, or None) rotates the scene about _SAX_PIVOT before it is painted (short-axis stacks).
-    """
+    """A part map painted shape by shape on grid g (later ones overwrite); a `turn` rotates the scene first (SAX)."""
 
     def __init__(self, g, shape, turn: np.ndarray | None = None) -> None:
-        self.g, self.tissues, self.turn = g, np.zeros(shape, np.uint8), turn
+        self.g, self.parts, self.turn = g, np.zeros(shape, np.uint8), turn
 
-    def _place(self, point):
+    def _place(self, point):  # scene -> grid coordinates
         return point if self.turn is None else self.turn @ (np.asarray(point, float) - _SAX_PIVOT)
 
     def fill(self, shape_, tissue: int, only=None) -> None:
         """Set the voxels of shape_ = (box, mask) to `tissue`; `only`: overwrite just these tissues."""
         box, mask = shape_
-        view = self.tissues[box]
+        view = self.parts[box]
         mask = np.broadcast_to(mask, view.shape)
         view[mask if only is None else mask & np.isin(view, only)] = tissue
 
-    def ellipsoid(self, tissue: int, centre, radii, rot=None, only=None) -> None:
-        """Paint an ellipsoid (see _ellipsoid)."""
+    def ellipsoid(self, tissue: int, centre, radii, rot=None, only=None) -> None:  # see _ellipsoid
         if self.turn is not None:
             centre, rot = self._place(centre), self.turn if rot is None else self.turn @ rot
         self.fill(_ellipsoid(self.g, centre, radii, rot), tissue, only)
 
-    def tube(self, tissue: int, a, b, radius: float) -> None:
-        """Paint a capsule around the segment a -> b (see _tube)."""
+    def tube(self, tissue: int, a, b, radius: float) -> None:  # see _tube
         self.fill(_tube(self.g, self._place(a), self._place(b), radius), tissue)
 
 
-@dataclass
 class _Heart:
-    """One case's heart: its pose and each chamber's (centre in the heart frame, radii, axes in the grid), mm."""
+    """One case's heart (mm): pose (rotation +-15 degrees, shift +-6 mm), chambers' (centre, radii, axes), aorta."""
 
-    rot: np.ndarray  # heart frame -> grid axes: rotation +-15 degrees
-    centre: np.ndarray  # grid position of the heart frame's origin
-    la: tuple
-    lv: tuple
-    rv: tuple
-    ra: tuple
-    aorta_r: float
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rot, self.centre = _rotation(rng, 15), np.array([-6.0, 8, -4]) + rng.uniform(-6, 6, 3)
+        la_r = np.array([21.0, 12, 14]) * rng.uniform(0.88, 1.12, 3)
+        self.la = (np.array([2.0, -22, 10]), la_r, self.rot @ _rotation(rng, 10))
+        lv_r = np.array([30.0, 17, 17]) * rng.uniform(0.9, 1.1, 3)
+        self.lv = (np.array([-20.0, 10, -16]), lv_r, self.rot @ _axis_frame(_LV_AXIS + rng.normal(0, 0.1, 3)))
+        self.rv = (np.array([4.0, 20, -14]), np.array([26.0, 11, 20]) * rng.uniform(0.9, 1.1, 3), self.rot)
+        self.ra = (np.array([27.0, -8, 4]), np.array([15.0, 14, 17]) * rng.uniform(0.9, 1.1, 3), self.rot)
+        self.aorta_r = 10 * rng.uniform(0.9, 1.1)
+        top = self.at((0, -4, 42))  # the aorta's path: root, arch top, arch end, descending end (grid coordinates)
+        self.aorta = [self.at((-2, 2, -8)), top, np.array([-18.0, -32, top[2]]), np.array([-18.0, -32, -1e3])]
 
     def at(self, q) -> np.ndarray:
         """Heart frame -> grid coordinates."""
         return self.centre + self.rot @ np.asarray(q, float)
 
-    @property
-    def aorta(self) -> list[np.ndarray]:
-        """The aorta's path: root, arch top, arch end, descending end (grid coordinates)."""
-        top = self.at((0, -4, 42))
-        return [self.at((-2, 2, -8)), top, np.array([-18.0, -32, top[2]]), np.array([-18.0, -32, -1e3])]
-
 
 def _draw_body(rng: np.random.Generator, paint: _Painter, size: float = 1.0) -> None:
-    """Torso: elliptic cylinder with fat, muscle and soft-tissue layers; lungs, liver and spine inside.
-
-    `size` scales the body about the volume centre, the heart staying as it is (real chests are wider).
-    """
+    """Torso (elliptic cylinder: fat, muscle, soft tissue) with lungs, liver, spine; `size` scales it, not the heart."""
     ax, ay = 74 * rng.uniform(0.95, 1.05), 60 * rng.uniform(0.95, 1.05)
     fat, muscle = rng.uniform(4, 7), rng.uniform(5, 8)
     for tissue, inset in ((1, 0.0), (2, fat), (3, fat + muscle)):
@@ -188,18 +190,6 @@ def _draw_body(rng: np.random.Generator, paint: _Painter, size: float = 1.0) -> 
         paint.ellipsoid(4, np.array([x, -8, 12]) * size, (32, 44, 80) * rng.uniform(0.9, 1.1, 3) * size, only=3)
     paint.ellipsoid(6, ((22, 8, -95) + rng.uniform(-5, 5, 3)) * size, np.array([60, 50, 55]) * size, only=(3, 4))
     paint.tube(5, np.array([0, -38, -1e3]) * size, np.array([0, -38, 1e3]) * size, 10 * size)
-
-
-def _heart_layout(rng: np.random.Generator) -> _Heart:
-    """Draw the heart's pose (rotation +-15 degrees, shift +-6 mm) and its chambers' sizes and axes."""
-    rot, centre = _rotation(rng, 15), np.array([-6.0, 8, -4]) + rng.uniform(-6, 6, 3)
-    la_r = np.array([21.0, 12, 14]) * rng.uniform(0.88, 1.12, 3)
-    la = (np.array([2.0, -22, 10]), la_r, rot @ _rotation(rng, 10))
-    lv_r = np.array([30.0, 17, 17]) * rng.uniform(0.9, 1.1, 3)
-    lv = (np.array([-20.0, 10, -16]), lv_r, rot @ _axis_frame(_LV_AXIS + rng.normal(0, 0.1, 3)))
-    rv = (np.array([4.0, 20, -14]), np.array([26.0, 11, 20]) * rng.uniform(0.9, 1.1, 3), rot)
-    ra = (np.array([27.0, -8, 4]), np.array([15.0, 14, 17]) * rng.uniform(0.9, 1.1, 3), rot)
-    return _Heart(rot, centre, la, lv, rv, ra, aorta_r=10 * rng.uniform(0.9, 1.1))
 
 
 def _draw_chambers(rng: np.random.Generator, paint: _Painter, heart: _Heart) -> None:
@@ -212,7 +202,7 @@ def _draw_chambers(rng: np.random.Generator, paint: _Painter, heart: _Heart) -> 
     paint.tube(7, *heart.aorta[:2], heart.aorta_r + 2)
     paint.ellipsoid(11, heart.at(ra_c), ra_r, rot)
     paint.ellipsoid(12, heart.at(rv_c), rv_r, rot)
-    paint.ellipsoid(7, heart.at(lv_c), lv_r + 7, lv_rot)
+    paint.ellipsoid(14, heart.at(lv_c), lv_r + 7, lv_rot)
     paint.ellipsoid(10, heart.at(lv_c), lv_r, lv_rot)
     paint.tube(10, heart.at(la_c), heart.at(lv_c), 8 * rng.uniform(0.9, 1.1))  # mitral opening: LA <-> LV blood
 
@@ -223,8 +213,10 @@ def _draw_great_vessels(rng: np.random.Generator, paint: _Painter, heart: _Heart
     for k, r in enumerate((radius, radius * 0.9, radius * 0.85)):
         paint.tube(13, aorta[k], aorta[k + 1], r)
     pa_top = heart.at((-14, 10, 32) + rng.uniform(-3, 3, 3))
-    paint.tube(12, heart.at(heart.rv[0] + (-8, 4, 12)), pa_top, 9)
-    paint.tube(12, pa_top, heart.at((-36, -12, 34)), 7)
+    (rv_c, rv_r, rot) = heart.rv
+    paint.tube(15, heart.at(rv_c + (-8, 4, 12)), pa_top, 9)
+    paint.tube(15, pa_top, heart.at((-36, -12, 34)), 7)
+    paint.ellipsoid(12, heart.at(rv_c), rv_r, rot, only=15)  # the trunk's root inside the RV is RV blood
 
 
 def _draw_left_atrium(rng: np.random.Generator, paint: _Painter, heart: _Heart) -> None:
@@ -242,14 +234,32 @@ def _draw_left_atrium(rng: np.random.Generator, paint: _Painter, heart: _Heart) 
 
 
 def _draw_anatomy(rng: np.random.Generator, g, shape, body_scale: float = 1.0, turn=None) -> np.ndarray:
-    """Paint the tissue map back to front; coordinates are mm of the default-size phantom (RAS axes)."""
+    """Paint the part map back to front; coordinates are mm of the default-size phantom (RAS axes)."""
     paint = _Painter(g, shape, turn)
     _draw_body(rng, paint, body_scale)
-    heart = _heart_layout(rng)
+    heart = _Heart(rng)
     _draw_chambers(rng, paint, heart)
     _draw_great_vessels(rng, paint, heart)
     _draw_left_atrium(rng, paint, heart)
-    return paint.tissues
+    return paint.parts
+
+
+def _structure_codes(labels) -> tuple[str, ...]:
+    """Validated structure codes from ``"la,lv"`` or ``["la", "lv"]`` (see STRUCTURES)."""
+    codes = tuple(c.strip().lower() for c in (labels.split(",") if isinstance(labels, str) else labels))
+    if not codes or len(set(codes)) < len(codes) or not set(codes) <= set(STRUCTURES):
+        raise ValueError(
+            f"labels must be distinct codes from {', '.join(STRUCTURES)}, e.g. 'lv,myo,rv'; got {labels!r}"
+        )
+    return codes
+
+
+def _label_map(parts: np.ndarray, codes: tuple[str, ...]) -> np.ndarray:
+    """uint8 label map: the k-th structure in `codes` -> k, everything else 0."""
+    lut = np.zeros(len(_PART_TISSUE), np.uint8)
+    for value, code in enumerate(codes, start=1):
+        lut[list(STRUCTURES[code][1])] = value
+    return lut[parts]
 
 
 def generate_case(
@@ -260,6 +270,7 @@ def generate_case(
     scale: float | None = None,
     body_scale: float = 1.0,
     short_axis: bool = False,
+    labels="la",
 ) -> PhantomCase:
     """Draw one synthetic cardiac MRI case (deterministic for a given seed, shape and spacing).
 
@@ -275,11 +286,13 @@ def generate_case(
         body_scale: size of the torso, lungs, liver and spine relative to the heart (1.0 = the default's).
         short_axis: slice the scene perpendicular to the LV's long axis through the mitral valve, as a cine
             short-axis stack; the affine is then oblique (it maps the turned grid back to the body).
+        labels: structure codes (keys of :data:`STRUCTURES`), as ``"lv,myo,rv"`` or a list; the k-th gets
+            label value k. The default ``"la"`` is the binary left-atrium label.
 
     Returns:
-        A PhantomCase with an int16 image, a uint8 0/1 label, a 4x4 affine and the tissue map.
+        A PhantomCase with an int16 image, a uint8 label, a 4x4 affine and the tissue map.
     """
-    shape, spacing = tuple(int(n) for n in shape), np.asarray(spacing, float)
+    shape, spacing, codes = tuple(int(n) for n in shape), np.asarray(spacing, float), _structure_codes(labels)
     if len(shape) != 3 or min(shape) < 4 or spacing.shape != (3,) or spacing.min() <= 0:
         raise ValueError(f"shape must be 3 ints >= 4 and spacing 3 positive numbers, got {shape}, {spacing}")
     rng = np.random.default_rng(seed)
@@ -298,7 +311,8 @@ def generate_case(
         for i, n in enumerate(shape)
     ]
     turn = _SAX_TURN if short_axis else None
-    tissues = _draw_anatomy(rng, g, shape, body_scale, turn)
+    parts = _draw_anatomy(rng, g, shape, body_scale, turn)
+    tissues = _PART_TISSUE[parts]
 
     # Image: tissue signal -> partial-volume blur -> smooth multiplicative bias -> Rician noise -> int16.
     signal = (_SIGNAL * rng.uniform(0.93, 1.07, _SIGNAL.size)).astype(np.float32)
@@ -316,8 +330,7 @@ def generate_case(
     if turn is not None:
         affine[:3, :3] = turn.T @ affine[:3, :3]
     affine[:3, 3] = origin_mm - affine[:3, :3] @ ((np.array(shape) - 1) / 2)
-    label = np.isin(tissues, LABEL_TISSUES).astype(np.uint8)
-    return PhantomCase(image, label, affine, tissues, dict(TISSUE_NAMES))
+    return PhantomCase(image, _label_map(parts, codes), affine, tissues, dict(TISSUE_NAMES))
 
 
 @dataclass(frozen=True)
@@ -332,7 +345,7 @@ class Variant:
         spacing_mm: (low, high) voxel size in mm per axis (x, y, z).
         shape: (low, high) voxels per axis.
         anatomy_scale: anatomy size relative to the default phantom; None = scaled to the field of view.
-        crop_to_label: draw a larger scene, then cut the box of ``shape`` around the left atrium (as the MSD
+        crop_to_label: draw a larger scene, then cut the box of ``shape`` around the label (as the MSD
             hippocampus task ships small boxes around its target).
         intensity: ``"int16"`` (the default's arbitrary units), ``"uint12"`` (rescaled to 0-4095, stored as
             uint16, like 12-bit scanner data), ``"uint16"`` (uint16 whose scale differs per case: the bright
@@ -390,8 +403,8 @@ VARIANTS: dict[str, Variant] = {
 
 
 def _crop_around_label(case: PhantomCase, shape, rng: np.random.Generator) -> PhantomCase:
-    """Cut a box of `shape` voxels centred (+-3 voxels of jitter) on the label's centre of mass."""
-    centre = np.array(ndimage.center_of_mass(case.label)) + rng.integers(-3, 4, 3)
+    """Cut a box of `shape` voxels centred (+-3 voxels of jitter) on the labelled structures' centre of mass."""
+    centre = np.array(ndimage.center_of_mass(case.label > 0)) + rng.integers(-3, 4, 3)
     start = np.clip(np.rint(centre - np.array(shape) / 2).astype(int), 0, np.array(case.label.shape) - shape)
     box = tuple(slice(int(a), int(a) + int(n)) for a, n in zip(start, shape))
     affine = case.affine.copy()
@@ -413,7 +426,7 @@ def _rescale_intensity(image: np.ndarray, kind: str, rng: np.random.Generator) -
     raise ValueError(f"unknown intensity {kind!r}; use int16, uint12, uint16 or float32")
 
 
-def generate_variant_case(seed: int, variant: str = "default") -> PhantomCase:
+def generate_variant_case(seed: int, variant: str = "default", labels="la") -> PhantomCase:
     """Draw one case of a geometry variant: its spacing and shape come from the variant's ranges.
 
     Introduced in notebook 02. ``"default"`` is exactly :func:`generate_case` with the default shape.
@@ -421,6 +434,7 @@ def generate_variant_case(seed: int, variant: str = "default") -> PhantomCase:
     Args:
         seed: case seed; the same seed always gives the same case.
         variant: a key of :data:`VARIANTS`.
+        labels: structure codes, as in :func:`generate_case`.
 
     Returns:
         A PhantomCase (the image dtype follows the variant's ``intensity``).
@@ -428,7 +442,7 @@ def generate_variant_case(seed: int, variant: str = "default") -> PhantomCase:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if variant == "default":
-        return generate_case(seed)
+        return generate_case(seed, labels=labels)
     v = VARIANTS[variant]
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))  # geometry: a stream apart from the anatomy's
     shape = [int(rng.integers(lo, hi + 1)) for lo, hi in v.shape]
@@ -437,7 +451,9 @@ def generate_variant_case(seed: int, variant: str = "default") -> PhantomCase:
         spacing[1] = spacing[0]
         shape[2] = int(np.clip(round(rng.uniform(80, 130) / spacing[2]), *v.shape[2]))
     drawn = [max(72, n + 24) for n in shape] if v.crop_to_label else shape
-    case = generate_case(seed, drawn, spacing, scale=v.anatomy_scale, body_scale=v.body_scale, short_axis=v.short_axis)
+    case = generate_case(
+        seed, drawn, spacing, scale=v.anatomy_scale, body_scale=v.body_scale, short_axis=v.short_axis, labels=labels
+    )
     if v.crop_to_label:
         case = _crop_around_label(case, shape, rng)
     case.image = _rescale_intensity(case.image, v.intensity, rng)
@@ -475,9 +491,10 @@ def _is_complete(out_dir: Path, meta: dict, n_train: int, n_test: int) -> bool:
     return all((out_dir / f).is_file() for f in files)
 
 
-def _dataset_meta(seed: int, shape: list[int], variant: str) -> dict:
-    """dataset.json's "synthetic" entry; the default variant's stays as it was before variants existed."""
+def _dataset_meta(seed: int, shape: list[int], variant: str, codes: tuple[str, ...] = ("la",)) -> dict:
+    """dataset.json's "synthetic" entry; the default's (variant and labels) stays as it was before either existed."""
     meta = {"generator": "heartseg_utils.synthetic", "version": GENERATOR_VERSION, "seed": int(seed)}
+    meta.update({} if codes == ("la",) else {"labels": list(codes)})
     if variant == "default":
         return {**meta, "shape": shape, "spacing": list(DEFAULT_SPACING)}
     if variant not in VARIANTS:
@@ -489,16 +506,17 @@ def _dataset_meta(seed: int, shape: list[int], variant: str) -> dict:
 
 def _dataset_json(training: list[dict], test: list[str], meta: dict) -> dict:
     """The dataset.json content of a synthetic MSD folder (MSD keys plus the generator's ``"synthetic"`` entry)."""
+    names = [STRUCTURES[code][0] for code in meta.get("labels", ["la"])]
     return {
-        "name": "LeftAtrium",
-        "description": "Synthetic phantom standing in for MSD Task02_Heart (left atrium, bSSFP-like MRI),"
+        "name": "LeftAtrium" if names == ["left atrium"] else "Heart",
+        "description": f"Synthetic phantom standing in for MSD Task02_Heart ({', '.join(names)}, bSSFP-like MRI),"
         " made by heartseg_utils.synthetic: not patient data",
         "reference": "heartseg synthetic phantom, in the layout of the Medical Segmentation Decathlon",
         "licence": "CC-BY-SA 4.0",
         "release": f"synthetic {GENERATOR_VERSION}",
         "tensorImageSize": "3D",
         "modality": {"0": "MRI"},
-        "labels": {"0": "background", "1": "left atrium"},
+        "labels": {"0": "background", **{str(value): name for value, name in enumerate(names, start=1)}},
         "numTraining": len(training),
         "numTest": len(test),
         "training": training,
@@ -515,6 +533,7 @@ def make_synthetic_dataset(
     shape=DEFAULT_SHAPE,
     overwrite: bool = False,
     variant: str = "default",
+    labels="la",
 ) -> Path:
     """Write a Task02_Heart-like MSD folder of synthetic phantoms, or reuse a matching complete one.
 
@@ -530,12 +549,16 @@ def make_synthetic_dataset(
         overwrite: regenerate even when a matching complete dataset is already there.
         variant: a key of :data:`VARIANTS` (introduced in notebook 02); recorded in dataset.json's
             ``"synthetic"`` entry for every variant but the default, whose files and entry are unchanged.
+        labels: structure codes (keys of :data:`STRUCTURES`: la, lv, myo, rv, ra, aorta), ``"lv,myo,rv"`` or a
+            list; the k-th is label k in the files and in dataset.json's ``"labels"``. Any choice but the default
+            ``"la"`` (Task02_Heart's) is recorded in ``"synthetic"``: a folder with other labels is never reused.
 
     Returns:
         The dataset folder.
     """
     out_dir, shape = Path(out_dir).expanduser().resolve(), [int(n) for n in shape]
-    meta = _dataset_meta(seed, shape, variant)
+    codes = _structure_codes(labels)
+    meta = _dataset_meta(seed, shape, variant, codes)
     if not overwrite and _is_complete(out_dir, meta, n_train, n_test):
         return out_dir
     if out_dir.exists() and any(out_dir.iterdir()) and "synthetic" not in (_read_info(out_dir) or {}):
@@ -552,7 +575,9 @@ def make_synthetic_dataset(
         for index in range(1, n_train + n_test + 1):
             case_seed, name = _case_seed(seed, index), f"la_{index:03d}.nii.gz"
             case = (
-                generate_case(case_seed, shape) if variant == "default" else generate_variant_case(case_seed, variant)
+                generate_case(case_seed, shape, labels=codes)
+                if variant == "default"
+                else generate_variant_case(case_seed, variant, labels=codes)
             )
             folder = "imagesTr" if index <= n_train else "imagesTs"
             _save_nifti(case.image, case.affine, tmp / folder / name)
@@ -578,26 +603,24 @@ def make_synthetic_dataset(
 
 
 def main(argv: list[str] | None = None) -> Path:
-    """Command line: ``python -m heartseg_utils.synthetic --variant thick_slice --out DIR [--n_train 20 ...]``.
+    """Command line: ``python -m heartseg_utils.synthetic --variant short_axis --labels lv,myo,rv --out DIR [...]``.
 
     Introduced in notebook 02. Prints and returns the dataset folder.
     """
     parser = argparse.ArgumentParser(description="Write a synthetic left-atrium dataset in MSD layout.")
     parser.add_argument("--variant", default="default", choices=sorted(VARIANTS))
-    parser.add_argument("--out", required=True, help="the MSD folder to create")
+    parser.add_argument("--labels", default="la", help=f"structures to label, comma-separated: {', '.join(STRUCTURES)}")
+    parser.add_argument("--out", dest="out_dir", required=True, help="the MSD folder to create")
     parser.add_argument("--n_train", type=int, default=20)
     parser.add_argument("--n_test", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    out = make_synthetic_dataset(
-        args.out,
-        n_train=args.n_train,
-        n_test=args.n_test,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        variant=args.variant,
-    )
+    try:
+        _structure_codes(args.labels)
+    except ValueError as err:
+        parser.error(str(err))
+    out = make_synthetic_dataset(**vars(args))
     print(out)
     return out
 

@@ -306,3 +306,93 @@ def test_short_axis_is_fast_and_deterministic():
     b = synthetic.generate_variant_case(21, "short_axis")
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_array_equal(a.affine, b.affine)
+
+
+ALL_CODES = ("la", "lv", "myo", "rv", "ra", "aorta")
+# the tissue (of case.tissues) under each structure's label: LA + veins, LV blood, LV myocardium, RV blood, ...
+TISSUES_OF = {"la": {8, 9}, "lv": {10}, "myo": {7}, "rv": {12}, "ra": {11}, "aorta": {13}}
+
+
+@pytest.fixture(scope="module")
+def multi_dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("multi") / "ds"
+    return synthetic.make_synthetic_dataset(out, n_train=3, n_test=2, seed=0, shape=SMALL, labels="lv,myo,rv")
+
+
+def test_multi_label_folder_has_one_value_per_structure(multi_dataset, small_dataset):
+    info = json.loads((multi_dataset / "dataset.json").read_text())
+    assert info["labels"] == {"0": "background", "1": "left ventricle", "2": "myocardium", "3": "right ventricle"}
+    assert info["synthetic"]["labels"] == ["lv", "myo", "rv"] and info["name"] == "Heart"
+    for item in info["training"]:
+        label = np.asarray(nib.load(multi_dataset / item["label"]).dataobj)
+        assert label.dtype == np.uint8 and set(np.unique(label).tolist()) == {0, 1, 2, 3}
+    for path in sorted(multi_dataset.glob("images*/*.nii.gz")):  # the labels change, the images do not
+        same = small_dataset / path.parent.name / path.name
+        np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), np.asarray(nib.load(same).dataobj))
+
+
+@pytest.mark.parametrize("variant", list(synthetic.VARIANTS))
+def test_every_variant_labels_every_structure_apart(variant):
+    for seed in range(2):
+        case = synthetic.generate_variant_case(seed, variant, labels=",".join(ALL_CODES))
+        assert set(np.unique(case.label).tolist()) == set(range(len(ALL_CODES) + 1)), "a structure is missing"
+        for value, code in enumerate(ALL_CODES, start=1):  # one value per voxel, so structures never overlap
+            assert set(np.unique(case.tissues[case.label == value]).tolist()) <= TISSUES_OF[code], code
+        np.testing.assert_array_equal(case.label == 1, np.isin(case.tissues, [8, 9]))
+        if variant != "small":  # whole scenes: the thin atrial/aortic walls and the pulmonary trunk stay background
+            assert ((case.tissues == 7) & (case.label == 0)).any() and ((case.tissues == 12) & (case.label == 0)).any()
+            binary = synthetic.generate_variant_case(seed, variant)
+            np.testing.assert_array_equal(binary.label, (case.label == 1).astype(np.uint8))
+            np.testing.assert_array_equal(binary.image, case.image)
+
+
+def test_labels_la_is_exactly_the_default(tmp_path, small_dataset):
+    a, b, c = (synthetic.generate_case(5, SMALL, **kw) for kw in ({}, {"labels": "la"}, {"labels": ["LA"]}))
+    for other in (b, c):
+        for field in ("image", "label", "affine", "tissues"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(other, field))
+    out = synthetic.make_synthetic_dataset(tmp_path / "la", n_train=3, n_test=2, seed=0, shape=SMALL, labels="la")
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(small_dataset) for p in small_dataset.rglob("*") if p.is_file())
+    for f in files:  # byte for byte, dataset.json included
+        assert (out / f).read_bytes() == (small_dataset / f).read_bytes(), f
+
+
+def test_a_folder_with_other_labels_is_regenerated_not_reused(tmp_path):
+    out = synthetic.make_synthetic_dataset(tmp_path / "ds", n_train=1, n_test=0, shape=SMALL)
+    synthetic.make_synthetic_dataset(out, n_train=1, n_test=0, shape=SMALL, labels="la,lv")
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["labels"] == {"0": "background", "1": "left atrium", "2": "left ventricle"}
+    assert set(np.unique(np.asarray(nib.load(out / "labelsTr" / "la_001.nii.gz").dataobj)).tolist()) == {0, 1, 2}
+    before = (out / "dataset.json").stat().st_mtime_ns
+    synthetic.make_synthetic_dataset(out, n_train=1, n_test=0, shape=SMALL, labels=["la", "lv"])  # same: reused
+    assert (out / "dataset.json").stat().st_mtime_ns == before
+    synthetic.make_synthetic_dataset(out, n_train=1, n_test=0, shape=SMALL)  # back to the binary default
+    assert "labels" not in json.loads((out / "dataset.json").read_text())["synthetic"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"], "temporary folders left behind"
+
+
+@pytest.mark.parametrize("labels", ["la,heart", "lv,lv", "", []])
+def test_unknown_or_repeated_label_codes_are_refused(tmp_path, labels):
+    with pytest.raises(ValueError, match="la, lv, myo, rv, ra, aorta"):
+        synthetic.make_synthetic_dataset(tmp_path / "x", n_train=1, n_test=0, shape=SMALL, labels=labels)
+    assert not (tmp_path / "x").exists()
+
+
+def test_command_line_writes_a_multi_label_short_axis_folder(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [
+        sys.executable,
+        "-m",
+        "heartseg_utils.synthetic",
+        "--variant",
+        "short_axis",
+        "--out",
+        str(tmp_path / "s"),
+    ]
+    options = ["--n_train", "1", "--n_test", "0"]
+    subprocess.run([*command, *options, "--labels", "lv,myo,rv"], capture_output=True, env=env, check=True)
+    info = json.loads((tmp_path / "s" / "dataset.json").read_text())
+    assert info["synthetic"]["variant"] == "short_axis" and info["synthetic"]["labels"] == ["lv", "myo", "rv"]
+    bad = subprocess.run([*command, *options, "--labels", "lv,xx"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "la, lv, myo, rv, ra, aorta" in bad.stderr
