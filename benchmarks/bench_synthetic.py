@@ -1,6 +1,6 @@
 """Benchmark the synthetic phantom: generation speed on one core, label statistics, threshold baselines.
 
-Usage: python benchmarks/bench_synthetic.py [--cases 10] [--shape 128 128 96] [--variant default|thick_slice|small]
+Usage: python benchmarks/bench_synthetic.py [--cases 10] [--shape 128 128 96] [--variant NAME of synthetic.VARIANTS]
 Prints a markdown table for docs/benchmarks.md.
 """
 

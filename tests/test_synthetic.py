@@ -180,17 +180,17 @@ def test_import_is_light():
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("variant", ["thick_slice", "small"])
+@pytest.mark.parametrize("variant", ["thick_slice", "small", "short_axis"])
 def test_variant_cases_follow_their_geometry(variant):
     v = synthetic.VARIANTS[variant]
     for seed in range(4):
         case = synthetic.generate_variant_case(seed, variant)
-        spacing = np.abs(np.diag(case.affine)[:3])
+        spacing = np.linalg.norm(case.affine[:3, :3], axis=0)  # the voxel size, oblique affines included
         for n, s, (lo, hi), (slo, shi) in zip(case.image.shape, spacing, v.shape, v.spacing_mm):
             assert lo <= n <= hi and slo - 0.01 <= s <= shi + 0.01, (case.image.shape, spacing)
         assert case.image.shape == case.label.shape == case.tissues.shape
         assert set(np.unique(case.label).tolist()) == {0, 1}
-        assert nib.aff2axcodes(case.affine) == ("L", "P", "S")
+        assert v.short_axis or nib.aff2axcodes(case.affine) == ("L", "P", "S")
     a, b = synthetic.generate_variant_case(3, variant), synthetic.generate_variant_case(3, variant)
     np.testing.assert_array_equal(a.image, b.image)
 
@@ -260,3 +260,139 @@ def test_command_line_writes_a_variant(tmp_path):
     info = json.loads((tmp_path / "s" / "dataset.json").read_text())
     assert out.stdout.strip() == str(tmp_path / "s") and info["synthetic"]["variant"] == "small"
     assert (info["numTraining"], info["numTest"], info["synthetic"]["seed"]) == (2, 1, 4)
+
+
+@pytest.fixture(scope="module")
+def short_axis_cases() -> list[synthetic.PhantomCase]:
+    return [synthetic.generate_variant_case(seed, "short_axis") for seed in range(5)]
+
+
+def test_short_axis_geometry_is_that_of_cine_stacks(short_axis_cases):
+    heart = [7, 8, 10, 11, 12]  # myocardium and the four chambers
+    for case in short_axis_cases:
+        (nx, ny, nz), zooms = case.image.shape, np.linalg.norm(case.affine[:3, :3], axis=0)
+        assert 210 <= nx <= 260 and 230 <= ny <= 270 and 6 <= nz <= 18, case.image.shape
+        assert 1.3 <= zooms[0] <= 1.9 and 5.0 <= zooms[2] <= 10.0 and zooms[0] == pytest.approx(zooms[1]), zooms
+        assert 80 - zooms[2] / 2 <= nz * zooms[2] <= 130 + zooms[2] / 2  # the stack spans 80-130 mm
+        assert np.abs(case.affine[:3, :3] - np.diag(np.diag(case.affine[:3, :3]))).max() > 0.1, "oblique"
+        np.testing.assert_allclose(case.affine[:3, :3].T @ case.affine[:3, :3], np.diag(zooms**2), atol=1e-9)
+        inside = np.isin(case.tissues, heart)
+        across = [
+            max(np.ptp(np.flatnonzero(inside[:, :, k].any(axis=1 - a))) + 1 for k in range(nz) if inside[:, :, k].any())
+            for a in (0, 1)
+        ]
+        fraction = np.array(across) / (nx, ny)
+        assert np.all((0.15 <= fraction) & (fraction <= 0.32)), fraction
+        assert np.flatnonzero(case.label.any(axis=(0, 1))).size >= 3, "left atrium on too few slices"
+        assert set(np.unique(case.label).tolist()) == {0, 1}
+
+
+def test_short_axis_intensities_are_uint16_with_a_per_case_scale(short_axis_cases):
+    tops = []
+    for case in short_axis_cases:
+        assert case.image.dtype == np.uint16 and 800 < case.image.max() < 5000
+        blood, lung = np.median(case.image[case.label == 1]), np.median(case.image[case.tissues == 4])
+        assert blood > 5 * lung
+        tops.append(np.percentile(case.image, 99.9))
+    assert max(tops) > 1.5 * min(tops), tops  # a fixed intensity window would not fit every case
+
+
+def test_short_axis_is_fast_and_deterministic():
+    import time
+
+    start = time.perf_counter()
+    a = synthetic.generate_variant_case(21, "short_axis")
+    assert time.perf_counter() - start < 3.0
+    b = synthetic.generate_variant_case(21, "short_axis")
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.affine, b.affine)
+
+
+ALL_CODES = ("la", "lv", "myo", "rv", "ra", "aorta")
+# the tissue (of case.tissues) under each structure's label: LA + veins, LV blood, LV myocardium, RV blood, ...
+TISSUES_OF = {"la": {8, 9}, "lv": {10}, "myo": {7}, "rv": {12}, "ra": {11}, "aorta": {13}}
+
+
+@pytest.fixture(scope="module")
+def multi_dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("multi") / "ds"
+    return synthetic.make_synthetic_dataset(out, n_train=3, n_test=2, seed=0, shape=SMALL, labels="lv,myo,rv")
+
+
+def test_multi_label_folder_has_one_value_per_structure(multi_dataset, small_dataset):
+    info = json.loads((multi_dataset / "dataset.json").read_text())
+    assert info["labels"] == {"0": "background", "1": "left ventricle", "2": "myocardium", "3": "right ventricle"}
+    assert info["synthetic"]["labels"] == ["lv", "myo", "rv"] and info["name"] == "Heart"
+    for item in info["training"]:
+        label = np.asarray(nib.load(multi_dataset / item["label"]).dataobj)
+        assert label.dtype == np.uint8 and set(np.unique(label).tolist()) == {0, 1, 2, 3}
+    for path in sorted(multi_dataset.glob("images*/*.nii.gz")):  # the labels change, the images do not
+        same = small_dataset / path.parent.name / path.name
+        np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), np.asarray(nib.load(same).dataobj))
+
+
+@pytest.mark.parametrize("variant", list(synthetic.VARIANTS))
+def test_every_variant_labels_every_structure_apart(variant):
+    for seed in range(2):
+        case = synthetic.generate_variant_case(seed, variant, labels=",".join(ALL_CODES))
+        assert set(np.unique(case.label).tolist()) == set(range(len(ALL_CODES) + 1)), "a structure is missing"
+        for value, code in enumerate(ALL_CODES, start=1):  # one value per voxel, so structures never overlap
+            assert set(np.unique(case.tissues[case.label == value]).tolist()) <= TISSUES_OF[code], code
+        np.testing.assert_array_equal(case.label == 1, np.isin(case.tissues, [8, 9]))
+        if variant != "small":  # whole scenes: the thin atrial/aortic walls and the pulmonary trunk stay background
+            assert ((case.tissues == 7) & (case.label == 0)).any() and ((case.tissues == 12) & (case.label == 0)).any()
+            binary = synthetic.generate_variant_case(seed, variant)
+            np.testing.assert_array_equal(binary.label, (case.label == 1).astype(np.uint8))
+            np.testing.assert_array_equal(binary.image, case.image)
+
+
+def test_labels_la_is_exactly_the_default(tmp_path, small_dataset):
+    a, b, c = (synthetic.generate_case(5, SMALL, **kw) for kw in ({}, {"labels": "la"}, {"labels": ["LA"]}))
+    for other in (b, c):
+        for field in ("image", "label", "affine", "tissues"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(other, field))
+    out = synthetic.make_synthetic_dataset(tmp_path / "la", n_train=3, n_test=2, seed=0, shape=SMALL, labels="la")
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(small_dataset) for p in small_dataset.rglob("*") if p.is_file())
+    for f in files:  # byte for byte, dataset.json included
+        assert (out / f).read_bytes() == (small_dataset / f).read_bytes(), f
+
+
+def test_a_folder_with_other_labels_is_regenerated_not_reused(tmp_path):
+    out = synthetic.make_synthetic_dataset(tmp_path / "ds", n_train=1, n_test=0, shape=SMALL)
+    synthetic.make_synthetic_dataset(out, n_train=1, n_test=0, shape=SMALL, labels="la,lv")
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["labels"] == {"0": "background", "1": "left atrium", "2": "left ventricle"}
+    assert set(np.unique(np.asarray(nib.load(out / "labelsTr" / "la_001.nii.gz").dataobj)).tolist()) == {0, 1, 2}
+    before = (out / "dataset.json").stat().st_mtime_ns
+    synthetic.make_synthetic_dataset(out, n_train=1, n_test=0, shape=SMALL, labels=["la", "lv"])  # same: reused
+    assert (out / "dataset.json").stat().st_mtime_ns == before
+    synthetic.make_synthetic_dataset(out, n_train=1, n_test=0, shape=SMALL)  # back to the binary default
+    assert "labels" not in json.loads((out / "dataset.json").read_text())["synthetic"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"], "temporary folders left behind"
+
+
+@pytest.mark.parametrize("labels", ["la,heart", "lv,lv", "", []])
+def test_unknown_or_repeated_label_codes_are_refused(tmp_path, labels):
+    with pytest.raises(ValueError, match="la, lv, myo, rv, ra, aorta"):
+        synthetic.make_synthetic_dataset(tmp_path / "x", n_train=1, n_test=0, shape=SMALL, labels=labels)
+    assert not (tmp_path / "x").exists()
+
+
+def test_command_line_writes_a_multi_label_short_axis_folder(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [
+        sys.executable,
+        "-m",
+        "heartseg_utils.synthetic",
+        "--variant",
+        "short_axis",
+        "--out",
+        str(tmp_path / "s"),
+    ]
+    options = ["--n_train", "1", "--n_test", "0"]
+    subprocess.run([*command, *options, "--labels", "lv,myo,rv"], capture_output=True, env=env, check=True)
+    info = json.loads((tmp_path / "s" / "dataset.json").read_text())
+    assert info["synthetic"]["variant"] == "short_axis" and info["synthetic"]["labels"] == ["lv", "myo", "rv"]
+    bad = subprocess.run([*command, *options, "--labels", "lv,xx"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "la, lv, myo, rv, ra, aorta" in bad.stderr
