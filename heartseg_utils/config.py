@@ -69,7 +69,8 @@ class TrainConfig:
     sw_batch_size: int = 4
     sw_overlap: float = 0.25
     num_workers: int = 0
-    resume: bool = False
+    resume: bool = False  # continue the run in run_dir from its last.pt (same values; max_epochs may grow)
+    overwrite: bool = False  # replace a finished run in run_dir (without it, or resume, that is refused)
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -8,11 +8,12 @@ sees half a file, and a file that cannot be read is an error naming the file and
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -198,3 +199,133 @@ def load_checkpoint(
         if part is not None:
             part.load_state_dict(ckpt[name])
     return {**new_state(), **ckpt["state"]}, list(ckpt["history"])
+
+
+# --------------------------------------------------------------------------------------------------
+# A run folder belongs to one run: refuse another's, one writer at a time
+# --------------------------------------------------------------------------------------------------
+RUN_FILES = (CONFIG, SPLIT, PLAN, HISTORY, LAST, BEST, METRICS, POSTPROCESSING)
+EVALUATION_FILES = ("evaluation.csv", "evaluation_summary.json")  # notebook 04's, about the run they sit beside
+LOCK = ".heartseg.lock"
+# what a resumed run may change; every other value must be the one its config.json recorded
+RESUMABLE = frozenset({"resume", "overwrite", "max_epochs", "time_budget_min", "patience", "progress", "device"})
+RESUMABLE |= {"num_workers", "data_dir"}
+
+
+class RunDirError(ValueError):
+    """A run folder that holds another run, a resume that does not match its run, or a folder another process writes."""
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as config.json stores them (tuples and lists alike)."""
+    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
+
+
+def config_differences(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The values of ``new`` that differ from a run's ``config.json`` and that resuming may not change."""
+    skip = set(RESUMABLE) | ({"model_kwargs"} if new.get("model_name") == "auto" else set())
+    return [
+        f"{key} {saved[key]!r} -> {value!r}"
+        for key, value in new.items()
+        if key in saved and key not in skip and value != "auto" and not _same(saved[key], value)
+    ]
+
+
+def check_run_dir(run_dir: str | os.PathLike[str], config: dict[str, Any], *, resume: bool, overwrite: bool) -> None:
+    """Refuse, before anything is written, a run folder that holds another run. Introduced in notebook 03.
+
+    Args:
+        run_dir: the run folder (it may not exist yet).
+        config: the new run's ``config.json`` form (``"auto"`` values still unplanned).
+        resume: continue the run in ``run_dir``: it needs a ``last.pt`` and a ``config.json`` of the same values.
+        overwrite: replace the run in ``run_dir`` (:func:`clear_run` removes its files; other files stay).
+
+    Raises:
+        FileNotFoundError: ``resume`` without a ``last.pt``.
+        RunDirError: the folder holds a run and neither flag allows it, or ``resume`` with other values.
+    """
+    run_dir = Path(run_dir)
+    present = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if resume:
+        if LAST not in present:
+            raise FileNotFoundError(f"resume=True but {run_dir / LAST} does not exist; run once with resume=False")
+        differ = config_differences(read_json(run_dir / CONFIG), config) if CONFIG in present else []
+        if differ:
+            raise RunDirError(
+                f"resume=True but {run_dir / CONFIG} records another run: {'; '.join(differ)}. Resume with the "
+                "run's own values (only max_epochs, time_budget_min, patience, progress, device may change), or "
+                "train into a new run_dir"
+            )
+    elif present and not overwrite:
+        raise RunDirError(
+            f"{run_dir} already holds a training run ({', '.join(present)}): resume=True continues it, "
+            "overwrite=True replaces it, or choose another run_dir"
+        )
+
+
+def clear_run(run_dir: str | os.PathLike[str]) -> list[str]:
+    """Remove the files of a previous run (``overwrite=True``); files that are not a run's stay. Returns the names."""
+    run_dir = Path(run_dir)
+    removed = [name for name in (*RUN_FILES, *EVALUATION_FILES) if (run_dir / name).is_file()]
+    for name in removed:
+        (run_dir / name).unlink()
+    return removed
+
+
+def _lock_holder(path: Path) -> dict[str, Any] | None:
+    """The lock's ``{"pid", "host", "since"}``; None if it is unreadable (being written, or left half-written)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_stale(holder: dict[str, Any] | None, path: Path) -> bool:
+    """A lock whose process is gone on this machine (or one unreadable for over 10 s) can be taken over."""
+    import socket
+    import time
+
+    if holder is None:
+        return time.time() - path.stat().st_mtime > 10
+    if holder.get("host") != socket.gethostname():
+        return False  # another machine's process: it cannot be checked from here
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, KeyError):
+        return False
+    return False
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold ``run_dir/.heartseg.lock`` while a run writes: a second writer gets an error naming the holder.
+
+    Introduced in notebook 03. A lock left by a process that no longer runs on this machine (killed, say) is taken
+    over; one held by a live process, or by another machine, is not.
+    """
+    import socket
+    import time
+
+    path = Path(run_dir) / LOCK
+    for attempt in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if attempt == 0 and _is_stale(holder, path):
+                path.unlink(missing_ok=True)
+                continue
+            who = f"process {holder['pid']} on {holder['host']} since {holder['since']}" if holder else "a process"
+            raise RunDirError(
+                f"{run_dir} is being written by {who} ({path}): wait for it to finish or stop it; if no training "
+                f"is running there, delete {path}"
+            ) from None
+    with os.fdopen(fd, "w") as f:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ then :func:`fit`, the epoch loop, and :func:`run_training` over named steps. The
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -40,7 +41,7 @@ from heartseg_utils.inference import largest_component, sliding_window_logits
 from heartseg_utils.metrics import dice
 from heartseg_utils.models import count_parameters, logits_to_mask
 from heartseg_utils.precision import amp_decision, autocast, dtype_name, resolve_device
-from heartseg_utils.recipe import DECAYS, OPTIMIZERS, SCHEDULERS, make_loss, step_scheduler
+from heartseg_utils.recipe import DECAYS, OPTIMIZERS, SCHEDULERS, ProgressLR, make_loss, step_scheduler
 
 
 # --------------------------------------------------------------------------------------------------
@@ -379,6 +380,9 @@ def decide_postprocessing(run: Run) -> dict[str, Any]:
 def run_training(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     """Train a segmentation network and write ``run_dir`` as docs/contract.md says. Introduced in notebook 03.
 
+    A ``run_dir`` that holds another run is refused before anything is written (``resume=True`` continues it,
+    ``overwrite=True`` replaces it), and a bad dataset stops the run before ``run_dir`` is created.
+
     Args:
         config: a :class:`TrainConfig` or a dict of its fields (e.g. notebook 03's parameters).
 
@@ -389,41 +393,71 @@ def run_training(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     from monai.data import set_track_meta
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig(**config)
-    run_dir = open_run_dir(cfg)
+    run_dir = Path(cfg.run_dir)
+    runs.check_run_dir(run_dir, config_dict(cfg), resume=cfg.resume, overwrite=cfg.overwrite)
     ddp = distributed.setup(resolve_device(cfg.device))  # DDP: rank 0 of 1 without torchrun
     try:
         data = prepare_data(cfg, run_dir, ddp.device)
-        probe = probe_inputs(data.cfg, ddp.device)
-        timed = amp_decision(data.cfg.amp, ddp.device, *probe) if ddp.master else None  # DDP: rank 0 probes
-        amp_dtype, amp_reason = distributed.broadcast(timed, ddp)  # DDP: every process takes rank 0's answer
-        set_track_meta(False)  # plain tensors from here on: faster, and metadata is not needed for training
-        run = build_run(data, run_dir, ddp, amp_dtype)
-        resumed = cfg.resume and runs.load_checkpoint(run_dir / runs.LAST, run.parts(), ddp.device)
-        state, history = resumed or (runs.new_state(), [])
-        if ddp.master:
-            write_run_files(run, data, history, amp_reason)
-        stopped = fit(run, state, history)
-        post = distributed.broadcast(decide_postprocessing(run) if ddp.master else None, ddp)  # DDP: rank 0 decides
-        metrics = {
-            **run_metrics(run, state, history, stopped, amp_reason),
-            "keep_largest": (post or {}).get("keep_largest"),
-        }
-        if ddp.master:
-            runs.write_json(post, run_dir / runs.POSTPROCESSING)
-            runs.write_json(metrics, run_dir / runs.METRICS)
+        with claim_run_dir(run_dir, cfg, ddp):
+            return train_and_decide(data, run_dir, ddp)
     finally:
         set_track_meta(True)
         distributed.teardown(ddp)  # DDP
+
+
+@contextlib.contextmanager
+def claim_run_dir(run_dir: Path, cfg: TrainConfig, ddp: distributed.Distributed) -> Iterator[None]:
+    """Create ``run_dir`` and hold its lock while the run writes (rank 0 writes, so rank 0 locks).
+
+    Inside the lock the folder is checked again (another run may have finished there meanwhile); with
+    ``overwrite=True`` the previous run's files are removed first, so no file of two runs ever sits side by side.
+    """
+    if not ddp.master:  # DDP: other processes write nothing
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with runs.run_lock(run_dir):
+        runs.check_run_dir(run_dir, config_dict(cfg), resume=cfg.resume, overwrite=cfg.overwrite)
+        removed = runs.clear_run(run_dir) if cfg.overwrite and not cfg.resume else []
+        if removed:
+            print(f"overwrite=True: removed the previous run's {', '.join(removed)} from {run_dir}")
+        yield
+
+
+def train_and_decide(data: Data, run_dir: Path, ddp: distributed.Distributed) -> dict[str, Any]:
+    """The run itself, in named steps: precision, pieces, resume, files, the loop, post-processing, metrics."""
+    from monai.data import set_track_meta
+
+    probe = probe_inputs(data.cfg, ddp.device)
+    timed = amp_decision(data.cfg.amp, ddp.device, *probe) if ddp.master else None  # DDP: rank 0 probes
+    amp_dtype, amp_reason = distributed.broadcast(timed, ddp)  # DDP: every process takes rank 0's answer
+    set_track_meta(False)  # plain tensors from here on: faster, and metadata is not needed for training
+    run = build_run(data, run_dir, ddp, amp_dtype)
+    state, history = resume_run(run) if data.cfg.resume else (runs.new_state(), [])
+    if ddp.master:
+        write_run_files(run, data, history, amp_reason)
+    stopped = fit(run, state, history)
+    post = distributed.broadcast(decide_postprocessing(run) if ddp.master else None, ddp)  # DDP: rank 0 decides
+    metrics = {
+        **run_metrics(run, state, history, stopped, amp_reason),
+        "keep_largest": (post or {}).get("keep_largest"),
+    }
+    if ddp.master:
+        runs.write_json(post, run_dir / runs.POSTPROCESSING)
+        runs.write_json(metrics, run_dir / runs.METRICS)
     return metrics
 
 
-def open_run_dir(cfg: TrainConfig) -> Path:
-    """Create ``run_dir``; with ``resume=True`` it must hold a ``last.pt``."""
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.resume and not (run_dir / runs.LAST).exists():
-        raise FileNotFoundError(f"resume=True but {run_dir / runs.LAST} does not exist; run once with resume=False")
-    return run_dir
+def resume_run(run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Load ``last.pt`` into the run, and re-plan a progress schedule from where it stopped. Notebook 03.
+
+    A run resumed with a larger ``max_epochs`` continues its poly/cosine decay over the new length (its last
+    session ended the old schedule at lr 0); with the same ``max_epochs`` the learning rate is the saved one.
+    """
+    state, history = runs.load_checkpoint(run.run_dir / runs.LAST, run.parts(), run.ddp.device)
+    if isinstance(run.scheduler, ProgressLR):
+        run.scheduler.step(len(history) / planned_epochs(run.cfg, len(history), 0.0, 0))
+    return state, history
 
 
 def run_metrics(run: Run, state: dict, history: list, stopped: str, amp_reason: str) -> dict[str, Any]:

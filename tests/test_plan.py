@@ -283,5 +283,3 @@ def test_short_training_with_the_plan_learns(variant_sets, variant, tmp_path):
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     baseline = _otsu_dice(items, split["validation"])
     assert metrics["best_val_dice"] > max(baseline + 0.15, 0.35), (metrics, baseline)
-
-

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import torch
 
 from heartseg_utils import config as C
 from heartseg_utils import recipe as R
+from heartseg_utils import runs
 from heartseg_utils import train as T
 
 CONTRACT_FILES = ("best_model.pt", "last.pt", "config.json", "split.json", "history.csv", "metrics.json")
@@ -225,3 +227,63 @@ def test_postprocessing_is_decided_on_the_validation_cases(tiny_config: dict) ->
 def test_resume_without_a_checkpoint_is_a_clear_error(tiny_config: dict) -> None:
     with pytest.raises(FileNotFoundError, match="last.pt does not exist"):
         T.run_training({**tiny_config, "resume": True})
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_a_finished_run_is_refused_unless_resumed_or_overwritten(tiny_config: dict) -> None:
+    """A second run into a finished run's folder changes nothing; overwrite=True replaces only the run's files."""
+    cfg = {**tiny_config, "max_epochs": 1, "amp": "off"}
+    T.run_training(cfg)
+    run = Path(cfg["run_dir"])
+    (run / "notes.txt").write_text("the user's own file")
+    before = _checksums(run)
+    with pytest.raises(runs.RunDirError, match=r"already holds a training run .*resume=True.*overwrite=True"):
+        T.run_training({**cfg, "seed": 7})
+    assert _checksums(run) == before
+    with pytest.raises(runs.RunDirError, match=r"records another run: seed 1 -> 7"):
+        T.run_training({**cfg, "seed": 7, "resume": True})
+    assert _checksums(run) == before
+    T.run_training({**cfg, "seed": 7, "overwrite": True})
+    assert json.loads((run / "config.json").read_text())["seed"] == 7 and (run / "notes.txt").exists()
+    assert not (run / runs.LOCK).exists(), "the lock is released when the run ends"
+
+
+def test_a_bad_dataset_creates_no_run_dir(tiny_config: dict, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    run = tmp_path / "never"
+    with pytest.raises(Exception, match="dataset.json"):
+        T.run_training({**tiny_config, "data_dir": str(tmp_path / "empty"), "run_dir": str(run)})
+    assert not run.exists()
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_taken_over(tiny_config: dict) -> None:
+    import socket
+
+    run = Path(tiny_config["run_dir"])
+    run.mkdir(parents=True)
+    lock = {"pid": os.getpid(), "host": socket.gethostname(), "since": "2026-12-01 10:00:00"}
+    (run / runs.LOCK).write_text(json.dumps(lock))  # a live process (this one) holds it
+    with pytest.raises(runs.RunDirError, match=rf"being written by process {os.getpid()} .*delete .*heartseg.lock"):
+        T.run_training({**tiny_config, "max_epochs": 1})
+    assert sorted(p.name for p in run.iterdir()) == [runs.LOCK]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run / runs.LOCK).write_text(json.dumps({**lock, "pid": dead.pid}))  # left by a killed run
+    assert T.run_training({**tiny_config, "max_epochs": 1})["epochs_run"] == 1
+    assert not (run / runs.LOCK).exists()
+
+
+def test_resume_with_more_epochs_replans_the_schedule(tiny_config: dict) -> None:
+    """The old behaviour trained the new epoch at lr 0: the finished 1-epoch poly schedule had reached zero."""
+    cfg = {**tiny_config, "max_epochs": 1, "amp": "off", "scheduler_name": "poly", "lr": 0.01}
+    T.run_training(cfg)
+    T.run_training({**cfg, "max_epochs": 3, "resume": True})
+    lrs = [float(row["lr"]) for row in _history(Path(cfg["run_dir"]))]
+    assert lrs[0] == 0.01 and lrs[1] == pytest.approx(0.01 * R.poly_decay(1 / 3)) and lrs[2] > 0
