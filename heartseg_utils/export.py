@@ -297,6 +297,7 @@ def export_run(
 
     from heartseg_utils.inference import load_run
 
+    cli.refuse_link_loop(run_dir, "run_dir")
     out = Path(out_dir).expanduser() if out_dir is not None else Path(run_dir).expanduser() / "export"
     owned = check_out_dir(out, overwrite=overwrite)
     model, config = cli.load_checked_run(run_dir, "cpu", load_run, postprocessing=False)

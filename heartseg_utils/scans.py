@@ -198,13 +198,14 @@ def check_header(
     if dtype.fields is not None or dtype.kind not in "biuf":
         raise ScanError(f"{what} {path} stores {dtype} voxels (RGB or complex): save one real-valued channel.")
     _check_length(img, path, what, n_voxels * dtype.itemsize)
-    spacing = _stored_spacing(path, img) or tuple(float(z) for z in img.header.get_zooms()[:3])
+    stored = _stored_spacing(path, img) or tuple(float(z) for z in img.header.get_zooms()[:3])
+    spacing = tuple(round(float(v), 6) for v in stored)
     affine = np.asarray(img.affine, dtype=np.float64)
     if not all(np.isfinite(s) and s > 0 for s in spacing):
         raise ScanError(
-            f"{what} {path} has voxel spacing {spacing} mm in its header (pixdim): every spacing must be a positive, "
-            "finite number of mm, or volumes and resampling are wrong. Fix the header (nibabel: "
-            "img.header.set_zooms) or re-export the scan."
+            f"{what} {path} has voxel spacing {tuple(round(v, 4) for v in spacing)} mm in its header (pixdim): "
+            "every spacing must be a positive, finite number of mm, or volumes and resampling are wrong. Fix the "
+            "header (nibabel: img.header.set_zooms) or re-export the scan."
         )
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise ScanError(
@@ -242,6 +243,7 @@ def _check_length(img: Any, path: Path, what: str, voxel_bytes: int) -> None:
 
 
 def _corrupt(path: Path, what: str, exc: BaseException) -> ScanError:
+    """The error for voxels that cannot be decompressed or read."""
     return ScanError(
         f"{what} {path} is corrupt or truncated: its voxels cannot be read ({type(exc).__name__}: {exc}). {_REEXPORT}"
     )
