@@ -129,30 +129,32 @@ def report_path(mask_path: str | os.PathLike[str]) -> Path:
     return Path(mask_path).with_name(f"{case_name(mask_path)}{REPORT_SUFFIX}")
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name one file: equal once resolved, or the same inode (hard links)."""
-    if a.resolve() == b.resolve():
-        return True
+def _identity(path: Path) -> tuple[int, int] | None:
+    """A file's (device, inode), to recognise hard links; None where it does not exist."""
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
+        st = os.stat(path)
     except OSError:
-        return False
+        return None
+    return st.st_dev, st.st_ino
 
 
-def _refuse_input_target(target: Path, input_path: Path, inputs: list[tuple[str, Path]]) -> None:
-    """An output file must be none of the inputs and lie outside an input folder."""
-    root = input_path.resolve()
-    if input_path.is_dir() and root in target.resolve().parents:
+def _refuse_input_target(target: Path, input_path: Path, sources: dict[Any, Path]) -> None:
+    """An output file must be none of the inputs and lie outside an input folder.
+
+    ``sources`` maps each input's resolved path and its (device, inode) to the input, so links are caught too.
+    """
+    resolved = target.resolve()
+    if input_path.is_dir() and input_path.resolve() in resolved.parents:
         raise ValueError(
             f"--output {target} is inside the input folder {input_path}: predict never writes into its input. "
             "Choose an --output outside it (e.g. a sibling folder)."
         )
-    for _, source in [("input", input_path), *inputs]:
-        if _same_file(target, source):
-            raise ValueError(
-                f"--output {target} is the input {source}: writing there would destroy the scan. "
-                "Choose another --output (e.g. a masks/ folder); --overwrite never replaces an input."
-            )
+    source = sources.get(resolved) or sources.get(_identity(target) or resolved)
+    if source is not None:
+        raise ValueError(
+            f"--output {target} is the input {source}: writing there would destroy the scan. "
+            "Choose another --output (e.g. a masks/ folder); --overwrite never replaces an input."
+        )
 
 
 def _refuse_output_folder(folder: Path) -> None:
@@ -191,15 +193,20 @@ def check_outputs(
         FileExistsError: an existing mask or report, without ``overwrite``.
     """
     given = Path(input_path).expanduser()
-    for path in [p for out in outputs for p in (out, *out.parents)]:
+    for path in {p for out in outputs for p in (out, *out.parents)}:
         if is_link_loop(path):
             raise ValueError(f"--output {path} is a symbolic link loop (it points back at itself): fix the link")
+    sources: dict[Any, Path] = {}
+    for source in [given, *(path for _, path in inputs)]:
+        sources[source.resolve()] = source
+        sources[_identity(source) or source.resolve()] = source
     for out in outputs:
         for target in (out, report_path(out)):
-            _refuse_input_target(target, given, inputs)
+            _refuse_input_target(target, given, sources)
             if target.is_dir():
                 raise ValueError(f"--output {target} is a folder, where predict would write a file: remove it")
-        _refuse_output_folder(out.parent)
+    for folder in {out.parent for out in outputs}:
+        _refuse_output_folder(folder)
     existing = [t for out in outputs for t in (out, report_path(out)) if t.exists() or t.is_symlink()]
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
