@@ -60,14 +60,14 @@ def one_pipeline(kind: str, epochs: int) -> None:
     from monai.data import CacheDataset, DataLoader, Dataset, ThreadDataLoader, set_track_meta
     from monai.utils import set_determinism
 
-    from heartseg_utils import data
+    from heartseg_utils import data, splits
     from heartseg_utils.models import get_model
     from heartseg_utils.recipe import make_loss
     from heartseg_utils.train import train_one_epoch
     from heartseg_utils.transforms import get_transforms
 
     set_determinism(0)
-    items, _ = data.train_val_split(data.load_datalist(data.get_dataset_dir("")), seed=0)
+    items, _ = splits.train_val_split(data.load_datalist(data.get_dataset_dir("")), seed=0)
     tf = get_transforms(
         "train", pixdim=DEFAULTS["pixdim"], roi_size=DEFAULTS["roi_size"], num_samples=DEFAULTS["num_samples"]
     )

@@ -62,7 +62,7 @@ class TrainConfig:
     pixdim: Any = "auto"  # (x, y, z) in mm, or "auto" (planned from the median spacing and the budget)
     elastic: bool = False
     val_fraction: float = 0.2
-    n_folds: int = 0  # 0 = the val_fraction split; k >= 2 = validate on fold `fold` of data.make_split
+    n_folds: int = 0  # 0 = the val_fraction split; k >= 2 = validate on fold `fold` of splits.make_split
     fold: int = 0
     holdout_fraction: float = 0.0  # cases set aside before splitting (split.json "holdout"), e.g. for an ensemble
     patience: int = 15  # early stopping: epochs without a better validation Dice (late in decaying schedules)

@@ -1,6 +1,6 @@
 """k-fold cross-validation, fold ensembles and paired ablation tables: is a change a real gain or noise?
 
-Introduced in notebook 05. Every arm of an ablation trains the same folds (``data.kfold_split`` through
+Introduced in notebook 05. Every arm of an ablation trains the same folds (``splits.kfold_split`` through
 ``TrainConfig.n_folds``/``fold``) into ``<root>/<arm>/fold_<k>``, so arms are compared fold by fold (paired).
 Inference-only arms (flip TTA, largest component) reuse the baseline's fold models.
 """

@@ -4,31 +4,29 @@ Any folder in Medical Segmentation Decathlon (MSD) layout works: ``dataset.json`
 ``labelsTr/`` and an optional ``imagesTs/``. The default data folder is ``$HEARTSEG_DATA_DIR`` if set, else
 the repository's ``data/`` folder (see ``data/README.md``, the data card).
 
-This module imports only the standard library, numpy and nibabel (no torch); MONAI is imported inside
-``download_task02_heart`` only. Importing it has no side effects.
+This module imports only the standard library, numpy, nibabel and ``heartseg_utils.scans`` (no torch); MONAI is
+imported inside ``download_task02_heart`` only. Importing it has no side effects.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
-import random
 import shutil
 import socket
 import tempfile
 import threading
 import urllib.parse
 import urllib.request
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from heartseg_utils import runs
+from heartseg_utils import runs, scans
+from heartseg_utils.scans import ScanError
 
 # MONAI's DecathlonDataset resource for Task02_Heart (monai/apps/datasets.py: DecathlonDataset.resource / .md5).
 TASK02_URL = "https://msd-for-monai.s3-us-west-2.amazonaws.com/Task02_Heart.tar"
@@ -45,10 +43,11 @@ _MSD_HINT = (
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(ScanError):
     """Bad or missing input data; the message names the file, the problem and the fix.
 
-    Introduced in notebook 01.
+    Introduced in notebook 01. A ``ValueError``; derives from ``scans.ScanError``, the error of the scan check
+    that ``validate_dataset`` and ``predict`` share.
     """
 
 
@@ -219,52 +218,21 @@ def load_datalist(dataset_dir: str | os.PathLike[str], section: str = "training"
 # --------------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------------
-def _load_header(path: Path, what: str) -> Any:
-    import nibabel as nib
-
-    try:
-        return nib.load(str(path))
-    except Exception as exc:  # nibabel raises ImageFileError, OSError, EOFError, zlib.error, ...
-        raise DatasetError(
-            f"{what} {path} cannot be read as NIfTI ({type(exc).__name__}: {exc}). "
-            "The file is corrupt or not a .nii/.nii.gz: re-download or re-export it."
-        ) from exc
-
-
-def _corrupt(path: Path, what: str, exc: BaseException) -> DatasetError:
-    return DatasetError(
-        f"{what} {path} is corrupt or truncated: its voxels cannot be read ({type(exc).__name__}: {exc}). "
-        "Re-download or re-export the file (an interrupted copy or download is the usual cause)."
-    )
-
-
-def _check_gzip_stream(path: Path, what: str) -> None:
-    """Decompress a .gz file to its end, so its CRC and length are checked (nibabel stops reading early)."""
-    if not path.name.endswith(".gz"):
-        return
-    try:
-        with gzip.open(path, "rb") as f:
-            while f.read(1 << 22):
-                pass
-    except (EOFError, OSError, zlib.error) as exc:  # truncated: EOFError; damaged: BadGzipFile, zlib.error
-        raise _corrupt(path, what, exc) from exc
-
-
-def _load_voxels(img: Any, path: Path, what: str) -> np.ndarray:
-    _check_gzip_stream(path, what)
-    try:
-        return np.asanyarray(img.dataobj)
-    except Exception as exc:  # truncated gzip: EOFError; damaged stream: zlib.error / OSError
-        raise _corrupt(path, what, exc) from exc
+_TRAINING_CHANNEL_HINT = (
+    "training reads one channel. Save the channel to train on as a 3D NIfTI (e.g. nibabel: "
+    "nib.save(img.slicer[..., 0], path)) and list that file in dataset.json."
+)
 
 
 def validate_dataset(dataset_dir: str | os.PathLike[str], *, check_voxels: bool = True) -> list[dict]:
     """Check an MSD folder before training; raise ``DatasetError`` on the first problem found.
 
-    Checks: dataset.json present and well-formed, a non-empty training list, every listed image and label
-    present and readable, image/label spatial shapes and affines (atol 1e-3) agree, and, with
-    ``check_voxels``, that the voxels decompress, the image holds no NaN/inf and is not constant (blank),
-    and the label values are keys of dataset.json's ``"labels"``. Nothing in the folder is modified.
+    Checks: dataset.json present and well-formed, a non-empty training list, every listed path inside the data
+    folder (no ``../`` or absolute path leading out of it), every listed image and label present and readable,
+    each image passing the scan check of :mod:`heartseg_utils.scans` (a sane header size, 3D or 4D with one frame,
+    positive spacing), image/label spatial shapes and affines (atol 1e-3) agree, and, with ``check_voxels``, that
+    the voxels decompress, the image holds no NaN/inf and is not constant (blank), and the label values are keys of
+    dataset.json's ``"labels"``. Nothing in the folder is modified.
 
     Introduced in notebook 01.
 
@@ -275,11 +243,11 @@ def validate_dataset(dataset_dir: str | os.PathLike[str], *, check_voxels: bool 
     Returns:
         The training datalist (as ``load_datalist``).
     """
+    _check_dataset_dir(dataset_dir)
     root = Path(dataset_dir).expanduser().resolve()
-    if not root.is_dir():
-        raise DatasetError(f"Dataset folder {root} does not exist. {_MSD_HINT}")
     meta = load_dataset_json(root)
     json_path = root / "dataset.json"
+    _check_entries_inside(meta, root, json_path)
     items = load_datalist(root, "training")
     if not items:
         raise DatasetError(
@@ -304,6 +272,43 @@ def validate_dataset(dataset_dir: str | os.PathLike[str], *, check_voxels: bool 
     return items
 
 
+def _check_dataset_dir(dataset_dir: str | os.PathLike[str]) -> None:
+    """The dataset folder exists (a symbolic link loop or a dangling link is said as such)."""
+    link = scans.broken_link(Path(dataset_dir).expanduser())
+    if link:
+        raise DatasetError(f"Dataset folder {link}. {_MSD_HINT}")
+    root = Path(dataset_dir).expanduser().resolve()
+    if not root.is_dir():
+        raise DatasetError(f"Dataset folder {root} does not exist. {_MSD_HINT}")
+
+
+def _check_entries_inside(meta: dict, root: Path, json_path: Path) -> None:
+    """Every image/label path of dataset.json stays inside the data folder (``..`` and absolute paths included).
+
+    A path that runs into a symbolic link loop is refused here too (resolving it would raise).
+
+    The check is on the written path (normalised, links not followed), so a data folder may hold symbolic links to
+    where its files really are; what it may not do is name files outside itself.
+    """
+    for section in ("training", "test"):
+        entries = meta.get(section)
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            paths = [entry] if isinstance(entry, str) else [entry.get(k) for k in ("image", "label")]
+            for raw in [p for p in paths if isinstance(p, str)]:
+                written = Path(os.path.normpath(root / raw))
+                if scans.is_link_loop(root / raw):
+                    raise DatasetError(
+                        f"{json_path}: {section} entry {i} names {raw!r}, a symbolic link loop (it points, directly "
+                        "or through others, back at itself). Fix the link or remove the entry."
+                    )
+                if written != root and root not in written.parents:
+                    raise DatasetError(
+                        f"{json_path}: {section} entry {i} names {raw!r}, which is outside the data folder {root}. "
+                        f'dataset.json paths must stay inside its folder (e.g. "./imagesTr/<case>.nii.gz"): copy '
+                        "or link the file into the folder and list it there."
+                    )
+
+
 def _allowed_label_values(meta: dict, json_path: Path) -> set[float] | None:
     """The class ids of dataset.json's ``"labels"`` as floats; None where it has no ``"labels"``."""
     if "labels" not in meta:
@@ -316,9 +321,30 @@ def _allowed_label_values(meta: dict, json_path: Path) -> set[float] | None:
         ) from exc
 
 
+def _as_dataset_error(err: ScanError) -> DatasetError:
+    """The scan check's error as a ``DatasetError`` (same message)."""
+    return err if isinstance(err, DatasetError) else DatasetError(str(err))
+
+
+def _load_checked_header(path: Path, what: str, hint: str) -> Any:
+    """Open one listed file and run the header part of the scan check on it (nothing but the header is read)."""
+    try:
+        img = scans.load_header(path, what)
+        info = scans.check_header(img, path, what, hint=hint)
+    except ScanError as err:
+        raise _as_dataset_error(err) from err
+    if len(info.shape) > 4:
+        raise DatasetError(f"{what} {path} has shape {info.shape}: {_TRAINING_CHANNEL_HINT}")
+    return img
+
+
 def _check_case_headers(item: dict, json_path: Path) -> tuple[Any, Any]:
     """Both files of a case exist, and their headers agree on shape and affine; returns the two nibabel images."""
     image_path, label_path = Path(item["image"]), Path(item["label"])
+    for path in (image_path, label_path):
+        link = scans.broken_link(path)
+        if link:
+            raise DatasetError(f"Listed file {link} (case {item['case']}, in {json_path})")
     if not image_path.is_file():
         raise DatasetError(
             f"Listed image {image_path} (case {item['case']}, in {json_path}) is missing. "
@@ -329,14 +355,14 @@ def _check_case_headers(item: dict, json_path: Path) -> tuple[Any, Any]:
             f"Image {image_path} has no label: {label_path} (listed in {json_path}) is missing. "
             'Add the label file, or move the image to the "test" section of dataset.json.'
         )
-    img = _load_header(image_path, "Image")
-    lbl = _load_header(label_path, "Label")
+    img = _load_checked_header(image_path, "Image", _TRAINING_CHANNEL_HINT)
+    lbl = _load_checked_header(label_path, "Label", "a label is one 3D volume of class ids; re-export it as 3D.")
     img_shape, lbl_shape = tuple(img.shape), tuple(lbl.shape)
-    if len(img_shape) not in (3, 4) or len(lbl_shape) != 3 or img_shape[:3] != lbl_shape:
+    if len(lbl_shape) != 3 or img_shape[:3] != lbl_shape:
         raise DatasetError(
             f"Shape mismatch for case {item['case']}: image {image_path} is {img_shape}, "
             f"label {label_path} is {lbl_shape}; the label must have the image's spatial shape "
-            "(3D label, 3D or 4D image). Re-export the label on the image's voxel grid."
+            "(3D label, 3D image or 4D with one frame). Re-export the label on the image's voxel grid."
         )
     if not np.allclose(img.affine, lbl.affine, rtol=0.0, atol=AFFINE_ATOL):
         raise DatasetError(
@@ -350,21 +376,21 @@ def _check_case_headers(item: dict, json_path: Path) -> tuple[Any, Any]:
 def _check_case_voxels(item: dict, img: Any, lbl: Any, allowed: set[float] | None, json_path: Path) -> None:
     """The voxels decompress, the image is finite and not blank, the label holds only allowed class ids."""
     image_path, label_path = Path(item["image"]), Path(item["label"])
-    image = _load_voxels(img, image_path, "Image")
-    if image.dtype.kind in "fc":
-        bad = int(np.count_nonzero(~np.isfinite(image)))
-        if bad:
-            raise DatasetError(
-                f"Image {image_path} has {bad} NaN/inf voxel(s). Re-export the volume, or replace them "
-                "with finite values (e.g. numpy.nan_to_num) and save it under a new name."
-            )
+    try:
+        image = scans.load_voxels(img, image_path, "Image")
+        scans.check_finite(image, image_path, "Image")
+    except ScanError as err:
+        raise _as_dataset_error(err) from err
     if image.size and float(image.min()) == float(image.max()):
         raise DatasetError(
             f"Image {image_path} is blank: every voxel is {float(image.min()):g}. A z-score of a constant volume "
             "divides by a standard deviation of 0 (NaN). Re-export the scan or remove the case from dataset.json."
         )
     del image
-    values = np.unique(_load_voxels(lbl, label_path, "Label"))  # also catches a truncated label file
+    try:
+        values = np.unique(scans.load_voxels(lbl, label_path, "Label"))  # also catches a truncated label file
+    except ScanError as err:
+        raise _as_dataset_error(err) from err
     stray = [] if allowed is None else [v for v in values.tolist() if float(v) not in allowed]
     if stray:
         shown = ", ".join(f"{v:g}" for v in stray[:8]) + (" ..." if len(stray) > 8 else "")
@@ -488,140 +514,8 @@ def download_task02_heart(
 
 
 # --------------------------------------------------------------------------------------------------
-# Splits
+# A run's cases (the split rules themselves are heartseg_utils.splits)
 # --------------------------------------------------------------------------------------------------
-def _key(item: Any) -> str:
-    if isinstance(item, dict):
-        return str(item.get("case", item.get("image", "")))
-    return str(item)
-
-
-def _sorted_shuffled(items: Sequence[Any], seed: int) -> list[Any]:
-    ordered = sorted(items, key=_key)
-    keys = [_key(i) for i in ordered]
-    if len(set(keys)) != len(keys):
-        dupes = sorted({k for k in keys if keys.count(k) > 1})
-        raise ValueError(f"Duplicate case ids {dupes}: a split needs unique cases.")
-    random.Random(seed).shuffle(ordered)
-    return ordered
-
-
-def train_val_split(items: Sequence[Any], val_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
-    """Split cases into training and validation, deterministically in ``seed`` and independent of input order.
-
-    Introduced in notebook 03.
-
-    Args:
-        items: datalist dicts (keyed by ``"case"``) or case ids.
-        val_fraction: fraction of cases for validation (rounded, at least 1, at most ``len(items) - 1``).
-        seed: shuffling seed.
-
-    Returns:
-        ``(train, val)``, each sorted by case id.
-    """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
-    if len(items) < 2:
-        raise ValueError(f"Need at least 2 cases to split, got {len(items)}.")
-    shuffled = _sorted_shuffled(items, seed)
-    n_val = min(max(1, round(len(shuffled) * val_fraction)), len(shuffled) - 1)
-    val, train = shuffled[:n_val], shuffled[n_val:]
-    return sorted(train, key=_key), sorted(val, key=_key)
-
-
-def kfold_split(items: Sequence[Any], n_folds: int = 5, seed: int = 0) -> list[tuple[list, list]]:
-    """Partition cases into ``n_folds`` disjoint validation folds (sizes differ by at most one).
-
-    Every case is validated exactly once; fold ``k`` trains on all other cases. Deterministic in ``seed``
-    and independent of input order.
-
-    Introduced in notebook 05.
-
-    Args:
-        items: datalist dicts (keyed by ``"case"``) or case ids.
-        n_folds: number of folds, 2 to ``len(items)``.
-        seed: shuffling seed.
-
-    Returns:
-        A list of ``(train, val)`` pairs, each list sorted by case id.
-    """
-    if not 2 <= n_folds <= len(items):
-        raise ValueError(f"n_folds must be between 2 and the number of cases ({len(items)}), got {n_folds}.")
-    shuffled = _sorted_shuffled(items, seed)
-    q, r = divmod(len(shuffled), n_folds)
-    folds, start = [], 0
-    for k in range(n_folds):
-        size = q + (1 if k < r else 0)
-        val = shuffled[start : start + size]
-        train = shuffled[:start] + shuffled[start + size :]
-        folds.append((sorted(train, key=_key), sorted(val, key=_key)))
-        start += size
-    return folds
-
-
-def set_aside(items: Sequence[Any], fraction: float, seed: int = 0) -> tuple[list, list]:
-    """Set ``fraction`` of the cases aside before any other split: ``(pool, holdout)``; no holdout for 0.
-
-    Introduced in notebook 05 (the holdout is what a fold ensemble is scored on; no fold ever trains on it). The
-    one holdout rule: :func:`holdout_then_kfold` and :func:`make_split` both call it, as :func:`train_val_split`
-    rounds the fraction.
-    """
-    return train_val_split(items, fraction, seed) if fraction else (list(items), [])
-
-
-def holdout_then_kfold(
-    items: Sequence[Any], n_folds: int, holdout_fraction: float = 0.0, seed: int = 0
-) -> tuple[list, list[tuple[list, list]]]:
-    """Set ``holdout_fraction`` of the cases aside (:func:`set_aside`), then cut the rest into ``n_folds`` folds.
-
-    Introduced in notebook 05: what :func:`make_split` does for ``n_folds >= 2``, every fold at once.
-
-    Args:
-        items: datalist dicts (keyed by ``"case"``) or case ids.
-        n_folds: number of folds (>= 2) over the non-holdout cases.
-        holdout_fraction: fraction set aside first (0 = none).
-        seed: shuffling seed for both steps.
-
-    Returns:
-        ``(holdout, folds)``: the holdout cases and :func:`kfold_split`'s ``(train, val)`` pairs.
-    """
-    pool, holdout = set_aside(items, holdout_fraction, seed)
-    return holdout, kfold_split(pool, n_folds, seed)
-
-
-def make_split(
-    items: Sequence[Any],
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.2,
-    n_folds: int = 0,
-    fold: int = 0,
-    holdout_fraction: float = 0.0,
-) -> dict[str, list]:
-    """The cases of one training run: ``{"train", "validation", "holdout"}`` (what split.json lists).
-
-    Introduced in notebook 03 (``val_fraction``); notebook 05 adds ``n_folds``/``fold`` and ``holdout_fraction``.
-
-    Args:
-        items: datalist dicts (keyed by ``"case"``) or case ids.
-        seed: shuffling seed.
-        val_fraction: the validation share when ``n_folds`` is 0.
-        n_folds: 0 = one ``val_fraction`` split; k >= 2 = validate on fold ``fold`` of :func:`holdout_then_kfold`.
-        fold: which fold validates.
-        holdout_fraction: cases set aside before splitting.
-
-    Returns:
-        The three lists of items, each sorted by case id.
-    """
-    if n_folds:
-        holdout, folds = holdout_then_kfold(items, n_folds, holdout_fraction, seed)
-        train, val = folds[fold]
-    else:
-        pool, holdout = set_aside(items, holdout_fraction, seed)
-        train, val = train_val_split(pool, val_fraction, seed)
-    return {"train": train, "validation": val, "holdout": holdout}
-
-
 def split_cases(
     run_dir: str | os.PathLike[str], key: str = "validation", items: Sequence[dict] | None = None
 ) -> list[dict]:

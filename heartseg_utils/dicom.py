@@ -256,3 +256,27 @@ def write_series(
         paths.append(out / f"IM{int(order[k]):05d}.dcm")
         ds.save_as(paths[-1], enforce_file_format=True)
     return paths
+
+
+def is_dicom_file(path: str | os.PathLike[str]) -> bool:
+    """True for a file with the DICOM preamble (``DICM`` at byte 128) or a ``.dcm`` name. Introduced in notebook 07."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def holds_dicom(folder: str | os.PathLike[str], limit: int = 64) -> bool:
+    """True if a folder holds DICOM files (its first ``limit`` visible files are looked at). Introduced in notebook 07.
+
+    ``predict`` refuses to write a mask into such a folder: the next read of the series would meet a NIfTI file.
+    """
+    path = Path(folder)
+    if not path.is_dir():
+        return False
+    files = (p for p in sorted(path.iterdir()) if not p.name.startswith(".") and p.is_file())
+    return any(is_dicom_file(p) for _, p in zip(range(limit), files))

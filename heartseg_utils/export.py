@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from heartseg_utils import cli, scans
 from heartseg_utils.inference import load_run
 from heartseg_utils.models import logits_to_probability, required_divisor
 
 OPSET = 18
+WRITTEN_BY = "heartseg_utils.export"
 
 
 def foreground_probability(logits: Any) -> np.ndarray:
@@ -209,27 +212,45 @@ def _readme(card: dict[str, Any], files: list[str], check: dict[str, Any]) -> st
     )
 
 
-def export_run(
-    run_dir: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str] | None = None,
-    *,
-    program: bool = True,
-    atol: float = 1e-3,
-) -> dict[str, Any]:
-    """Export a run's ``best_model.pt`` to ``run_dir/export/`` and check the ONNX file. Introduced in notebook 07.
+def _owned(out: Path) -> bool:
+    """Whether ``out`` is an export folder this module wrote: its ``export.json`` is one of ours."""
+    try:
+        info = json.loads((out / "export.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and (info.get("written_by") == WRITTEN_BY or {"files", "check"} <= set(info))
 
-    Args:
-        run_dir: a finished training run.
-        out_dir: where to write; default ``run_dir/export``.
-        program: also write ``model.pt2`` (``torch.export``); skipped with a note if the exporter fails.
-        atol: the largest accepted foreground-probability difference between ONNX Runtime and PyTorch.
 
-    Returns:
-        The content of ``export.json``: ``files``, ``check`` (``max_abs_diff``, ``atol``, ``patch``) and the
-        :func:`preprocessing_card`.
+def check_out_dir(out: Path, *, overwrite: bool = False) -> bool:
+    """Refuse an ``out_dir`` that export may not write into; return whether it is an earlier export of its own.
+
+    Introduced in notebook 07. Allowed: a folder that does not exist yet, an empty folder, or one holding an
+    ``export.json`` that export wrote (an earlier export, replaced); anything else only with ``overwrite``.
+
+    Raises:
+        ValueError: ``out`` is a file or a symbolic link loop.
+        FileExistsError: ``out`` holds files export did not write, without ``overwrite``.
     """
-    model, config = load_run(run_dir, "cpu")
-    out = Path(out_dir) if out_dir is not None else Path(run_dir).expanduser() / "export"
+    if scans.is_link_loop(out):
+        raise ValueError(f"--out_dir {out} is a symbolic link loop (it points back at itself): fix or remove the link")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out_dir {out} is a file, not a folder: choose another --out_dir")
+    if not out.is_dir() or not any(out.iterdir()):
+        return False
+    if _owned(out):
+        return True
+    if not overwrite:
+        shown = ", ".join(sorted(p.name for p in out.iterdir())[:4])
+        raise FileExistsError(
+            f"--out_dir {out} already holds files export did not write ({shown}, ...; no export.json of its own): "
+            "choose an empty or new folder, or pass --overwrite (overwrite=True) to write model.onnx, model.pt2, "
+            "export.json and README.md into it"
+        )
+    return False
+
+
+def _export_files(model: torch.nn.Module, config: dict[str, Any], out: Path, program: bool, atol: float) -> tuple:
+    """Write and check the export's network files in ``out``: ``(files, check, notes)``."""
     files, notes = [export_onnx(model, config["roi_size"], out / "model.onnx").name], []
     check = {
         "max_abs_diff": check_onnx(model, out / "model.onnx", config["roi_size"], atol=atol),
@@ -242,22 +263,75 @@ def export_run(
             files.append(export_program(model, config["roi_size"], out / "model.pt2").name)
         except Exception as err:  # noqa: BLE001 - the ONNX file stands on its own; say why the extra one is missing
             notes.append(f"model.pt2 not written: torch.export failed ({type(err).__name__}: {str(err)[:200]})")
-    card = preprocessing_card(config)
-    info = {"run_dir": str(run_dir), "files": files, "check": check, "notes": notes, **card}
-    (out / "export.json").write_text(json.dumps(info, indent=1))
-    (out / "README.md").write_text(_readme(card, files, check))
+    return files, check, notes
+
+
+def export_run(
+    run_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    program: bool = True,
+    atol: float = 1e-3,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Export a run's ``best_model.pt`` to ``run_dir/export/`` and check the ONNX file. Introduced in notebook 07.
+
+    The files are written to a hidden folder beside ``out_dir`` and moved in only once the check has passed, so a
+    failed export leaves ``out_dir`` as it was.
+
+    Args:
+        run_dir: a finished training run.
+        out_dir: where to write; default ``run_dir/export``. It must be new, empty or an earlier export
+            (:func:`check_out_dir`).
+        program: also write ``model.pt2`` (``torch.export``); skipped with a note if the exporter fails.
+        atol: the largest accepted foreground-probability difference between ONNX Runtime and PyTorch.
+        overwrite: write into a non-empty ``out_dir`` that export did not create (its other files are kept).
+
+    Returns:
+        The content of ``export.json``: ``files``, ``check`` (``max_abs_diff``, ``atol``, ``patch``) and the
+        :func:`preprocessing_card`.
+    """
+    import shutil
+    import tempfile
+
+    link = scans.broken_link(Path(run_dir).expanduser())  # before out_dir, which lies inside it by default
+    if link:
+        raise scans.ScanError(f"run_dir {link}")
+    out = Path(out_dir).expanduser() if out_dir is not None else Path(run_dir).expanduser() / "export"
+    owned = check_out_dir(out, overwrite=overwrite)
+    model, config = load_run(run_dir, "cpu")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        files, check, notes = _export_files(model, config, staging, program, atol)
+        card = preprocessing_card(config)
+        info = {"run_dir": str(run_dir), "written_by": WRITTEN_BY, "files": files, "check": check, "notes": notes}
+        info.update(card)
+        (staging / "export.json").write_text(json.dumps(info, indent=1))
+        (staging / "README.md").write_text(_readme(card, files, check))
+        out.mkdir(exist_ok=True)
+        if owned and "model.pt2" not in files:
+            (out / "model.pt2").unlink(missing_ok=True)  # an earlier export's program would not match this one
+        for name in (*files, "export.json", "README.md"):
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return info
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """``python -m heartseg_utils.export --run_dir R [--out_dir D] [--no_program]``. Introduced in notebook 07."""
+    """``python -m heartseg_utils.export --run_dir R [--out_dir D] [--no_program] [--overwrite]``. Notebook 07."""
     parser = argparse.ArgumentParser(prog="python -m heartseg_utils.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run_dir", required=True, help="a finished training run (notebook 03)")
     parser.add_argument("--out_dir", default=None, help="default: RUN_DIR/export")
     parser.add_argument("--no_program", action="store_true", help="write the ONNX file only (no model.pt2)")
     parser.add_argument("--atol", type=float, default=1e-3, help="accepted probability difference (ONNX vs PyTorch)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into a non-empty --out_dir that export did not create"
+    )
+    cli.add_debug_flag(parser)
     args = parser.parse_args(argv)
-    info = export_run(args.run_dir, args.out_dir, program=not args.no_program, atol=args.atol)
+    info = export_run(args.run_dir, args.out_dir, program=not args.no_program, atol=args.atol, overwrite=args.overwrite)
     out = Path(args.out_dir) if args.out_dir else Path(args.run_dir) / "export"
     print(
         f"wrote {', '.join(info['files'])}, export.json and README.md to {out}; ONNX Runtime vs PyTorch: "
@@ -269,4 +343,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main, "python -m heartseg_utils.export"))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from heartseg_utils import runs
+from heartseg_utils import runs, scans
 from heartseg_utils.config import model_from_config, transforms_from_config
 from heartseg_utils.data import split_cases
 from heartseg_utils.models import logits_to_probability
@@ -37,9 +37,19 @@ def load_run(run_dir: str | os.PathLike[str], device: str = "auto") -> tuple[tor
         ``(model in eval mode on the device, config.json as a dict)``; the dict also holds ``"trained_with"``:
         the device and precision training used (from ``metrics.json``), which :func:`prediction_precision` follows.
     """
-    config = runs.read_run_config(run_dir)
-    model = model_from_config(config)
-    runs.load_weights(Path(run_dir).expanduser() / runs.BEST, model)
+    run = Path(run_dir).expanduser()
+    link = scans.broken_link(run)  # a link loop or a dangling link "does not exist" for Path: name it
+    if link:
+        raise scans.ScanError(f"run_dir {link}")
+    config = runs.read_run_config(run)
+    try:
+        model = model_from_config(config)
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ValueError(
+            f"{run / runs.CONFIG} does not describe a network this package builds ({type(err).__name__}: {err}):"
+            " retrain the run, or restore its config.json"
+        ) from err
+    runs.load_weights(run / runs.BEST, model)
     return model.to(resolve_device(device)).eval(), config
 
 

@@ -28,8 +28,9 @@ HISTORY_FIELDS = ("epoch", "train_loss", "val_dice", "lr", "planned_epochs", "ep
 def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
     """Call ``write(tmp)`` on a temp file next to ``path``, then rename it: readers never see a half-written file.
 
-    Introduced in notebook 03 (``json``, ``csv`` and ``torch.save`` outputs of a run all go through it). The temp
-    name is unique per call, so two writers never share one.
+    Introduced in notebook 03 (``json``, ``csv`` and ``torch.save`` outputs of a run, predicted masks and their
+    reports all go through it). The temp name is unique per call, so two writers never share one, and ends in the
+    file's own suffix (``.nii.gz``), which nibabel needs.
 
     Args:
         path: the final file.
@@ -39,7 +40,9 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> 
         ``path``.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # unique: no shared temp file
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix  # writers that go by the suffix
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{suffix}")  # unique per call
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -53,15 +56,31 @@ def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
     return write_atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2)))
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a run file written by :func:`write_json`; a missing or broken file is an error that names it."""
+def read_json(path: str | os.PathLike[str], *, fix: str = "") -> Any:
+    """Read a run file written by :func:`write_json`; a missing, empty, truncated or non-text file is an error
+    that names it and says what to do (``fix``)."""
     path = Path(path)
+    fix = fix or f"retrain the run, or copy {path.parent} again from where it was trained"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: is {path.parent} a finished training run?")
+        raise FileNotFoundError(f"{path} is missing: is {path.parent} a finished training run? {fix}")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}): the run folder is damaged; retrain it") from err
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not text ({err.reason}): {fix}") from err
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        state = "is empty" if not text.strip() else f"is not valid JSON ({err.msg} at line {err.lineno})"
+        raise ValueError(f"{path} {state}: truncated or edited by hand? {fix}") from err
+
+
+def _read_object(path: Path, *, needs: str = "") -> dict[str, Any]:
+    """:func:`read_json` of a file that must hold a JSON object (with the key ``needs``, if given)."""
+    content = read_json(path)
+    if not isinstance(content, dict) or (needs and needs not in content):
+        what = f"an object with {needs!r}" if needs else "a JSON object"
+        raise ValueError(f"{path} must hold {what}: it is not this run's file; retrain the run or restore it")
+    return content
 
 
 def write_history(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
@@ -90,7 +109,7 @@ def read_split(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(run_dir).expanduser() / SPLIT
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run notebook 03 first (it writes split.json), or use split='all'")
-    split = read_json(path)
+    split = read_json(path, fix="delete the run or retrain it")
     if not isinstance(split, dict) or not {"train", "validation"} <= set(split):
         raise ValueError(f"{path} needs 'train' and 'validation' lists of case ids; it has {sorted(split)}")
     return split
@@ -111,8 +130,8 @@ def read_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             raise FileNotFoundError(
                 f"{run / name} is missing: {run} is not a finished training run; run notebook 03 first"
             )
-    config = read_json(run / CONFIG)
-    metrics = read_json(run / METRICS) if (run / METRICS).is_file() else {}
+    config = _read_object(run / CONFIG, needs="model_name")
+    metrics = _read_object(run / METRICS) if (run / METRICS).is_file() else {}
     config["trained_with"] = {"device": metrics.get("device"), "amp": metrics.get("amp")}
     return config
 
@@ -120,7 +139,14 @@ def read_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 def read_keep_largest(run_dir: str | os.PathLike[str]) -> bool:
     """The run's post-processing decision (``postprocessing.json``); False where it has none. Notebook 04."""
     path = Path(run_dir).expanduser() / POSTPROCESSING
-    return bool(read_json(path)["keep_largest"]) if path.is_file() else False
+    if not path.is_file():
+        return False
+    keep = _read_object(path).get("keep_largest")
+    if not isinstance(keep, bool):
+        raise ValueError(
+            f"{path} needs keep_largest true or false: retrain the run, or delete the file (no post-processing)"
+        )
+    return keep
 
 
 def load_weights(path: str | os.PathLike[str], net: torch.nn.Module, device: torch.device | str = "cpu") -> int:
@@ -144,14 +170,18 @@ def _load(path: str | os.PathLike[str], device: torch.device | str) -> dict[str,
     import torch
 
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as err:  # truncated, not a checkpoint, or a pickle that would run code
+    except Exception as err:  # noqa: BLE001 - truncated, not a checkpoint, or a pickle that would run code
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         raise ValueError(
-            f"{path} is not a readable checkpoint ({type(err).__name__}): it is damaged or was not written by "
-            "heartseg; retrain the run (never load it with weights_only=False)"
+            f"{path} cannot be loaded as a PyTorch checkpoint ({type(err).__name__}: {first}): it is truncated, "
+            "corrupt or not a checkpoint of this package: retrain the run, or copy it again from where it was trained"
         ) from err
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint: retrain the run")
+    return checkpoint
 
 
 def save_best(path: str | os.PathLike[str], net: torch.nn.Module, epoch: int, val_dice: float) -> None:

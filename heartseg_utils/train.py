@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from heartseg_utils import distributed, plan, runs
+from heartseg_utils import distributed, plan, runs, splits
 from heartseg_utils.config import (
     PLANNED_FIELDS,
     TrainConfig,
@@ -149,13 +149,13 @@ def plan_config(
 
 
 def _cases(cfg: TrainConfig, run_dir: Path, items: list[dict]) -> dict[str, list[dict]]:
-    """The run's train/validation/holdout items: split.json's on resume, else a new ``data.make_split``."""
+    """The run's train/validation/holdout items: split.json's on resume, else a new ``splits.make_split``."""
     from heartseg_utils import data
 
     if cfg.resume and (run_dir / runs.SPLIT).is_file():
         keys = [k for k in ("train", "validation", "holdout") if k in runs.read_split(run_dir)]
         return {"holdout": [], **{k: data.split_cases(run_dir, k, items) for k in keys}}
-    return data.make_split(
+    return splits.make_split(
         items,
         seed=cfg.seed,
         val_fraction=cfg.val_fraction,

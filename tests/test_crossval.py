@@ -9,19 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from heartseg_utils import crossval, data
+from heartseg_utils import crossval, data, splits
 from heartseg_utils.config import TrainConfig
 from tests._tiny_run import TINY
 
 
 def test_kfold_split_is_disjoint_and_validates_every_case_once() -> None:
     cases = [f"la_{i:03d}" for i in range(11)]
-    folds = data.kfold_split(cases, n_folds=3, seed=4)
+    folds = splits.kfold_split(cases, n_folds=3, seed=4)
     vals = [v for _, v in folds]
     assert sorted(sum(vals, [])) == cases  # every case validated exactly once
     for train, val in folds:
         assert not set(train) & set(val) and sorted(train + val) == cases
-    assert folds == data.kfold_split(list(reversed(cases)), n_folds=3, seed=4)  # deterministic, order-free
+    assert folds == splits.kfold_split(list(reversed(cases)), n_folds=3, seed=4)  # deterministic, order-free
 
 
 @pytest.mark.parametrize(

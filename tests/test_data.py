@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from _msd import AFFINE, make_msd, tree_digest, write_nifti
 
-from heartseg_utils import data, runs
+from heartseg_utils import data, runs, splits
 from heartseg_utils.data import DatasetError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,12 +65,14 @@ def test_public_functions_say_which_notebook_introduces_them():
         "load_datalist",
         "validate_dataset",
         "download_task02_heart",
-        "train_val_split",
-        "kfold_split",
+        "case_name",
+        "split_cases",
     ]:
         assert "Introduced in notebook 0" in getattr(data, name).__doc__, name
-    assert "notebook 03" in data.train_val_split.__doc__
-    assert "notebook 05" in data.kfold_split.__doc__
+    for name in ("train_val_split", "kfold_split", "set_aside", "holdout_then_kfold", "make_split"):
+        assert "Introduced in notebook 0" in getattr(splits, name).__doc__, name
+    assert "notebook 03" in splits.train_val_split.__doc__
+    assert "notebook 05" in splits.kfold_split.__doc__
 
 
 def test_task02_constants_match_monai_source():
@@ -409,33 +411,33 @@ def _ids(items):
 
 
 def test_train_val_split_is_deterministic_disjoint_and_order_independent():
-    train, val = data.train_val_split(CASES, val_fraction=0.2, seed=0)
+    train, val = splits.train_val_split(CASES, val_fraction=0.2, seed=0)
     assert len(val) == 4 and len(train) == 16
     assert set(_ids(train)).isdisjoint(_ids(val)) and set(_ids(train + val)) == set(_ids(CASES))
     assert _ids(val) == sorted(_ids(val)) and _ids(train) == sorted(_ids(train))
-    assert data.train_val_split(CASES, 0.2, 0) == (train, val)
+    assert splits.train_val_split(CASES, 0.2, 0) == (train, val)
     shuffled = CASES[:]
     random.Random(123).shuffle(shuffled)
-    assert data.train_val_split(shuffled, 0.2, 0) == (train, val)
-    assert _ids(data.train_val_split(CASES, 0.2, 1)[1]) != _ids(val)
-    assert data.train_val_split(_ids(CASES), 0.2, 0) == (_ids(train), _ids(val))  # plain ids work too
+    assert splits.train_val_split(shuffled, 0.2, 0) == (train, val)
+    assert _ids(splits.train_val_split(CASES, 0.2, 1)[1]) != _ids(val)
+    assert splits.train_val_split(_ids(CASES), 0.2, 0) == (_ids(train), _ids(val))  # plain ids work too
 
 
 def test_train_val_split_edges_and_errors():
-    assert [len(part) for part in data.train_val_split(CASES[:2], 0.01)] == [1, 1]
-    assert [len(part) for part in data.train_val_split(CASES[:3], 0.99)] == [1, 2]
+    assert [len(part) for part in splits.train_val_split(CASES[:2], 0.01)] == [1, 1]
+    assert [len(part) for part in splits.train_val_split(CASES[:3], 0.99)] == [1, 2]
     with pytest.raises(ValueError, match="val_fraction"):
-        data.train_val_split(CASES, 1.0)
+        splits.train_val_split(CASES, 1.0)
     with pytest.raises(ValueError, match="at least 2"):
-        data.train_val_split(CASES[:1])
+        splits.train_val_split(CASES[:1])
     with pytest.raises(ValueError, match="Duplicate case ids"):
-        data.train_val_split(CASES + CASES[:1])
+        splits.train_val_split(CASES + CASES[:1])
 
 
 @pytest.mark.parametrize("n_cases,n_folds", [(20, 5), (10, 3), (7, 7), (11, 2)])
 def test_kfold_partitions_every_case_once(n_cases, n_folds):
     items = CASES[:n_cases]
-    folds = data.kfold_split(items, n_folds=n_folds, seed=0)
+    folds = splits.kfold_split(items, n_folds=n_folds, seed=0)
     assert len(folds) == n_folds
     vals = [_ids(val) for _, val in folds]
     assert sorted(sum(vals, [])) == sorted(_ids(items))  # every case validated exactly once
@@ -443,29 +445,29 @@ def test_kfold_partitions_every_case_once(n_cases, n_folds):
     for train, val in folds:
         assert set(_ids(train)).isdisjoint(_ids(val)) and len(train) + len(val) == n_cases
     shuffled = items[::-1]
-    assert data.kfold_split(shuffled, n_folds=n_folds, seed=0) == folds
+    assert splits.kfold_split(shuffled, n_folds=n_folds, seed=0) == folds
 
 
 def test_kfold_seeded_and_errors():
-    assert data.kfold_split(CASES, 5, seed=0) == data.kfold_split(CASES, 5, seed=0)
-    assert data.kfold_split(CASES, 5, seed=0) != data.kfold_split(CASES, 5, seed=1)
+    assert splits.kfold_split(CASES, 5, seed=0) == splits.kfold_split(CASES, 5, seed=0)
+    assert splits.kfold_split(CASES, 5, seed=0) != splits.kfold_split(CASES, 5, seed=1)
     with pytest.raises(ValueError, match="n_folds"):
-        data.kfold_split(CASES[:3], 4)
+        splits.kfold_split(CASES[:3], 4)
     with pytest.raises(ValueError, match="n_folds"):
-        data.kfold_split(CASES, 1)
+        splits.kfold_split(CASES, 1)
 
 
 def test_holdout_then_kfold_sets_aside_then_partitions():
-    holdout, folds = data.holdout_then_kfold(CASES, n_folds=3, holdout_fraction=0.2, seed=5)
+    holdout, folds = splits.holdout_then_kfold(CASES, n_folds=3, holdout_fraction=0.2, seed=5)
     assert len(holdout) == 4 and len(folds) == 3
     validated = sum((_ids(v) for _, v in folds), [])
     assert sorted(validated + _ids(holdout)) == sorted(_ids(CASES))  # every case: holdout or validated once
     assert all(set(_ids(t)).isdisjoint(_ids(holdout)) for t, _ in folds)
-    assert data.holdout_then_kfold(CASES, 3, 0.0, 5)[0] == []
-    split = data.make_split(CASES, seed=5, n_folds=3, fold=1, holdout_fraction=0.2)
+    assert splits.holdout_then_kfold(CASES, 3, 0.0, 5)[0] == []
+    split = splits.make_split(CASES, seed=5, n_folds=3, fold=1, holdout_fraction=0.2)
     assert (split["holdout"], split["validation"]) == (holdout, folds[1][1])
-    plain = data.make_split(CASES, seed=0, val_fraction=0.2)
-    assert (plain["train"], plain["validation"], plain["holdout"]) == (*data.train_val_split(CASES, 0.2, 0), [])
+    plain = splits.make_split(CASES, seed=0, val_fraction=0.2)
+    assert (plain["train"], plain["validation"], plain["holdout"]) == (*splits.train_val_split(CASES, 0.2, 0), [])
 
 
 def test_read_split_and_split_cases(tmp_path):

@@ -42,6 +42,9 @@ LAYERS: dict[str, int] = {
     "precision": 0,
     "recipe": 0,
     "runs": 0,
+    "scans": 0,  # one check of a scan file: validate_dataset and predict
+    "cli": 0,  # the command-line boundary: one line per failure
+    "splits": 0,  # train/validation, folds, holdout
     # layer 1
     "data": 1,
     "config": 1,

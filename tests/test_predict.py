@@ -76,14 +76,15 @@ def test_dicom_mask_equals_nifti_mask_in_world_coordinates(run_dir: Path, scan: 
 
 def test_folder_of_nifti_through_the_command_line(run_dir: Path, tiny_msd: Path, tmp_path: Path, capsys) -> None:
     images = sorted((tiny_msd / "imagesTr").glob("*.nii.gz"))[:2]
+    (tmp_path / "scans").mkdir()
     for f in images:
-        shutil.copy(f, tmp_path / f.name)
+        shutil.copy(f, tmp_path / "scans" / f.name)
     reports = P.main(
         [
             "--run_dir",
             str(run_dir),
             "--input",
-            str(tmp_path),
+            str(tmp_path / "scans"),  # masks/ beside it: predict never writes inside its input folder
             "--output",
             str(tmp_path / "masks"),
             "--keep_largest",
@@ -182,7 +183,7 @@ def test_notebook_07_in_the_series(series: dict) -> None:
     assert not np.allclose(from_dicom.affine, from_nifti.affine), "the notebook writes the series on another grid"
     resampled = nibabel.processing.resample_from_to(from_dicom, from_nifti, order=0)
     np.testing.assert_array_equal(np.asanyarray(resampled.dataobj), np.asanyarray(from_nifti.dataobj))
-    report = json.loads((phantom / "mask_from_dicom.json").read_text())
+    report = json.loads((phantom / "mask_from_dicom.heartseg.json").read_text())
     assert report["kind"] == "dicom" and report["volume_ml"] > 0 and not report["warnings"]
     info = json.loads((work / "runs" / "03_train" / "export" / "export.json").read_text())
     assert info["check"]["max_abs_diff"] <= 1e-3 and "model.onnx" in info["files"]

@@ -59,7 +59,7 @@ def test_run_dir_contract(tiny_config: dict) -> None:
     assert item["image"].shape[0] == 1 and all(s % 4 == 0 for s in item["image"].shape[1:])
     assert any(s % 16 for s in item["image"].shape[1:])
     assert not (run / "plan.json").exists(), "explicit values: nothing planned"
-    assert not list(run.glob("*.tmp")), "atomic writes leave no temp files behind"
+    assert not list(run.glob("*.tmp*")), "atomic writes leave no temp files behind"
 
 
 @pytest.mark.parametrize("amp", ["off", "on"])  # fp32, and bf16 autocast on the CPU
