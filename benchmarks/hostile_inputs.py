@@ -1,4 +1,4 @@
-"""Hostile and careless inputs against predict, export and validate_dataset, each run as a subprocess (issue 20).
+"""Hostile and careless inputs against predict, export, validate_dataset and train, each a subprocess (issue 20).
 
 Usage: python benchmarks/hostile_inputs.py [--workdir DIR] [--jobs 2] [--only SUBSTRING]
 
@@ -402,6 +402,56 @@ def v_loop_folder(d: Path, ctx: dict) -> Setup:
 
 
 # --------------------------------------------------------------------------------------------------- the list
+def train_args(ctx: dict, run: Path, *extra: str, data_dir: Path | None = None) -> list[str]:
+    """``-m heartseg_utils.train`` with the tiny run's settings into ``run`` (flags as the command line takes them)."""
+    flags = {**TINY, "data_dir": str(data_dir or ctx["msd"]), "run_dir": str(run)}
+    args = ["-m", "heartseg_utils.train"]
+    for key, value in flags.items():
+        args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    return [*args, *extra]
+
+
+def t_finished_run(*extra: str) -> Callable[[Path, dict], Setup]:
+    """A copy of the finished tiny run as run_dir; its files are watched (they may change only with overwrite)."""
+
+    def build(d: Path, ctx: dict) -> Setup:
+        run = run_copy(d, ctx)
+        watched = [run / name for name in ("config.json", "best_model.pt", "last.pt", "history.csv")]
+        changes = "--overwrite" in " ".join(extra) and "true" in extra
+        return Setup(train_args(ctx, run, *extra), [] if changes else watched, watched if changes else [])
+
+    return build
+
+
+def t_locked(alive: bool) -> Callable[[Path, dict], Setup]:
+    """A run_dir whose lock names a live process (this one) or one that has ended."""
+
+    def build(d: Path, ctx: dict) -> Setup:
+        import socket
+
+        pid = os.getpid()
+        if not alive:
+            ended = subprocess.Popen([sys.executable, "-c", "pass"])
+            ended.wait()
+            pid = ended.pid
+        run = d / "run"
+        run.mkdir()
+        (run / ".heartseg.lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "since": "now"}))
+        return Setup(train_args(ctx, run), [])
+
+    return build
+
+
+def t_bad_dataset(d: Path, ctx: dict) -> Setup:
+    """A data folder whose first training image is 4D with two channels: no run_dir may appear."""
+    root = d / "msd"
+    shutil.copytree(ctx["msd"], root)
+    image = first_image(root)
+    img = nib.load(str(image))
+    save(image, np.stack([img.get_fdata()] * 2, -1), img.affine)
+    return Setup(train_args(ctx, d / "run", data_dir=root), [root])
+
+
 A_TO = ("scans/a.nii.gz",)  # the one-scan input
 CONFIG = {"run_c/config.json": '{"mine": true}'}
 REPORT = {"masks/a.heartseg.json": '{"edited": true}'}
@@ -495,7 +545,27 @@ def cases() -> list[Case]:
         Case("truncated dataset.json", "validate", _dataset(lambda r: damaged(r, "dataset.json", "truncate"))),
         Case("good dataset (control)", "validate", _dataset(lambda r: None), "ok"),
     ]
-    return p + e + v
+    t = [
+        Case("run_dir holds a finished run", "train", t_finished_run()),
+        Case("finished run, --seed 7 --resume true", "train", t_finished_run("--seed", "7", "--resume", "true")),
+        Case("finished run, --overwrite true", "train", t_finished_run("--overwrite", "true"), "ok"),
+        Case(
+            "finished run, --resume true --max_epochs 2",
+            "train",
+            t_finished_run("--resume", "true", "--max_epochs", "2"),
+            "ok",
+        ),
+        Case(
+            "--resume true without last.pt",
+            "train",
+            lambda d, c: Setup(train_args(c, d / "run", "--resume", "true"), []),
+        ),
+        Case("run_dir locked by a live process", "train", t_locked(True)),
+        Case("run_dir locked by an ended process", "train", t_locked(False), "ok"),
+        Case("4D two-channel training image", "train", t_bad_dataset),
+        Case("--max_epochs ten", "train", lambda d, c: Setup(train_args(c, d / "run", "--max_epochs", "ten"), [])),
+    ]
+    return p + e + v + t
 
 
 # --------------------------------------------------------------------------------------------------- runner

@@ -239,7 +239,7 @@ EVALUATION_FILES = ("evaluation.csv", "evaluation_summary.json")  # notebook 04'
 LOCK = ".heartseg.lock"
 # what a resumed run may change; every other value must be the one its config.json recorded
 RESUMABLE = frozenset({"resume", "overwrite", "max_epochs", "time_budget_min", "patience", "progress", "device"})
-RESUMABLE |= {"num_workers", "data_dir"}
+RESUMABLE |= {"num_workers", "data_dir", "run_dir"}  # a run folder copied elsewhere resumes there
 
 
 class RunDirError(ValueError):

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from heartseg_utils import distributed, plan, runs, splits
+from heartseg_utils import cli, distributed, plan, runs, splits
 from heartseg_utils.config import (
     PLANNED_FIELDS,
     TrainConfig,
@@ -429,7 +429,7 @@ def train_and_decide(data: Data, run_dir: Path, ddp: distributed.Distributed) ->
     from monai.data import set_track_meta
 
     probe = probe_inputs(data.cfg, ddp.device)
-    timed = amp_decision(data.cfg.amp, ddp.device, *probe) if ddp.master else None  # DDP: rank 0 probes
+    timed = amp_decision(data.cfg.amp, ddp.device, *probe) if ddp.master or ddp.world == 1 else None  # DDP: rank 0
     amp_dtype, amp_reason = distributed.broadcast(timed, ddp)  # DDP: every process takes rank 0's answer
     set_track_meta(False)  # plain tensors from here on: faster, and metadata is not needed for training
     run = build_run(data, run_dir, ddp, amp_dtype)
@@ -498,13 +498,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command-line entry: ``python -m heartseg_utils.train --run_dir runs/x --max_epochs 50`` (flags = fields).
 
     Introduced in notebook 03. Defaults are notebook 03's parameters; ``torchrun --nproc_per_node=N -m
-    heartseg_utils.train ...`` runs the same code in N processes (docs/distributed.md).
+    heartseg_utils.train ...`` runs the same code in N processes (docs/distributed.md). ``--debug`` shows the
+    traceback of a failure, which otherwise ends in one line naming the file and the fix (exit code 2).
     """
     parser = argument_parser("Train a heartseg model (same code path as notebook 03).")
-    return run_training(vars(parser.parse_args(argv)))
+    cli.add_debug_flag(parser)
+    flags = vars(parser.parse_args(argv))
+    flags.pop("debug")
+    return run_training(flags)
+
+
+def _command_line(argv: list[str]) -> None:
+    """:func:`main`, then the metrics as JSON from the master process (under torchrun every process returns them)."""
+    result = main(argv)
+    if distributed.is_master() and os.environ.get("RANK", "0") == "0":
+        print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
-    result = main()
-    if distributed.is_master() and os.environ.get("RANK", "0") == "0":  # under torchrun every process returns it
-        print(json.dumps(result, indent=2))
+    sys.exit(cli.run(_command_line, "python -m heartseg_utils.train"))
