@@ -297,12 +297,9 @@ def test_short_axis_intensities_are_uint16_with_a_per_case_scale(short_axis_case
     assert max(tops) > 1.5 * min(tops), tops  # a fixed intensity window would not fit every case
 
 
-def test_short_axis_is_fast_and_deterministic():
-    import time
-
-    start = time.perf_counter()
+def test_short_axis_is_deterministic():
+    """Its generation time is a benchmark figure (docs/benchmarks.md), not an assertion."""
     a = synthetic.generate_variant_case(21, "short_axis")
-    assert time.perf_counter() - start < 3.0
     b = synthetic.generate_variant_case(21, "short_axis")
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_array_equal(a.affine, b.affine)
