@@ -30,18 +30,10 @@ import nibabel as nib
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {  # tests/_tiny_run.py's settings: an epoch in about a second on the CPU
-    "seed": 1,
-    "progress": False,
-    "model_name": "unet",
-    "pixdim": [2.5, 2.5, 2.74],
-    "roi_size": [16, 16, 16],
-    "batch_size": 2,
-    "num_samples": 1,
-    "val_fraction": 0.34,
-    "max_epochs": 1,
-    "model_kwargs": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
-}
+sys.path.insert(0, str(REPO))  # the tests' tiny run settings are shared, not copied
+from tests._tiny_run import TINY as _TINY  # noqa: E402
+
+TINY = {**_TINY, "max_epochs": 1}  # an epoch in about a second on the CPU
 VALIDATE = (
     "import sys; from heartseg_utils import cli, data; "
     "sys.exit(cli.run(lambda a: data.validate_dataset(a[0]), 'validate_dataset', sys.argv[1:]))"

@@ -294,9 +294,7 @@ def export_run(
     import shutil
     import tempfile
 
-    link = scans.broken_link(Path(run_dir).expanduser())  # before out_dir, which lies inside it by default
-    if link:
-        raise scans.ScanError(f"run_dir {link}")
+    scans.refuse_broken_link(Path(run_dir).expanduser(), "run_dir")  # before out_dir, inside it by default
     out = Path(out_dir).expanduser() if out_dir is not None else Path(run_dir).expanduser() / "export"
     owned = check_out_dir(out, overwrite=overwrite)
     model, config = load_run(run_dir, "cpu")

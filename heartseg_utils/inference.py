@@ -38,9 +38,7 @@ def load_run(run_dir: str | os.PathLike[str], device: str = "auto") -> tuple[tor
         the device and precision training used (from ``metrics.json``), which :func:`prediction_precision` follows.
     """
     run = Path(run_dir).expanduser()
-    link = scans.broken_link(run)  # a link loop or a dangling link "does not exist" for Path: name it
-    if link:
-        raise scans.ScanError(f"run_dir {link}")
+    scans.refuse_broken_link(run, "run_dir")  # a link loop "does not exist" for Path: name it
     config = runs.read_run_config(run)
     try:
         model = model_from_config(config)

@@ -86,6 +86,16 @@ def broken_link(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def refuse_broken_link(path: str | os.PathLike[str], what: str) -> None:
+    """Raise :class:`ScanError` when ``path`` is a symbolic link loop or a dangling link (named as such, not "missing").
+
+    Introduced in notebook 07.
+    """
+    link = broken_link(path)
+    if link:
+        raise ScanError(f"{what} {link}")
+
+
 def check_exists(path: str | os.PathLike[str], what: str = "Scan", *, kind: str = "file") -> Path:
     """Raise a clear error unless ``path`` exists (as a file, a folder or either). Introduced in notebook 07.
 
@@ -102,9 +112,7 @@ def check_exists(path: str | os.PathLike[str], what: str = "Scan", *, kind: str 
         FileNotFoundError: the path does not exist.
     """
     path = Path(path).expanduser()
-    link = broken_link(path)
-    if link:
-        raise ScanError(f"{what} {link}")
+    refuse_broken_link(path, what)
     if not path.exists():
         raise FileNotFoundError(f"{what} {path} does not exist: check the path (a typo, or a file not copied yet?)")
     if kind == "file" and not path.is_file():
