@@ -451,8 +451,9 @@ def train_and_decide(data: Data, run_dir: Path, ddp: distributed.Distributed) ->
 def resume_run(run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Load ``last.pt`` into the run, and re-plan a progress schedule from where it stopped. Notebook 03.
 
-    A run resumed with a larger ``max_epochs`` continues its poly/cosine decay over the new length (its last
-    session ended the old schedule at lr 0); with the same ``max_epochs`` the learning rate is the saved one.
+    The poly/cosine decay continues from ``epochs done / max_epochs``, as :func:`planned_epochs` plans a session that
+    has timed no epoch yet: a run resumed with a larger ``max_epochs`` gets the rest of a longer schedule (its last
+    session had ended the old one at lr 0), and a run interrupted before its own ``max_epochs`` goes on as planned.
     """
     state, history = runs.load_checkpoint(run.run_dir / runs.LAST, run.parts(), run.ddp.device)
     if isinstance(run.scheduler, ProgressLR):
