@@ -403,14 +403,17 @@ def train_args(ctx: dict, run: Path, *extra: str, data_dir: Path | None = None) 
     return [*args, *extra]
 
 
-def t_finished_run(*extra: str) -> Callable[[Path, dict], Setup]:
-    """A copy of the finished tiny run as run_dir; its files are watched (they may change only with overwrite)."""
+def t_finished_run(*extra: str, continues: bool = False) -> Callable[[Path, dict], Setup]:
+    """A copy of the finished tiny run as run_dir. Its files are inputs that must not change, unless the command
+    replaces the run (``--overwrite true``: foreign files) or legitimately continues it (``continues``: unwatched)."""
 
     def build(d: Path, ctx: dict) -> Setup:
         run = run_copy(d, ctx)
         watched = [run / name for name in ("config.json", "best_model.pt", "last.pt", "history.csv")]
-        changes = "--overwrite" in " ".join(extra) and "true" in extra
-        return Setup(train_args(ctx, run, *extra), [] if changes else watched, watched if changes else [])
+        if continues:
+            return Setup(train_args(ctx, run, *extra), [])
+        replaces = "--overwrite" in extra
+        return Setup(train_args(ctx, run, *extra), [] if replaces else watched, watched if replaces else [])
 
     return build
 
@@ -544,7 +547,7 @@ def cases() -> list[Case]:
         Case(
             "finished run, --resume true --max_epochs 2",
             "train",
-            t_finished_run("--resume", "true", "--max_epochs", "2"),
+            t_finished_run("--resume", "true", "--max_epochs", "2", continues=True),
             "ok",
         ),
         Case(
