@@ -22,9 +22,7 @@ import errno
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 KNOWN_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 EXIT_KNOWN = 2

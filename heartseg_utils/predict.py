@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from heartseg_utils import cli, runs
+from heartseg_utils import cli, runs, scans
 from heartseg_utils.data import case_name
 from heartseg_utils.scans import check_exists, is_link_loop
 
@@ -229,7 +229,6 @@ def prepare_input(kind: str, input_path: Path, tmp: Path, *, channel: int | None
     """
     import nibabel as nib
 
-    from heartseg_utils import scans
     from heartseg_utils.dicom import read_series
 
     tmp.mkdir(parents=True, exist_ok=True)
