@@ -79,11 +79,12 @@ def wrap(model: torch.nn.Module, ddp: Distributed) -> torch.nn.Module:
 
 
 def reduce(values: list[float], ddp: Distributed, op: str = "sum") -> list[float]:
-    """Sum (op="sum") or maximum (op="max") of numbers over all processes; unchanged in a single process."""
+    """Sum (op="sum"), maximum ("max") or minimum ("min") of numbers over all processes; unchanged in one process."""
     if ddp.world == 1:
         return values
     t = torch.tensor(values, dtype=torch.float64, device=ddp.device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+    dist.all_reduce(t, op=ops[op])
     return t.tolist()
 
 

@@ -18,6 +18,7 @@ shape; pool an axis only while its spacing is at most twice the finest one.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from heartseg_utils.config import PLANNED_FIELDS, TrainConfig
 from heartseg_utils.models import get_model, required_divisor, stride_product
-from heartseg_utils.precision import resolve_device
+from heartseg_utils.precision import resolve_device, train_step_seconds
 from heartseg_utils.transforms import resolve_pixdim
 
 ANISOTROPY = 3.0  # an axis this much coarser than the others is "thick-slice" (nnU-Net's threshold)
@@ -38,6 +39,13 @@ CPU_PATCH_VOXELS = 48**3  # patch for that budget: notebook 03's 48^3
 COARSEN_STEPS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)  # spacing multipliers tried on the CPU
 GPU_MAX_SIDE, GPU_MEMORY_FRACTION, GPU_OVERHEAD_BYTES = 128, 0.85, 2**30  # nnU-Net-like patches; CUDA context
 PERCENTILES = (0.5, 50.0, 99.5)
+# Planning by measured step time on the CPU (a run with a time budget); the figures behind each value are in
+# docs/benchmarks.md ("Planning by measured step time").
+CPU_STEPS = 320  # optimiser steps a CPU run should get: below about this, validation Dice is still climbing fast
+CPU_BUDGET_USE = 0.75  # plan the epochs into 75% of the budget: a margin for a busier machine and slower epochs
+CPU_STEP_OVERHEAD = 1.15  # a real step (data, loss, optimiser) over the timed forward + backward, measured
+CPU_SCALES = (4.0, 2.83, 2.0, 1.41, 1.0, 0.71, 0.5, 0.35, 0.25)  # budget scales tried, largest patch first
+THICK_SLICE_NETWORK = "unet"  # thick-slice data too: MONAI UNet; DynUNet (in-plane kernels) measured ~4x slower
 GIB = 2**30
 
 
@@ -190,7 +198,9 @@ def _budget_scale(time_budget_min: float) -> float:
     return float(np.clip((time_budget_min or CPU_REFERENCE_MIN) / CPU_REFERENCE_MIN, 0.25, 4.0))
 
 
-def coarsen_for_cpu(fp: Mapping[str, Any], spacing: Sequence[float], time_budget_min: float) -> tuple[list[float], str]:
+def coarsen_for_cpu(
+    fp: Mapping[str, Any], spacing: Sequence[float], time_budget_min: float, *, scale: float | None = None
+) -> tuple[list[float], str]:
     """Coarsen the spacing until the median resampled volume fits the CPU's time budget.
 
     Introduced in notebook 03. The limit is ``CPU_VOLUME_VOXELS`` (64^3) for a 4.5-minute budget, in proportion
@@ -202,11 +212,13 @@ def coarsen_for_cpu(fp: Mapping[str, Any], spacing: Sequence[float], time_budget
         fp: a :func:`fingerprint`.
         spacing: the target spacing (from :func:`target_spacing`).
         time_budget_min: the run's time budget in minutes (0 = 4.5).
+        scale: the voxel budget's multiple of the 4.5-minute one, when measured step times chose it
+            (:func:`plan_cpu_by_time`); None = in proportion to ``time_budget_min``.
 
     Returns:
         ``(spacing, reason)``.
     """
-    limit = CPU_VOLUME_VOXELS * _budget_scale(time_budget_min)
+    limit = CPU_VOLUME_VOXELS * (_budget_scale(time_budget_min) if scale is None else scale)
     sp = np.array(spacing, float)
 
     def voxels(s: np.ndarray) -> int:
@@ -279,9 +291,48 @@ def unet_kwargs(strides: Sequence[Sequence[int]]) -> dict[str, Any]:
     }
 
 
-def build_unet(model_kwargs: Mapping[str, Any], out_channels: int = 2):
-    """The MONAI UNet a plan describes, from the model registry (``models.get_model``). Notebook 03."""
-    return get_model("unet", out_channels=out_channels, **dict(model_kwargs))
+def level_kernels(strides: Sequence[Sequence[int]], spacing: Sequence[float]) -> list[list[int]]:
+    """Per resolution level, the convolution kernel nnU-Net gives thick-slice data: 1 along an axis whose voxels
+    are more than twice the finest axis's at that level, else 3 (so 3 x 3 x 1 while the slices are thick).
+
+    Introduced in notebook 03. One entry per level (``len(strides) + 1``); a 1 skips the costly and, across 8 mm
+    slices, nearly useless convolution along that axis until pooling has brought the in-plane voxels close.
+    """
+    sp, kernels = np.array(spacing, float), []
+    for step in [*strides, None]:
+        kernels.append([1 if s > 2 * sp.min() else 3 for s in sp])
+        if step is not None:
+            sp = sp * np.array(step)
+    return kernels
+
+
+def planned_network(
+    strides: Sequence[Sequence[int]], spacing: Sequence[float], thick_slice_network: str = THICK_SLICE_NETWORK
+) -> tuple[str, dict[str, Any]]:
+    """The planned network's registry name and keyword arguments for these strides at this spacing. Notebook 03.
+
+    Near-isotropic data: MONAI's UNet (:func:`unet_kwargs`). Thick-slice data (some level would use a 3 x 3 x 1
+    kernel, :func:`level_kernels`): ``thick_slice_network``. ``"dynunet"`` is nnU-Net's network, MONAI's
+    ``DynUNet`` with per-level kernels and strides and the same channels; it convolves twice at full resolution
+    where MONAI's UNet starts with a strided convolution, and its training step measured about 4x slower on the
+    same patch (docs/benchmarks.md), so the default is ``"unet"`` for both.
+    """
+    kernels = level_kernels(strides, spacing)
+    if thick_slice_network != "dynunet" or all(k == [3, 3, 3] for k in kernels):
+        return "unet", unet_kwargs(strides)
+    filters = [min(CHANNEL_BASE * 2**i, CHANNEL_CAP) for i in range(len(strides) + 1)]
+    return "dynunet", {
+        "kernel_size": kernels,
+        "strides": [[1, 1, 1], *[list(s) for s in strides]],
+        "filters": filters,
+        "norm_name": "instance",
+        "res_block": True,
+    }
+
+
+def build_unet(model_kwargs: Mapping[str, Any], out_channels: int = 2, model_name: str = "unet"):
+    """The network a plan describes, from the model registry (``models.get_model``). Notebook 03."""
+    return get_model(model_name, out_channels=out_channels, **dict(model_kwargs))
 
 
 def activation_bytes(
@@ -326,10 +377,10 @@ def activation_bytes(
     return total[0] * bytes_per_value
 
 
-def gpu_bytes(model_kwargs: Mapping[str, Any], roi: Sequence[int], patches: int) -> int:
+def gpu_bytes(model_kwargs: Mapping[str, Any], roi: Sequence[int], patches: int, model_name: str = "unet") -> int:
     """Estimated GPU memory of one training step: activations (:func:`activation_bytes`, counted at 4 bytes as a
     margin over bf16), fp32 weights + gradients + two AdamW moments, and 1 GiB of CUDA context and workspace."""
-    net = build_unet(model_kwargs)
+    net = build_unet(model_kwargs, model_name=model_name)
     params = sum(p.numel() for p in net.parameters())
     return activation_bytes(net, roi, patches, bytes_per_value=4) + 16 * params + GPU_OVERHEAD_BYTES
 
@@ -389,7 +440,7 @@ def _fit_budget(
     fp: Mapping[str, Any],
     spacing: list[float],
     device: str,
-    time_budget_min: float,
+    scale: float,
     gpu_memory_gib: float | None,
     divisor: Sequence[int] | None,
     num_samples: int,
@@ -397,11 +448,12 @@ def _fit_budget(
     """Patch, strides, batch size and their reasons for the device's budget (see make_plan)."""
     median = resampled_shape(fp, spacing)
 
-    def kw(strides: Any) -> dict[str, Any]:  # the model only matters when strides are planned
-        return unet_kwargs(strides or [[2, 2, 2]] * 4)
+    def used(strides: Any, p: Sequence[int], n: int) -> int:  # the model only matters when strides are planned
+        name, kwargs = planned_network(strides or [[2, 2, 2]] * 4, spacing)
+        return gpu_bytes(kwargs, p, n, name)
 
     if device == "cpu":
-        limit = CPU_PATCH_VOXELS * _budget_scale(time_budget_min)
+        limit = CPU_PATCH_VOXELS * scale
         patch, strides = fit_patch(median, spacing, lambda p, s: int(np.prod(p)) <= limit, divisor=divisor)
         return (
             patch,
@@ -416,13 +468,13 @@ def _fit_budget(
     target = GPU_MEMORY_FRACTION * _gpu_memory_gib(gpu_memory_gib) * GIB
     patches = 2 * num_samples
     patch, strides = fit_patch(
-        median, spacing, lambda p, s: gpu_bytes(kw(s), p, patches) <= target, divisor=divisor, max_side=GPU_MAX_SIDE
+        median, spacing, lambda p, s: used(s, p, patches) <= target, divisor=divisor, max_side=GPU_MAX_SIDE
     )
-    one = gpu_bytes(kw(strides), patch, num_samples)
-    per_volume = gpu_bytes(kw(strides), patch, 2 * num_samples) - one  # activations of one more volume's patches
+    one = used(strides, patch, num_samples)
+    per_volume = used(strides, patch, 2 * num_samples) - one  # activations of one more volume's patches
     cases_cap = max(2, int(0.05 * fp["n_cases"] * np.prod(median) / (num_samples * np.prod(patch))))
     batch = int(np.clip((target - (one - per_volume)) // max(per_volume, 1), 2, min(cases_cap, 8)))
-    used = gpu_bytes(kw(strides), patch, batch * num_samples) / GIB
+    gib = used(strides, patch, batch * num_samples) / GIB
     return (
         patch,
         strides,
@@ -433,11 +485,139 @@ def _fit_budget(
             f"plan.activation_bytes)"
         ),
         (
-            f"{batch} volumes x {num_samples} patches per step: an estimated {used:.1f} GiB of "
+            f"{batch} volumes x {num_samples} patches per step: an estimated {gib:.1f} GiB of "
             f"{target / GPU_MEMORY_FRACTION / GIB:.0f} GiB; at least 2 and at most 5% of the dataset's voxels per "
             "step, as nnU-Net"
         ),
     )
+
+
+StepTimer = Callable[[str, dict, tuple], tuple[float, str]]  # (model_name, kwargs, batch shape) -> (s, precision)
+
+
+def measured_step(model_name: str, model_kwargs: dict, shape: tuple, amp: str = "auto") -> tuple[float, str]:
+    """Time one training step of the planned network on this CPU: the planner's :data:`StepTimer`. Notebook 03.
+
+    ``amp`` "auto" times the precision training will pick (``precision.train_step_seconds``); "off" times fp32.
+    """
+    return train_step_seconds(get_model(model_name, **model_kwargs), shape, fp32_only=amp == "off")
+
+
+def epoch_seconds(step_s: float, layout: Mapping[str, Any], n_train: int, n_val: int, overlap: float = 0.25) -> float:
+    """Expected seconds of one epoch: the training steps plus the sliding-window validation. Notebook 03.
+
+    A step is the timed forward + backward times :data:`CPU_STEP_OVERHEAD` (data, loss, optimiser); one validation
+    window costs about a third of one patch's training step (a forward pass, no backward), and each validation
+    case takes as many windows as cover the median resampled shape with ``overlap``.
+    """
+    patches = layout["batch_size"] * layout["num_samples"]
+    steps = -(-n_train // layout["batch_size"])
+    roi, median = np.array(layout["roi_size"]), np.array(layout["median_shape"])
+    windows = np.prod(np.ceil(np.maximum(median - roi, 0) / (roi * (1 - overlap))) + 1)
+    return float(CPU_STEP_OVERHEAD * steps * step_s + n_val * windows * step_s / (3 * patches))
+
+
+def plan_cpu_by_time(
+    layout_at: Callable[[float], dict], fp: Mapping[str, Any], budget: Mapping[str, Any], timer: StepTimer
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Choose the CPU voxel budget by timing training steps: the largest layout that still gets enough steps.
+
+    Introduced in notebook 03. Tries the scales of :data:`CPU_SCALES` (1 = notebook 03's 48^3 at 2.5 mm), starting
+    at 1 and moving up while the next larger layout still affords :data:`CPU_STEPS` optimiser steps (or every step
+    ``max_epochs`` allows) in :data:`CPU_BUDGET_USE` of the budget, down while the current one does not. A longer
+    budget or a faster machine thus buys finer voxels and more context at the same number of steps, as the
+    benchmark in docs/benchmarks.md found best; a slow one gets a coarser, smaller layout instead of too few steps.
+
+    Args:
+        layout_at: scale -> a plan body (``_layout``), with ``roi_size``, ``median_shape``, the network.
+        fp: the fingerprint (its case count gives the training and validation cases).
+        budget: ``{"minutes", "max_epochs", "n_val"}``.
+        timer: a :data:`StepTimer`.
+
+    Returns:
+        ``(chosen layout, timing)``; ``timing`` lists every candidate tried with its step seconds and the epochs
+        and steps it would get, and the rule.
+    """
+    n_val = budget["n_val"] if budget["n_val"] is not None else max(1, round(0.2 * fp["n_cases"]))
+    n_train = max(1, fp["n_cases"] - n_val)
+    seconds, tried = budget["minutes"] * 60 * CPU_BUDGET_USE, {}
+
+    def trial(i: int) -> dict[str, Any]:
+        lay = layout_at(CPU_SCALES[i])
+        key = json.dumps([lay["roi_size"], lay["pixdim"], lay["model_kwargs"]])
+        if key not in tried:
+            shape = (lay["batch_size"] * lay["num_samples"], 1, *lay["roi_size"])
+            step_s, precision = timer(lay["model_name"], lay["model_kwargs"], shape)
+            per_epoch = -(-n_train // lay["batch_size"])
+            epochs = int(seconds // epoch_seconds(step_s, lay, n_train, n_val))
+            if budget["max_epochs"]:
+                epochs = min(epochs, budget["max_epochs"])
+            need = min(CPU_STEPS, (budget["max_epochs"] or 10**9) * per_epoch)
+            tried[key] = {
+                "scale": CPU_SCALES[i], "pixdim": lay["pixdim"], "roi_size": lay["roi_size"],
+                "model_name": lay["model_name"], "step_seconds": round(step_s, 4), "precision": precision,
+                "epochs": epochs, "steps": epochs * per_epoch, "enough": epochs * per_epoch >= need,
+            }  # fmt: skip
+        return {**lay, "trial": tried[key], "key": key}
+
+    i = CPU_SCALES.index(1.0)
+    best = trial(i)
+    while best["trial"]["enough"] and i > 0 and (up := trial(i - 1))["trial"]["enough"] and up["key"] != best["key"]:
+        i, best = i - 1, up
+    while not best["trial"]["enough"] and i < len(CPU_SCALES) - 1:
+        i, best = i + 1, trial(i + 1)
+    chosen = best.pop("trial")
+    best.pop("key")
+    rule = (
+        f"the largest layout whose measured step ({chosen['step_seconds'] * 1e3:.0f} ms, {chosen['precision']}) "
+        f"gives >= {CPU_STEPS} optimiser steps (or all that max_epochs allows) in {CPU_BUDGET_USE:.0%} of "
+        f"{budget['minutes']:g} min: {chosen['epochs']} epochs, {chosen['steps']} steps expected"
+    )
+    best["reasons"] = {**best["reasons"], "budget": rule}
+    return best, {"chosen": chosen, "tried": list(tried.values()), "rule": rule, "n_train": n_train, "n_val": n_val}
+
+
+def _layout(fp: dict, target: list[float], dev: str, scale: float, fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """Spacing, patch, batch and network at one budget scale, explicit values kept (the body of make_plan)."""
+    reasons: dict[str, str] = {}
+    divisor, num_samples = fixed["divisor"], fixed["num_samples"]
+    if fixed["pixdim"] is not None:
+        spacing, reasons["pixdim"] = [float(v) for v in fixed["pixdim"]], "given explicitly"
+    elif dev == "cpu":
+        spacing, reasons["pixdim"] = coarsen_for_cpu(fp, target, 0, scale=scale)
+    else:
+        spacing, reasons["pixdim"] = list(target), "the target spacing: on a GPU the full resolution is affordable"
+    if fixed["roi_size"] is not None:
+        patch = [int(r) for r in fixed["roi_size"]]
+        strides = [] if divisor is not None else pooling_strides(patch, spacing, exact=True)
+        batch, reasons["roi_size"] = 2, "given explicitly"
+        reasons["batch_size"] = "2 volumes per step, notebook 03's default, for a patch given explicitly"
+    else:
+        patch, strides, batch, reasons["roi_size"], reasons["batch_size"] = _fit_budget(
+            fp, spacing, dev, scale, fixed["gpu_memory_gib"], divisor, num_samples
+        )
+    name, kwargs = planned_network(strides, spacing) if divisor is None else fixed["model"]
+    if divisor is None:
+        reasons["model_kwargs"] = (
+            f"{'MONAI UNet' if name == 'unet' else 'MONAI DynUNet with in-plane kernels where slices are thick'} "
+            f"with {len(strides)} downsamplings: an axis is pooled while its side stays >= {MIN_SIDE} voxels and its "
+            f"spacing is <= 2x the finest (nnU-Net's rule); strides {strides}"
+        )
+    div = list(divisor) if divisor is not None else divisor_of(strides)
+    reasons["num_samples"] = f"{num_samples} patches per volume, centred on the label half of the time (pos=1, neg=1)"
+    reasons["divisor"] = f"every patch side must be divisible by the product of the strides on its axis: {div}"
+    return {
+        "pixdim": [round(float(v), 4) for v in spacing],
+        "roi_size": [int(v) for v in patch],
+        "batch_size": int(batch),
+        "num_samples": int(num_samples),
+        "model_name": name,
+        "model_kwargs": kwargs,
+        "divisor": [int(d) for d in div],
+        "target_spacing": list(target),
+        "median_shape": resampled_shape(fp, spacing),
+        "reasons": reasons,
+    }
 
 
 def make_plan(
@@ -450,72 +630,55 @@ def make_plan(
     roi_size: Sequence[int] | None = None,
     divisor: Sequence[int] | None = None,
     num_samples: int = 2,
+    step_timer: StepTimer | None = None,
+    max_epochs: int = 0,
+    n_val: int | None = None,
+    model: tuple[str, dict] | None = None,
 ) -> dict[str, Any]:
     """Plan spacing, patch, batch and network from a fingerprint, within the device's budget.
 
     Introduced in notebook 03. On CUDA the patch (at most 128 per side) and batch fit the GPU's memory at the
-    target spacing. On the CPU the spacing is coarsened and the patch limited so that the time budget
-    keeps about notebook 03's epochs; the default phantom plans to notebook 03's CPU values (2.5 x 2.5 x
-    2.74 mm, 48^3, batch 2, 2 samples, UNet 16-256 with stride 2 at every level).
+    target spacing. On the CPU the spacing is coarsened and the patch limited by a voxel budget: with a
+    ``step_timer`` and a time budget, the budget is chosen by measuring training steps on this machine
+    (:func:`plan_cpu_by_time`); without one it grows in proportion to ``time_budget_min`` from notebook 03's
+    values (2.5 x 2.5 x 2.74 mm, 48^3, batch 2, 2 samples, UNet 16-256 with stride 2 at every level), the same
+    plan on every machine.
 
     Args:
         fp: a :func:`fingerprint`.
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:0"`` and ``torch.device`` work too).
-        time_budget_min: the run's time budget (CPU only; 0 = notebook 03's 4.5 minutes).
+        time_budget_min: the run's time budget (CPU only; 0 = notebook 03's 4.5 minutes, never measured).
         gpu_memory_gib: GPU memory to plan for (None = what CUDA reports).
         pixdim: a fixed target spacing (an explicit setting); None = planned.
         roi_size: a fixed patch (an explicit setting); the network is planned to divide it.
         divisor: a fixed per-axis divisor (an explicitly chosen model); the patch is planned to respect it.
         num_samples: patches drawn per volume.
+        step_timer: ``(model_name, model_kwargs, batch shape) -> (seconds, precision)`` for one training step
+            (:func:`measured_step`); None = do not measure.
+        max_epochs: the run's epoch limit (0 = none): a run that cannot use more steps gets no smaller patch.
+        n_val: validation cases (None = 20% of the fingerprint's cases), whose sliding window each epoch costs.
+        model: the explicitly chosen ``(model_name, model_kwargs)`` that ``divisor`` comes from, timed as it is.
 
     Returns:
         ``{"pixdim", "roi_size", "batch_size", "num_samples", "model_name", "model_kwargs", "divisor",
-        "target_spacing", "median_shape", "reasons", "fingerprint", "device"}``, JSON-serialisable.
+        "target_spacing", "median_shape", "reasons", "fingerprint", "device"}`` and, when measured, ``"timing"``
+        (step seconds, expected epochs and steps of every candidate tried); JSON-serialisable.
     """
     dev = "cuda" if str(device).startswith("cuda") else "cpu"
     if str(device) not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    reasons: dict[str, str] = {}
-    spacing, reasons["target_spacing"] = target_spacing(fp)
-    target = list(spacing)
-    if pixdim is not None:
-        spacing, reasons["pixdim"] = [float(p) for p in pixdim], "given explicitly"
-    elif dev == "cpu":
-        spacing, reasons["pixdim"] = coarsen_for_cpu(fp, spacing, time_budget_min)
+    target, target_reason = target_spacing(fp)
+    fixed = {"pixdim": pixdim, "roi_size": roi_size, "divisor": divisor, "num_samples": num_samples}
+    fixed.update(gpu_memory_gib=gpu_memory_gib, model=model or ("unet", {}))
+    timing = None
+    if dev == "cpu" and step_timer is not None and time_budget_min > 0:
+        budget = {"minutes": time_budget_min, "max_epochs": max_epochs, "n_val": n_val}
+        planned, timing = plan_cpu_by_time(lambda sc: _layout(fp, target, dev, sc, fixed), fp, budget, step_timer)
     else:
-        reasons["pixdim"] = "the target spacing: on a GPU the full resolution is affordable"
-    if roi_size is not None:
-        patch = [int(r) for r in roi_size]
-        strides = [] if divisor is not None else pooling_strides(patch, spacing, exact=True)
-        batch, reasons["roi_size"] = 2, "given explicitly"
-        reasons["batch_size"] = "2 volumes per step, notebook 03's default, for a patch given explicitly"
-    else:
-        patch, strides, batch, reasons["roi_size"], reasons["batch_size"] = _fit_budget(
-            fp, spacing, dev, time_budget_min, gpu_memory_gib, divisor, num_samples
-        )
-    kwargs = unet_kwargs(strides) if divisor is None else {}
-    div = list(divisor) if divisor is not None else divisor_of(strides)
-    reasons["num_samples"] = f"{num_samples} patches per volume, centred on the label half of the time (pos=1, neg=1)"
-    if divisor is None:
-        reasons["model_kwargs"] = (
-            f"MONAI UNet with {len(strides)} downsamplings: an axis is pooled while its side stays >= {MIN_SIDE} "
-            f"voxels and its spacing is <= 2x the finest (nnU-Net's rule); strides {strides}"
-        )
-    reasons["divisor"] = f"every patch side must be divisible by the product of the strides on its axis: {div}"
-    return {
-        "pixdim": [round(float(s), 4) for s in spacing],
-        "roi_size": [int(p) for p in patch],
-        "batch_size": int(batch),
-        "num_samples": int(num_samples),
-        "model_name": "unet",
-        "model_kwargs": kwargs,
-        "divisor": [int(d) for d in div],
-        "target_spacing": target,
-        "median_shape": resampled_shape(fp, spacing),
-        "reasons": reasons,
-        "fingerprint": fp,
-        "device": dev,
-    }
+        planned = _layout(fp, target, dev, _budget_scale(time_budget_min), fixed)
+    planned["reasons"] = {"target_spacing": target_reason, **planned["reasons"]}
+    out = {**planned, "fingerprint": fp, "device": dev}
+    return {**out, "timing": timing} if timing else out
 
 
 def resolve_auto(cfg: TrainConfig, items: list[dict], device: str | Any = "auto") -> tuple[TrainConfig, dict | None]:
@@ -543,18 +706,23 @@ def resolve_auto(cfg: TrainConfig, items: list[dict], device: str | Any = "auto"
     model_name = "unet" if cfg.model_name == "auto" else cfg.model_name
     explicit_model = explicit_kwargs or cfg.model_name != "auto"
     divisor = list(required_divisor(model_name, cfg.model_kwargs)) if explicit_model else None
+    fp = fingerprint(items)
     the_plan = make_plan(
-        fingerprint(items),
+        fp,
         device=device.type,
         time_budget_min=float(cfg.time_budget_min or 0),
         pixdim=None if cfg.pixdim == "auto" else resolve_pixdim(cfg.pixdim),
         roi_size=None if cfg.roi_size == "auto" else cfg.roi_size,
         divisor=divisor,
         num_samples=2 if cfg.num_samples == "auto" else int(cfg.num_samples),
+        step_timer=lambda name, kw, shape: measured_step(name, kw, shape, "off" if cfg.amp == "off" else "auto"),
+        max_epochs=cfg.max_epochs,
+        n_val=max(1, round(cfg.val_fraction * fp["n_cases"])) if not cfg.n_folds else fp["n_cases"] // cfg.n_folds,
+        model=(model_name, dict(cfg.model_kwargs)) if explicit_model else None,
     )
     planned = {key: the_plan[key] for key in keys if key != "model_name"}
     if "model_name" in keys:
-        planned["model_name"] = model_name
+        planned["model_name"] = model_name if explicit_kwargs else the_plan["model_name"]
         if not explicit_kwargs:
             planned["model_kwargs"] = the_plan["model_kwargs"]
     return dataclasses.replace(cfg, **planned), the_plan
@@ -585,8 +753,24 @@ def plan_table(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
         ("batch_size", plan["batch_size"], r["batch_size"]),
         ("num_samples", plan["num_samples"], r["num_samples"]),
     ]
-    if plan["model_kwargs"]:
+    if "model_kwargs" in r:  # a planned network (not an explicitly chosen one)
         kw = plan["model_kwargs"]
-        rows.append(("model", f"{plan['model_name']}: channels {kw['channels']}", r["model_kwargs"]))
+        rows.append(
+            ("model", f"{plan['model_name']}: channels {kw.get('channels', kw.get('filters'))}", r["model_kwargs"])
+        )
+        if "kernel_size" in kw:
+            rows.append(
+                (
+                    "kernels per level",
+                    kw["kernel_size"],
+                    "3 x 3 x 1 on levels where the slices are > 2x the in-plane voxels",
+                )
+            )
+    if "budget" in r:
+        t = plan["timing"]["chosen"]
+        rows.append(("measured step (s)", t["step_seconds"], r["budget"]))
+        rows.append(
+            ("expected epochs / steps", [t["epochs"], t["steps"]], "in the budget, from the measured step time")
+        )
     rows.append(("divisor", plan["divisor"], r["divisor"]))
     return [{"setting": s, "value": v, "reason": why} for s, v, why in rows]

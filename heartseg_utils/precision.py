@@ -100,6 +100,36 @@ def probe_cpu_bf16(
     return _PROBED[key]
 
 
+def train_step_seconds(
+    model: torch.nn.Module, shape: Sequence[int], *, fp32_only: bool = False, repeats: int = 1
+) -> tuple[float, str]:
+    """Seconds of one training step (forward + backward) of ``model`` on the CPU, in the precision amp "auto" picks.
+
+    Introduced in notebook 03: the planner times its candidate networks with it. On a CPU with native bf16 this is
+    :func:`probe_cpu_bf16` (so training's own precision decision reuses the measurement) and the faster of the two;
+    elsewhere (or with ``fp32_only``, for amp "off") only fp32 is timed: bf16 there is many times slower and would
+    never be chosen. Each (network, shape) is measured once per process, so planning twice gives the same plan.
+
+    Returns:
+        ``(seconds, "bfloat16" or "off")``.
+    """
+    if cpu_bf16_flags() and not fp32_only:
+        fp32_s, bf16_s = probe_cpu_bf16(model, shape, train_step=True, repeats=repeats)
+        return (bf16_s, "bfloat16") if bf16_s < fp32_s else (fp32_s, "off")
+    key = ("fp32", type(model).__name__, sum(p.numel() for p in model.parameters()), tuple(shape))
+    if key not in _PROBED:  # measured once per process, as probe_cpu_bf16: a notebook's plan and its run agree
+        best = math.inf
+        with torch.random.fork_rng(devices=[]):
+            net, x = copy.deepcopy(model).cpu().train(), torch.randn(*shape)
+            for i in range(repeats + 1):  # round 0 warms up
+                t0 = time.perf_counter()
+                net(x).float().mean().backward()
+                if i:
+                    best = min(best, time.perf_counter() - t0)
+        _PROBED[key] = best, math.inf
+    return _PROBED[key][0], "off"
+
+
 def _recorded_cpu_precision(recorded: dict[str, Any] | None, flags: str) -> tuple[torch.dtype | None, str] | None:
     """The precision a run recorded on a CPU (``{"device", "amp"}`` of its metrics.json), if this CPU can follow it."""
     if not recorded or not str(recorded.get("device")).startswith("cpu"):

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: data.py (no torch) read
 
 CONFIG, SPLIT, PLAN, HISTORY = "config.json", "split.json", "plan.json", "history.csv"
 LAST, BEST, METRICS, POSTPROCESSING = "last.pt", "best_model.pt", "metrics.json", "postprocessing.json"
-HISTORY_FIELDS = ("epoch", "train_loss", "val_dice", "lr", "planned_epochs", "epoch_seconds")
+HISTORY_FIELDS = ("epoch", "train_loss", "val_dice", "val_dice_min", "lr", "planned_epochs", "epoch_seconds")
 
 
 def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
@@ -194,7 +194,14 @@ def save_best(path: str | os.PathLike[str], net: torch.nn.Module, epoch: int, va
 
 def new_state() -> dict[str, Any]:
     """The bookkeeping of a fresh run: best Dice so far, early-stopping count, seconds, planned epochs."""
-    return {"best_val_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0, "planned_epochs": 0}
+    return {
+        "best_val_dice": -1.0,
+        "best_val_dice_min": -1.0,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "train_seconds": 0.0,
+        "planned_epochs": 0,
+    }
 
 
 def save_checkpoint(

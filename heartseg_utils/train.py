@@ -106,17 +106,19 @@ def validate(
     device: torch.device,
     amp_dtype: torch.dtype | None,
     ddp: distributed.Distributed | None = None,
-) -> float:
-    """Mean foreground Dice (:func:`metrics.dice`) over whole validation volumes, by sliding window. Notebook 03.
+) -> tuple[float, float]:
+    """Mean and minimum foreground Dice (:func:`metrics.dice`) over whole validation volumes. Notebook 03.
 
+    The minimum is the worst case: a mean of 0.8 can hide one case at 0.0, which the minimum shows.
     Under torchrun (``ddp``) each process validates its share of the cases (possibly none); the Dice sums and
-    counts are added over all processes, so every process returns the same mean.
+    counts are added and the minima compared over all processes, so every process returns the same numbers.
     """
-    scores = torch.tensor([dice(*pair) for pair in validation_masks(model, loader, cfg, device, amp_dtype)])
-    total, count = float(scores.sum()), float(len(scores))
+    scores = [dice(*pair) for pair in validation_masks(model, loader, cfg, device, amp_dtype)]
+    total, count, low = float(sum(scores)), float(len(scores)), min(scores, default=1.0)
     if ddp is not None:
         total, count = distributed.reduce([total, count], ddp)  # DDP
-    return total / count if count else 0.0
+        low = distributed.reduce([low], ddp, "min")[0]  # DDP
+    return (total / count, low) if count else (0.0, 0.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -134,12 +136,15 @@ class Data(NamedTuple):
 
 
 def plan_config(
-    cfg: TrainConfig, items: list[dict], device: torch.device, run_dir: Path
+    cfg: TrainConfig, items: list[dict], device: torch.device, run_dir: Path, ddp: distributed.Distributed | None = None
 ) -> tuple[TrainConfig, dict[str, Any] | None]:
     """The config with its ``"auto"`` values planned (``plan.resolve_auto``); a resumed run keeps its own.
 
-    Introduced in notebook 03. Returns ``(resolved config, plan dict or None)``.
+    Introduced in notebook 03. Returns ``(resolved config, plan dict or None)``. Under torchrun only rank 0 plans
+    (a plan may time training steps, and every process must train the same layout) and sends its plan to all.
     """
+    if ddp is not None and ddp.world > 1:
+        return distributed.broadcast(plan_config(cfg, items, device, run_dir) if ddp.master else None, ddp)  # DDP
     auto = [name for name in PLANNED_FIELDS if getattr(cfg, name) == "auto"]
     if cfg.resume and auto and (run_dir / runs.CONFIG).is_file():
         old = runs.read_json(run_dir / runs.CONFIG)
@@ -165,7 +170,9 @@ def _cases(cfg: TrainConfig, run_dir: Path, items: list[dict]) -> dict[str, list
     )
 
 
-def prepare_data(cfg: TrainConfig, run_dir: Path, device: torch.device) -> Data:
+def prepare_data(
+    cfg: TrainConfig, run_dir: Path, device: torch.device, ddp: distributed.Distributed | None = None
+) -> Data:
     """Validate the dataset, split it (reusing split.json on resume), plan "auto" values, cache the datasets.
 
     Introduced in notebook 03. On CUDA the cached volumes live on the GPU and the random transforms run there
@@ -180,7 +187,7 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, device: torch.device) -> Data:
     items = data.validate_dataset(dataset_dir)
     cases = _cases(cfg, run_dir, items)
     split = {"dataset_dir": str(dataset_dir), "seed": cfg.seed, **{k: [i["case"] for i in v] for k, v in cases.items()}}
-    cfg, the_plan = plan_config(cfg, items, device, run_dir)  # the planner plugs in here
+    cfg, the_plan = plan_config(cfg, items, device, run_dir, ddp)  # the planner plugs in here
     cfg = dataclasses.replace(cfg, pixdim=resolve_pixdim(cfg.pixdim))  # three floats; also re-checks roi_size
     tf_device = device if device.type == "cuda" else None
     datasets = [
@@ -316,20 +323,22 @@ def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]]) -> str:
         loss = train_one_epoch(run.model, loader, run.loss_fn, run.optimizer, run.scaler, device, run.amp_dtype)
         loss = distributed.mean_over_processes(loss, run.ddp)  # DDP
         distributed.sync_buffers(run.net, run.ddp)  # DDP: keep rank 0's batch-norm statistics
-        val_dice = validate(run.net, val_loader, cfg, device, run.amp_dtype, run.ddp)
+        val_dice, val_min = validate(run.net, val_loader, cfg, device, run.amp_dtype, run.ddp)
         last_s = distributed.reduce([time.perf_counter() - t0], run.ddp, "max")[0]  # DDP: identical decisions
         session_s += last_s
         planned = planned_epochs(cfg, epoch, session_s, epoch - first + 1)
         step_scheduler(run.scheduler, val_dice, progress=epoch / planned)
-        row = (epoch, round(loss, 6), round(val_dice, 6), lr, planned, round(last_s, 3))
+        row = (epoch, round(loss, 6), round(val_dice, 6), round(val_min, 6), lr, planned, round(last_s, 3))
         history.append(dict(zip(runs.HISTORY_FIELDS, row)))
-        improved = track_best(state, cfg, epoch, val_dice, planned, last_s)
+        improved = track_best(state, cfg, epoch, (val_dice, val_min), planned, last_s)
         if master:
             if improved:
                 runs.save_best(run.run_dir / runs.BEST, run.net, epoch, val_dice)
             runs.save_checkpoint(run.run_dir / runs.LAST, run.parts(), state, history)
             runs.write_history(history, run.run_dir / runs.HISTORY)
-        bar.set_postfix(loss=f"{loss:.3f}", dice=f"{val_dice:.3f}", best=f"{state['best_val_dice']:.3f}")
+        bar.set_postfix(
+            loss=f"{loss:.3f}", dice=f"{val_dice:.3f}", min=f"{val_min:.3f}", best=f"{state['best_val_dice']:.3f}"
+        )
         if state["bad_epochs"] >= cfg.patience:
             return "early_stopping"
         if epoch >= planned < cfg.max_epochs:  # the budget fits no further epoch: the schedule has just ended
@@ -337,15 +346,18 @@ def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]]) -> str:
     return "max_epochs"
 
 
-def track_best(state: dict[str, Any], cfg: TrainConfig, epoch: int, dice: float, planned: int, seconds: float) -> bool:
-    """Update the run's bookkeeping after an epoch; True when validation Dice improved. Introduced in notebook 03.
+def track_best(
+    state: dict[str, Any], cfg: TrainConfig, epoch: int, scores: tuple[float, float], planned: int, seconds: float
+) -> bool:
+    """Update the run's bookkeeping after an epoch; True when the mean validation Dice improved. Notebook 03.
 
+    ``scores`` is ``(mean, minimum)`` over the validation cases; the mean decides, the minimum is kept beside it.
     A better Dice resets the early-stopping count; a worse one adds to it once :func:`patience_counts` allows.
     """
     state["train_seconds"] += seconds
     state["planned_epochs"] = planned
-    if dice > state["best_val_dice"]:
-        state.update(best_val_dice=dice, best_epoch=epoch, bad_epochs=0)
+    if scores[0] > state["best_val_dice"]:
+        state.update(best_val_dice=scores[0], best_val_dice_min=scores[1], best_epoch=epoch, bad_epochs=0)
         return True
     if patience_counts(cfg, epoch / planned):
         state["bad_epochs"] += 1
@@ -397,7 +409,7 @@ def run_training(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     runs.check_run_dir(run_dir, config_dict(cfg), resume=cfg.resume, overwrite=cfg.overwrite)
     ddp = distributed.setup(resolve_device(cfg.device))  # DDP: rank 0 of 1 without torchrun
     try:
-        data = prepare_data(cfg, run_dir, ddp.device)
+        data = prepare_data(cfg, run_dir, ddp.device, ddp)
         with claim_run_dir(run_dir, cfg, ddp):
             return train_and_decide(data, run_dir, ddp)
     finally:
@@ -465,6 +477,7 @@ def run_metrics(run: Run, state: dict, history: list, stopped: str, amp_reason: 
     """The content of ``metrics.json`` (docs/contract.md)."""
     return {
         "best_val_dice": round(state["best_val_dice"], 6),
+        "best_val_dice_min": round(state.get("best_val_dice_min", -1.0), 6),
         "best_epoch": state["best_epoch"],
         "epochs_run": len(history),
         "planned_epochs": state["planned_epochs"] or run.cfg.max_epochs,

@@ -193,7 +193,7 @@ def test_reduced_validation_dice_equals_one_process_validating_the_checkpoint(dd
     loader = DataLoader(
         Dataset(split_items(run, split="validation"), C.transforms_from_config(saved, "val")), batch_size=1
     )
-    dice = T.validate(model, loader, cfg, torch.device("cpu"), None)
+    dice, _ = T.validate(model, loader, cfg, torch.device("cpu"), None)
     assert abs(dice - float(_history(run)[-1]["val_dice"])) < 1e-5
 
 

@@ -283,3 +283,101 @@ def test_short_training_with_the_plan_learns(variant_sets, variant, tmp_path):
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     baseline = _otsu_dice(items, split["validation"])
     assert metrics["best_val_dice"] > max(baseline + 0.15, 0.35), (metrics, baseline)
+
+
+# --------------------------------------------------------------------------------------------------
+# Planning by measured step time (a fake timer makes each machine speed a test input)
+# --------------------------------------------------------------------------------------------------
+def _timer(seconds_per_megavoxel: float, calls: list | None = None):
+    """A StepTimer for a machine whose training step costs this many seconds per million patch voxels."""
+
+    def timer(name, kwargs, shape):
+        if calls is not None:
+            calls.append((name, tuple(shape)))
+        return seconds_per_megavoxel * np.prod(shape) / 1e6, "off"
+
+    return timer
+
+
+def _timed(fp=DEFAULT_FP, minutes=4.5, speed=1.0, max_epochs=0, **kw) -> dict:
+    return plan.make_plan(
+        fp, device="cpu", time_budget_min=minutes, step_timer=_timer(speed), max_epochs=max_epochs, **kw
+    )
+
+
+def test_measured_plan_takes_the_largest_layout_with_enough_steps():
+    p = _timed()
+    timing, chosen = p["timing"], p["timing"]["chosen"]
+    assert chosen["enough"] and chosen["steps"] >= plan.CPU_STEPS
+    assert [p["pixdim"], p["roi_size"]] == [chosen["pixdim"], chosen["roi_size"]]
+    bigger = [t for t in timing["tried"] if t["scale"] > chosen["scale"]]
+    assert bigger and not any(t["enough"] for t in bigger)  # the next larger layout was tried and was too slow
+    n_train, n_val = timing["n_train"], timing["n_val"]
+    assert (n_train, n_val) == (16, 4)
+    per_epoch = plan.epoch_seconds(chosen["step_seconds"], p, n_train, n_val)
+    assert chosen["epochs"] == int(4.5 * 60 * plan.CPU_BUDGET_USE // per_epoch)
+    assert "budget" in p["reasons"] and str(chosen["steps"]) in p["reasons"]["budget"]
+    settings = {r["setting"] for r in plan.plan_table(p)}
+    assert {"measured step (s)", "expected epochs / steps"} <= settings
+    assert json.loads(json.dumps(p)) == p
+
+
+def test_a_slower_machine_gets_a_coarser_smaller_plan_not_fewer_steps():
+    fast, slow = _timed(speed=0.5), _timed(speed=4.0)
+    assert np.prod(slow["roi_size"]) < np.prod(fast["roi_size"])
+    assert slow["pixdim"][0] > fast["pixdim"][0]
+    assert slow["timing"]["chosen"]["steps"] >= plan.CPU_STEPS and fast["timing"]["chosen"]["steps"] >= plan.CPU_STEPS
+    longer = _timed(speed=4.0, minutes=18)  # 4x the minutes on the slow machine: the layout grows back
+    assert np.prod(longer["roi_size"]) > np.prod(slow["roi_size"])
+
+
+def test_max_epochs_caps_the_steps_a_plan_needs():
+    few = _timed(speed=4.0, max_epochs=5)  # 5 epochs x 8 steps need far less than CPU_STEPS
+    many = _timed(speed=4.0)
+    assert few["timing"]["chosen"]["steps"] <= 5 * 8 < plan.CPU_STEPS
+    assert np.prod(few["roi_size"]) > np.prod(many["roi_size"])
+
+
+def test_an_impossible_budget_ends_on_the_smallest_layout():
+    p = _timed(speed=1000.0)
+    assert not p["timing"]["chosen"]["enough"] and p["timing"]["chosen"]["scale"] == plan.CPU_SCALES[-1]
+
+
+def test_no_budget_or_a_gpu_is_never_timed():
+    calls: list = []
+    for kwargs in ({"device": "cpu", "time_budget_min": 0}, {"device": "cuda", "time_budget_min": 4.5}):
+        p = plan.make_plan(DEFAULT_FP, step_timer=_timer(1.0, calls), gpu_memory_gib=80, **kwargs)
+        assert "timing" not in p and "budget" not in p["reasons"]
+    assert calls == []
+    assert plan.make_plan(DEFAULT_FP, device="cpu", step_timer=_timer(1.0))["roi_size"] == [48, 48, 48]
+
+
+def test_an_explicit_model_is_timed_as_chosen():
+    calls: list = []
+    p = plan.make_plan(
+        DEFAULT_FP, device="cpu", time_budget_min=4.5, step_timer=_timer(1.0, calls), divisor=[8, 8, 8],
+        model=("segresnet", {}),
+    )  # fmt: skip
+    assert calls and {name for name, _ in calls} == {"segresnet"}
+    assert all(r % 8 == 0 for r in p["roi_size"]) and p["model_name"] == "segresnet"
+
+
+def test_epoch_seconds_counts_steps_and_validation_windows():
+    layout = {"batch_size": 2, "num_samples": 2, "roi_size": [48, 48, 48], "median_shape": [48, 96, 100]}
+    windows = 1 * 3 * 3  # ceil((96 - 48) / 36) + 1 = 3 and ceil(52 / 36) + 1 = 3
+    expected = plan.CPU_STEP_OVERHEAD * 8 * 0.5 + 4 * windows * 0.5 / 12
+    assert plan.epoch_seconds(0.5, layout, n_train=16, n_val=4) == pytest.approx(expected)
+
+
+def test_measured_step_times_the_real_network(monkeypatch):
+    from heartseg_utils import precision
+
+    kw = {"channels": [4, 8], "strides": [[2, 2, 2]], "num_res_units": 0}
+    seconds, dtype = plan.measured_step("unet", kw, (2, 1, 16, 16, 16), "off")
+    assert seconds > 0 and dtype == "off"
+    monkeypatch.setenv(precision.NO_BF16_ENV, "1")  # a CPU without native bf16 times fp32 only
+    assert plan.measured_step("unet", kw, (2, 1, 16, 16, 16))[1] == "off"
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: "avx512_bf16")
+    monkeypatch.setattr(precision, "probe_cpu_bf16", lambda *a, **k: (0.2, 0.1))
+    assert precision.train_step_seconds(None, (2, 1, 8, 8, 8)) == (0.1, "bfloat16")
+    assert precision.train_step_seconds(plan.build_unet(kw), (2, 1, 8, 8, 8), fp32_only=True)[1] == "off"

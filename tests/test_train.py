@@ -39,6 +39,11 @@ def test_run_dir_contract(tiny_config: dict) -> None:
     assert saved["amp_reason"] == "amp='off': fp32"
     assert 0.0 <= saved["best_val_dice"] <= 1.0 and saved["best_epoch"] in (1, 2)
     assert [int(r["epoch"]) for r in _history(run)] == [1, 2]
+    # the worst validation case is logged beside the mean, and kept for the best epoch
+    rows = _history(run)
+    assert all(0.0 <= float(r["val_dice_min"]) <= float(r["val_dice"]) + 1e-9 for r in rows)
+    at_best = rows[saved["best_epoch"] - 1]
+    assert saved["best_val_dice_min"] == pytest.approx(float(at_best["val_dice_min"]), abs=1e-6)
     split = json.loads((run / "split.json").read_text())
     assert (
         len(split["train"]) == 4
