@@ -127,7 +127,8 @@ def run_row(row: str, folder: Path, args: argparse.Namespace) -> dict:
         "epochs": metrics["epochs_run"], "steps": metrics["epochs_run"] * per_epoch,
         "epoch_s": round(metrics["train_seconds"] / max(metrics["epochs_run"], 1), 2),
         "minutes": round((time.perf_counter() - t0) / 60, 2), "train_minutes": round(metrics["train_seconds"] / 60, 2),
-        "amp": metrics["amp"], "best_val_dice": metrics["best_val_dice"], "best_val_dice_min": metrics["best_val_dice_min"],
+        "amp": metrics["amp"], "best_val_dice": metrics["best_val_dice"],
+        "best_val_dice_min": metrics["best_val_dice_min"],
         "best_epoch": metrics["best_epoch"], "last_val_dice_min": float(history[-1]["val_dice_min"]),
         "best_row_min": float(best["val_dice_min"]), **steps_curve(history, per_epoch),
     }  # fmt: skip
@@ -155,8 +156,8 @@ def main() -> None:
         with (Path(args.out) / "rows.jsonl").open("a") as f:
             f.write(json.dumps(rows[-1]) + "\n")
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{args.variant}, {args.n_train} cases, {args.time_budget_min:g} min, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores\n")  # fmt: skip
+    machine = platform.processor() or platform.machine()
+    print(f"\n{args.variant}, {args.n_train} cases, {args.time_budget_min:g} min, {machine}, {os.cpu_count()} cores\n")
     keys = list(rows[0])
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for r in rows:

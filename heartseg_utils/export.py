@@ -1,8 +1,9 @@
-"""Export a finished run's network to ONNX (and a ``torch.export`` program), checked with ONNX Runtime.
+"""Export a finished run's network to ONNX (and a ``torch.export`` program), checked with ONNX Runtime; or as a bundle.
 
 Introduced in notebook 07. From the command line::
 
-    python -m heartseg_utils.export --run_dir runs/03_train
+    python -m heartseg_utils.export --run_dir runs/03_train                  # --format onnx, the default
+    python -m heartseg_utils.export --run_dir runs/03_train --format bundle  # a MONAI bundle, heartseg_utils.bundle
 
 writes ``run_dir/export/``: ``model.onnx`` (input ``image`` (batch, 1, *roi_size) float32, output ``logits``
 (batch, C, *roi_size); the batch size is free), ``model.pt2`` (the same network as a ``torch.export`` program,
@@ -12,7 +13,9 @@ The export holds the network only. What it does NOT contain, and a user must red
 (``config.json``): orientation to RAS, resampling to ``pixdim``, the crop to the body (image > 0), the z-score
 over non-zero voxels, padding to a multiple of 16, the sliding window over ``roi_size`` patches, the softmax
 (or sigmoid) to a foreground probability, the 0.5 threshold and the way back to the scan's own grid.
-:func:`onnx_predictor` plugs the ONNX file into MONAI's sliding window for that.
+:func:`onnx_predictor` plugs the ONNX file into MONAI's sliding window for that. A MONAI bundle
+(``--format bundle``, :mod:`heartseg_utils.bundle`) holds all of it; it is written to ``run_dir/export/bundle/``, a
+folder of its own that the ONNX export leaves alone.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 
 from heartseg_utils import cli, scans
+from heartseg_utils.bundle import BUNDLE_DIR, FILES, export_bundle, is_bundle
 from heartseg_utils.inference import load_run
 from heartseg_utils.models import logits_to_probability, required_divisor
 
@@ -225,7 +229,8 @@ def check_out_dir(out: Path, *, overwrite: bool = False) -> bool:
     """Refuse an ``out_dir`` that export may not write into; return whether it is an earlier export of its own.
 
     Introduced in notebook 07. Allowed: a folder that does not exist yet, an empty folder, or one holding an
-    ``export.json`` that export wrote (an earlier export, replaced); anything else only with ``overwrite``.
+    ``export.json`` that export wrote (an earlier export, replaced); anything else only with ``overwrite``. A bundle
+    of :mod:`heartseg_utils.bundle` in its ``bundle/`` subfolder is not in the way.
 
     Raises:
         ValueError: ``out`` is a file or a symbolic link loop.
@@ -235,7 +240,7 @@ def check_out_dir(out: Path, *, overwrite: bool = False) -> bool:
         raise ValueError(f"--out_dir {out} is a symbolic link loop (it points back at itself): fix or remove the link")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out_dir {out} is a file, not a folder: choose another --out_dir")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not any(p for p in out.iterdir() if not (p.name == BUNDLE_DIR and is_bundle(p))):
         return False
     if _owned(out):
         return True
@@ -317,18 +322,42 @@ def export_run(
     return info
 
 
+def _print_bundle(meta: dict[str, Any], out: Path) -> None:
+    """What ``--format bundle`` wrote, and its check."""
+    check = meta["heartseg"]["check"]
+    print(
+        f"wrote the MONAI bundle {out} ({', '.join(FILES)}); against the run: foreground probability within "
+        f"{check['network_max_abs_diff']:.2e}, preprocessing within {check['preprocessing_max_abs_diff']:.2e}. Run it: "
+        f"python -m monai.bundle run --config_file {out / 'configs' / 'inference.json'} --bundle_root {out} "
+        "--dataset_dir DIR --output_dir OUT"
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """``python -m heartseg_utils.export --run_dir R [--out_dir D] [--no_program] [--overwrite]``. Notebook 07."""
+    """``python -m heartseg_utils.export --run_dir R [--format onnx|bundle] [--out_dir D] [--no_program]
+    [--overwrite]``. Notebook 07."""
     parser = argparse.ArgumentParser(prog="python -m heartseg_utils.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run_dir", required=True, help="a finished training run (notebook 03)")
-    parser.add_argument("--out_dir", default=None, help="default: RUN_DIR/export")
-    parser.add_argument("--no_program", action="store_true", help="write the ONNX file only (no model.pt2)")
-    parser.add_argument("--atol", type=float, default=1e-3, help="accepted probability difference (ONNX vs PyTorch)")
+    parser.add_argument(
+        "--format",
+        default="onnx",
+        choices=("onnx", "bundle"),
+        help="onnx (default): the network as model.onnx + model.pt2; bundle: a MONAI bundle with the whole pipeline",
+    )
+    parser.add_argument("--out_dir", default=None, help="default: RUN_DIR/export (onnx), RUN_DIR/export/bundle")
+    parser.add_argument("--no_program", action="store_true", help="onnx: write the ONNX file only (no model.pt2)")
+    parser.add_argument(
+        "--atol", type=float, default=1e-3, help="accepted probability difference (ONNX or the bundle vs PyTorch)"
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="write into a non-empty --out_dir that export did not create"
     )
     cli.add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if args.format == "bundle":
+        meta = export_bundle(args.run_dir, args.out_dir, overwrite=args.overwrite, atol=args.atol)
+        _print_bundle(meta, Path(args.out_dir) if args.out_dir else Path(args.run_dir) / "export" / BUNDLE_DIR)
+        return meta
     info = export_run(args.run_dir, args.out_dir, program=not args.no_program, atol=args.atol, overwrite=args.overwrite)
     out = Path(args.out_dir) if args.out_dir else Path(args.run_dir) / "export"
     print(

@@ -55,10 +55,11 @@ LAYERS: dict[str, int] = {
     # layer 3
     "train": 3,
     "predict": 3,
-    "export": 3,
+    "bundle": 3,  # the MONAI bundle writer (export --format bundle)
     "convert": 3,
     "debug": 3,  # notebook 06's teaching module: it may import the package, nothing imports it
     # layer 4
+    "export": 4,  # its --format bundle calls bundle (layer 3)
     "crossval": 4,
 }
 NOT_IMPORTED: dict[str, str] = {"debug": "notebook 06's teaching module: no package module imports it"}
