@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -259,12 +260,13 @@ def planned_epochs(cfg: TrainConfig, epochs_done: int, session_s: float, session
 
     Introduced in notebook 03. With a budget: ``min(max_epochs, done + floor(remaining s / mean epoch s))``,
     re-estimated after every epoch of this session; a generous budget gives exactly ``max_epochs``.
+    ``max_epochs`` 0 means no epoch limit: the budget alone decides (at least one more epoch before any is timed).
     """
     budget_s = cfg.time_budget_min * 60
     if not budget_s or not session_epochs:
-        return cfg.max_epochs
+        return cfg.max_epochs or epochs_done + 1
     fits = math.floor(max(budget_s - session_s, 0.0) / (session_s / session_epochs))
-    return max(epochs_done, min(cfg.max_epochs, epochs_done + fits))
+    return max(epochs_done, min(cfg.max_epochs or math.inf, epochs_done + fits))
 
 
 def patience_counts(cfg: TrainConfig, progress: float) -> bool:
@@ -311,9 +313,10 @@ def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]]) -> str:
     sampler = distributed.train_sampler(run.train_ds, run.ddp, cfg.seed)  # DDP: a disjoint share per process
     val_loader = ThreadDataLoader(distributed.shard(run.val_ds, run.ddp), batch_size=1, num_workers=0)  # DDP
     first = len(history) + 1
-    epochs = range(first, cfg.max_epochs + 1)
+    epochs = range(first, cfg.max_epochs + 1) if cfg.max_epochs else itertools.count(first)  # 0: the budget ends it
     show = cfg.progress and master
-    bar = tqdm(epochs, desc="epochs", initial=first - 1, total=cfg.max_epochs, disable=not show, file=sys.stdout)
+    total = cfg.max_epochs or None
+    bar = tqdm(epochs, desc="epochs", initial=first - 1, total=total, disable=not show, file=sys.stdout)
     session_s, last_s = 0.0, 0.0  # the time budget applies to this call: resume=True gets a fresh one
     for epoch in bar:
         if cfg.time_budget_min and session_s + last_s > cfg.time_budget_min * 60:
@@ -341,7 +344,7 @@ def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]]) -> str:
         )
         if state["bad_epochs"] >= cfg.patience:
             return "early_stopping"
-        if epoch >= planned < cfg.max_epochs:  # the budget fits no further epoch: the schedule has just ended
+        if epoch >= planned and (not cfg.max_epochs or planned < cfg.max_epochs):  # the budget fits no more epochs
             return "time_budget"
     return "max_epochs"
 
@@ -469,7 +472,9 @@ def resume_run(run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """
     state, history = runs.load_checkpoint(run.run_dir / runs.LAST, run.parts(), run.ddp.device)
     if isinstance(run.scheduler, ProgressLR):
-        run.scheduler.step(len(history) / planned_epochs(run.cfg, len(history), 0.0, 0))
+        mean_s = sum(float(h["epoch_seconds"]) for h in history) / max(len(history), 1)  # max_epochs 0: as timed
+        timed = (mean_s, 1) if not run.cfg.max_epochs and history else (0.0, 0)
+        run.scheduler.step(len(history) / planned_epochs(run.cfg, len(history), *timed))
     return state, history
 
 
