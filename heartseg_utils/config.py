@@ -72,6 +72,7 @@ class TrainConfig:
     resume: bool = False  # continue the run in run_dir from its last.pt (same values; max_epochs may grow)
     overwrite: bool = False  # replace a finished run in run_dir (without it, or resume, that is refused)
     progress: bool = True
+    log_dir: str = ""  # TensorBoard curves: "" = off; else a folder (relative = to the working folder)
 
     def __post_init__(self) -> None:
         for name in _LITERAL_FIELDS:

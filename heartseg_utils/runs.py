@@ -247,6 +247,7 @@ LOCK = ".heartseg.lock"
 # what a resumed run may change; every other value must be the one its config.json recorded
 RESUMABLE = frozenset({"resume", "overwrite", "max_epochs", "time_budget_min", "patience", "progress", "device"})
 RESUMABLE |= {"num_workers", "data_dir", "run_dir"}  # a run folder copied elsewhere resumes there
+RESUMABLE |= {"log_dir"}  # TensorBoard curves: where (and whether) they go is no part of the run
 
 
 class RunDirError(ValueError):
@@ -290,8 +291,8 @@ def check_run_dir(run_dir: str | os.PathLike[str], config: dict[str, Any], *, re
         if differ:
             raise RunDirError(
                 f"resume=True but {run_dir / CONFIG} records another run: {'; '.join(differ)}. Resume with the "
-                "run's own values (only max_epochs, time_budget_min, patience, progress, device may change), or "
-                "train into a new run_dir"
+                "run's own values (only max_epochs, time_budget_min, patience, progress, device, log_dir may "
+                "change), or train into a new run_dir"
             )
     elif present and not overwrite:
         raise RunDirError(

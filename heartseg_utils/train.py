@@ -38,6 +38,7 @@ from heartseg_utils.config import (
     model_from_config,
     transforms_from_config,
 )
+from heartseg_utils.curves import Curves, open_curves
 from heartseg_utils.inference import largest_component, sliding_window_logits
 from heartseg_utils.metrics import dice
 from heartseg_utils.models import count_parameters, logits_to_mask
@@ -120,6 +121,13 @@ def validate(
         total, count = distributed.reduce([total, count], ddp)  # DDP
         low = distributed.reduce([low], ddp, "min")[0]  # DDP
     return (total / count, low) if count else (0.0, 0.0)
+
+
+def first_validation_case(run: Run) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(image, mask, label)`` of the first validation case: one more sliding window, for TensorBoard's overlay."""
+    case = {key: run.val_ds[0][key][None] for key in ("image", "label")}  # a batch of one
+    mask, label = next(validation_masks(run.net, [case], run.cfg, run.ddp.device, run.amp_dtype))
+    return case["image"], mask, label
 
 
 # --------------------------------------------------------------------------------------------------
@@ -300,8 +308,10 @@ def _epoch_loader(run: Run, epoch: int, sampler: Any) -> Any:
 # --------------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------------
-def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]]) -> str:
+def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]], curves: Curves | None = None) -> str:
     """The epoch loop: train, validate, schedule, checkpoint, stop. Introduced in notebook 03.
+
+    ``curves`` (``log_dir``, master process only) gets each history.csv row and the first validation case's overlay.
 
     Returns:
         Why it stopped: ``"max_epochs"``, ``"time_budget"`` or ``"early_stopping"``.
@@ -339,6 +349,9 @@ def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]]) -> str:
                 runs.save_best(run.run_dir / runs.BEST, run.net, epoch, val_dice)
             runs.save_checkpoint(run.run_dir / runs.LAST, run.parts(), state, history)
             runs.write_history(history, run.run_dir / runs.HISTORY)
+        if curves is not None:  # TensorBoard (log_dir): history.csv's row, one validation overlay
+            curves.log_epoch(history[-1])
+            curves.log_overlay(epoch, *first_validation_case(run))
         bar.set_postfix(
             loss=f"{loss:.3f}", dice=f"{val_dice:.3f}", min=f"{val_min:.3f}", best=f"{state['best_val_dice']:.3f}"
         )
@@ -451,7 +464,8 @@ def train_and_decide(data: Data, run_dir: Path, ddp: distributed.Distributed) ->
     state, history = resume_run(run) if data.cfg.resume else (runs.new_state(), [])
     if ddp.master:
         write_run_files(run, data, history, amp_reason)
-    stopped = fit(run, state, history)
+    with open_curves(data.cfg.log_dir if ddp.master else "", purge_step=len(history) + 1) as curves:  # DDP: rank 0
+        stopped = fit(run, state, history, curves)
     post = distributed.broadcast(decide_postprocessing(run) if ddp.master else None, ddp)  # DDP: rank 0 decides
     metrics = {
         **run_metrics(run, state, history, stopped, amp_reason),

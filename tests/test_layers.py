@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     # layer 1
     "data": 1,
     "config": 1,
+    "curves": 1,  # TensorBoard curves of a run (log_dir): imports viz
     # layer 2
     "plan": 2,
     "inference": 2,
