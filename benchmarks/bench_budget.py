@@ -8,9 +8,10 @@ steps-vs-Dice curve). Rows:
     today        the previous planner: a voxel budget in proportion to the minutes (64^3 volume / 48^3 patch at
                  4.5 minutes), MONAI UNet
     planned      what ``run_training`` plans now: every planned value "auto" (measured step times)
-    scale:<s>    the planner's layout at budget scale s (plan.CPU_SCALES; 1 = notebook 03's 48^3 at 2.5 mm):
+    scale:<s>    the planner's layout with the 3D MONAI UNet at budget scale s (plan.CPU_SCALES; 1 = 48^3 at 2.5 mm):
                  a larger s gives finer voxels and a bigger patch, so fewer steps fit the budget
     2d:<s>       that layout with a 2D UNet: in-plane kernels only and no pooling of the thick (slice) axis
+                 (plan.planned_network(..., "2d"), what CPU plans use for thick slices)
     dynunet:<s>  that layout with nnU-Net's DynUNet (3 x 3 x 1 kernels on levels where the slices are thick)
 
 Usage:
@@ -61,24 +62,12 @@ def row_settings(row: str, fp: dict, args: argparse.Namespace) -> dict:
 
     if row == "planned":
         return {"pixdim": "auto", "roi_size": "auto", "batch_size": "auto", "model_name": "auto"}
-    if row == "today":  # the previous planner: voxel budget in proportion to the minutes, MONAI UNet
-        old = plan._layout(fp, plan.target_spacing(fp)[0], "cpu", plan._budget_scale(args.time_budget_min), {
-            "pixdim": None, "roi_size": None, "divisor": None, "num_samples": 2, "gpu_memory_gib": None,
-            "model": ("unet", {})})  # fmt: skip
-        return _explicit(old, old["model_name"], old["model_kwargs"])
-    kind, scale = row.split(":")
-    layout = _at_scale(fp, float(scale))
-    strides = layout["model_kwargs"]["strides"]
-    if kind == "scale":
-        return _explicit(layout, layout["model_name"], layout["model_kwargs"])
-    if kind == "dynunet":
-        name, kw = plan.planned_network(strides, layout["pixdim"], thick_slice_network="dynunet")
-        return _explicit(layout, name, kw)
-    thick = max(range(3), key=lambda a: layout["pixdim"][a])  # "2d": slice-wise along the thick axis
-    flat = [level for level in ([1 if a == thick else s for a, s in enumerate(lv)] for lv in strides) if 2 in level]
-    kernel = [1 if a == thick else 3 for a in range(3)]
-    kw = {**plan.unet_kwargs(flat), "kernel_size": kernel, "up_kernel_size": kernel}
-    return _explicit(layout, "unet", kw)
+    kind, scale = ("scale", plan._budget_scale(args.time_budget_min)) if row == "today" else row.split(":")
+    layout = _at_scale(fp, float(scale))  # the previous planner = the 3D UNet at the budget-proportional scale
+    strides = plan.pooling_strides(layout["roi_size"], layout["pixdim"])  # as fit_patch planned them
+    network = {"scale": "unet", "2d": "2d", "dynunet": "dynunet"}[kind]
+    name, kw = plan.planned_network(strides, layout["pixdim"], thick_slice_network=network)
+    return _explicit(layout, name, kw)
 
 
 def steps_curve(history: list[dict], steps_per_epoch: int) -> dict:

@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/bench_plan.py [--variants default thick_slice small] [--n_train 20] [--mode plan]
-                                    [--time_budget_min 4.5] [--max_epochs 40] [--device auto] [--out runs/bench_plan]
+                                    [--time_budget_min 4.5] [--max_epochs 0] [--device auto] [--out runs/bench_plan]
 
 Modes:
     plan       make_plan's values passed explicitly to train.run_training (works before notebook 03 plans by itself)
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _notebook_parameters(folder: Path, run_dir: Path, args: argparse.Namespace) -> dict:
     """data_dir and run_dir; max_epochs/time_budget_min/device only where they differ from notebook 03's defaults."""
     params = {"data_dir": str(folder), "run_dir": str(run_dir)}
-    for key, default in (("max_epochs", 40), ("time_budget_min", 4.5), ("device", "auto"), ("seed", 0)):
+    for key, default in (("max_epochs", 0), ("time_budget_min", 4.5), ("device", "auto"), ("seed", 0)):
         if getattr(args, key) != default:
             params[key] = getattr(args, key)
     return params
@@ -91,7 +91,11 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
         "minutes": round((time.perf_counter() - t0) / 60, 2),
         "train_minutes": round(metrics["train_seconds"] / 60, 2),
         "best_val_dice": metrics["best_val_dice"],
+        "best_val_dice_min": metrics.get("best_val_dice_min"),
         "best_epoch": metrics["best_epoch"],
+        "planned": (json.loads((run_dir / "plan.json").read_text()).get("timing") or {}).get("chosen")
+        if (run_dir / "plan.json").is_file()
+        else None,
         "stopped": metrics["stopped_because"],
         "device": metrics["device"],
     }
@@ -103,7 +107,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=("plan", "auto", "papermill"), default="plan")
     parser.add_argument("--n_train", type=int, default=20)
     parser.add_argument("--time_budget_min", type=float, default=4.5)
-    parser.add_argument("--max_epochs", type=int, default=40)
+    parser.add_argument("--max_epochs", type=int, default=0, help="0 = no epoch limit (notebook 03's default)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(REPO / "runs" / "bench_plan"))

@@ -44,7 +44,7 @@ class TrainConfig:
 
     data_dir: str = ""  # "" = $HEARTSEG_DATA_DIR or data/ (synthetic phantom generated there once)
     run_dir: str = "runs/03_train"
-    max_epochs: int = 40
+    max_epochs: int = 0  # 0 = no epoch limit: the time budget ends the run; else at most this many epochs
     time_budget_min: float = 4.5  # 0 = no limit; else stop at the epoch boundary that would overrun
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda"

@@ -41,11 +41,13 @@ GPU_MAX_SIDE, GPU_MEMORY_FRACTION, GPU_OVERHEAD_BYTES = 128, 0.85, 2**30  # nnU-
 PERCENTILES = (0.5, 50.0, 99.5)
 # Planning by measured step time on the CPU (a run with a time budget); the figures behind each value are in
 # docs/benchmarks.md ("Planning by measured step time").
-CPU_STEPS = 320  # optimiser steps a CPU run should get: below about this, validation Dice is still climbing fast
+CPU_STEPS = (
+    400  # optimiser steps a CPU run should get: with fewer, a finer layout lost to coarser ones that trained longer
+)
 CPU_BUDGET_USE = 0.75  # plan the epochs into 75% of the budget: a margin for a busier machine and slower epochs
 CPU_STEP_OVERHEAD = 1.15  # a real step (data, loss, optimiser) over the timed forward + backward, measured
 CPU_SCALES = (4.0, 2.83, 2.0, 1.41, 1.0, 0.71, 0.5, 0.35, 0.25)  # budget scales tried, largest patch first
-THICK_SLICE_NETWORK = "unet"  # thick-slice data too: MONAI UNet; DynUNet (in-plane kernels) measured ~4x slower
+THICK_SLICE_NETWORK = "2d"  # thick slices in a timed CPU plan: a 2D UNet won there (docs/benchmarks.md)
 GIB = 2**30
 
 
@@ -307,19 +309,32 @@ def level_kernels(strides: Sequence[Sequence[int]], spacing: Sequence[float]) ->
 
 
 def planned_network(
-    strides: Sequence[Sequence[int]], spacing: Sequence[float], thick_slice_network: str = THICK_SLICE_NETWORK
+    strides: Sequence[Sequence[int]], spacing: Sequence[float], thick_slice_network: str = "unet"
 ) -> tuple[str, dict[str, Any]]:
     """The planned network's registry name and keyword arguments for these strides at this spacing. Notebook 03.
 
-    Near-isotropic data: MONAI's UNet (:func:`unet_kwargs`). Thick-slice data (some level would use a 3 x 3 x 1
-    kernel, :func:`level_kernels`): ``thick_slice_network``. ``"dynunet"`` is nnU-Net's network, MONAI's
-    ``DynUNet`` with per-level kernels and strides and the same channels; it convolves twice at full resolution
-    where MONAI's UNet starts with a strided convolution, and its training step measured about 4x slower on the
-    same patch (docs/benchmarks.md), so the default is ``"unet"`` for both.
+    Near-isotropic data (no level would use a 3 x 3 x 1 kernel, :func:`level_kernels`): MONAI's UNet
+    (:func:`unet_kwargs`). Thick-slice data (the slices more than twice the in-plane voxels), by
+    ``thick_slice_network``:
+
+    - ``"2d"``: MONAI's UNet with 3 x 3 x 1 kernels on every level and no pooling across slices, a 2D UNet run on
+      every slice of the patch, along whichever axis is thick. On the realistic short-axis phantom it beat the 3D
+      UNet at every layout tried under a 12-minute CPU budget (docs/benchmarks.md), so timed CPU plans, which
+      get at least :data:`CPU_STEPS` steps, use it (:data:`THICK_SLICE_NETWORK`); nnU-Net also trains a 2D
+      network for such data. With about 100 steps at 3.75 mm in-plane it did worse than the 3D UNet, so the
+      untimed reference plan and GPU plans (not measured) keep the 3D UNet.
+    - ``"unet"`` (the default): the 3D UNet, whose strides skip the slice axis until the in-plane voxels catch up.
+    - ``"dynunet"``: nnU-Net's own network, MONAI's ``DynUNet``, with per-level kernels; it convolves twice at
+      full resolution where MONAI's UNet starts with a strided convolution, and its step measured about 4x slower.
     """
     kernels = level_kernels(strides, spacing)
-    if thick_slice_network != "dynunet" or all(k == [3, 3, 3] for k in kernels):
+    if thick_slice_network == "unet" or all(k == [3, 3, 3] for k in kernels):
         return "unet", unet_kwargs(strides)
+    if thick_slice_network == "2d":
+        thick = int(np.argmax(spacing))
+        flat = [[1 if a == thick else int(v) for a, v in enumerate(level)] for level in strides]
+        kernel = [1 if a == thick else 3 for a in range(3)]
+        return "unet", {**unet_kwargs([f for f in flat if 2 in f]), "kernel_size": kernel, "up_kernel_size": kernel}
     filters = [min(CHANNEL_BASE * 2**i, CHANNEL_CAP) for i in range(len(strides) + 1)]
     return "dynunet", {
         "kernel_size": kernels,
@@ -596,14 +611,17 @@ def _layout(fp: dict, target: list[float], dev: str, scale: float, fixed: Mappin
         patch, strides, batch, reasons["roi_size"], reasons["batch_size"] = _fit_budget(
             fp, spacing, dev, scale, fixed["gpu_memory_gib"], divisor, num_samples
         )
-    name, kwargs = planned_network(strides, spacing) if divisor is None else fixed["model"]
+    thick = THICK_SLICE_NETWORK if fixed.get("timed") else "unet"
+    name, kwargs = planned_network(strides, spacing, thick) if divisor is None else fixed["model"]
     if divisor is None:
+        flat = "kernel_size" in kwargs and name == "unet"
+        what = "a 2D MONAI UNet (3 x 3 x 1 kernels, slices never pooled: the slices are > 2x the in-plane voxels)"
         reasons["model_kwargs"] = (
-            f"{'MONAI UNet' if name == 'unet' else 'MONAI DynUNet with in-plane kernels where slices are thick'} "
-            f"with {len(strides)} downsamplings: an axis is pooled while its side stays >= {MIN_SIDE} voxels and its "
-            f"spacing is <= 2x the finest (nnU-Net's rule); strides {strides}"
+            f"{what if flat else 'MONAI ' + ('UNet' if name == 'unet' else 'DynUNet')} with "
+            f"{len(kwargs['strides']) - (name == 'dynunet')} downsamplings: an axis is pooled while its side stays "
+            f">= {MIN_SIDE} voxels and its spacing is <= 2x the finest (nnU-Net's rule); strides {kwargs['strides']}"
         )
-    div = list(divisor) if divisor is not None else divisor_of(strides)
+    div = list(divisor) if divisor is not None else divisor_of(kwargs["strides"])
     reasons["num_samples"] = f"{num_samples} patches per volume, centred on the label half of the time (pos=1, neg=1)"
     reasons["divisor"] = f"every patch side must be divisible by the product of the strides on its axis: {div}"
     return {
@@ -673,7 +691,8 @@ def make_plan(
     timing = None
     if dev == "cpu" and step_timer is not None and time_budget_min > 0:
         budget = {"minutes": time_budget_min, "max_epochs": max_epochs, "n_val": n_val}
-        planned, timing = plan_cpu_by_time(lambda sc: _layout(fp, target, dev, sc, fixed), fp, budget, step_timer)
+        timed = {**fixed, "timed": True}
+        planned, timing = plan_cpu_by_time(lambda sc: _layout(fp, target, dev, sc, timed), fp, budget, step_timer)
     else:
         planned = _layout(fp, target, dev, _budget_scale(time_budget_min), fixed)
     planned["reasons"] = {"target_spacing": target_reason, **planned["reasons"]}

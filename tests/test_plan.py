@@ -56,10 +56,12 @@ def variant_sets(tmp_path_factory) -> dict:
 def _strides_follow_the_rules(p: dict) -> None:
     """Every pooled axis had a spacing <= 2x the finest poolable one, and the patch divides by the divisor."""
     sp, side = np.array(p["pixdim"], float), np.array(p["roi_size"], float)
+    in_plane = np.array(p["model_kwargs"].get("kernel_size", [3, 3, 3])) == 3  # a 2D UNet never pools its slice axis
     for level in p["model_kwargs"]["strides"]:
         pooled = np.array(level) == 2
         assert pooled.any() and np.all(side[pooled] / 2 >= plan.MIN_SIDE), (level, side)
-        assert np.all(sp[pooled] <= 2 * sp[side / 2 >= plan.MIN_SIDE].min() + 1e-9), (level, sp)
+        assert not np.any(pooled & ~in_plane), (level, in_plane)
+        assert np.all(sp[pooled] <= 2 * sp[(side / 2 >= plan.MIN_SIDE) & in_plane].min() + 1e-9), (level, sp)
         sp, side = sp * np.array(level), side / np.array(level)
     assert p["divisor"] == plan.divisor_of(p["model_kwargs"]["strides"])
     assert all(r % d == 0 for r, d in zip(p["roi_size"], p["divisor"]))
@@ -141,13 +143,39 @@ def test_plan_rules_hold_on_every_variant(variant_sets, variant, device):
 
 def test_thick_slices_are_not_pooled_along_z_until_in_plane_catches_up(variant_sets):
     fp = variant_sets["thick_slice"][2]
-    for device in ("cpu", "cuda"):
-        p = plan.make_plan(fp, device=device, gpu_memory_gib=80)
-        strides = p["model_kwargs"]["strides"]
-        assert strides[0] == [2, 2, 1], strides
-        assert any(s[2] == 2 for s in strides), "z is pooled once in-plane has caught up"
-        assert p["divisor"][2] < p["divisor"][0] and p["roi_size"][2] < p["roi_size"][0]
-        assert p["pixdim"][2] > 3 * p["pixdim"][0] or device == "cpu"
+    gpu = plan.make_plan(fp, device="cuda", gpu_memory_gib=80)  # the 3D UNet (THICK_SLICE_NETWORK["cuda"])
+    strides = gpu["model_kwargs"]["strides"]
+    assert strides[0] == [2, 2, 1], strides
+    assert any(s[2] == 2 for s in strides), "z is pooled once in-plane has caught up"
+    assert gpu["divisor"][2] < gpu["divisor"][0] and gpu["roi_size"][2] < gpu["roi_size"][0]
+    assert gpu["pixdim"][2] > 3 * gpu["pixdim"][0] and "kernel_size" not in gpu["model_kwargs"]
+
+
+def test_timed_cpu_plans_use_a_2d_unet_for_thick_slices(variant_sets):
+    """A timed CPU plan gives slices > 2x the in-plane voxels 3 x 3 x 1 kernels and no pooling across slices."""
+    for variant, thick_axis in (("thick_slice", 2), ("short_axis", 0)):  # short-axis stacks lie along RAS x
+        p = _timed(variant_sets[variant][2], minutes=12, speed=0.05)
+        assert "kernel_size" not in plan.make_plan(variant_sets[variant][2], device="cpu")["model_kwargs"]  # untimed
+        kw = p["model_kwargs"]
+        assert p["pixdim"][thick_axis] > 2 * min(p["pixdim"]), p["pixdim"]
+        assert kw["kernel_size"] == kw["up_kernel_size"] == [1 if a == thick_axis else 3 for a in range(3)]
+        assert all(level[thick_axis] == 1 and 2 in level for level in kw["strides"]), kw["strides"]
+        assert p["divisor"][thick_axis] == 1 and "2D MONAI UNet" in p["reasons"]["model_kwargs"]
+    assert "kernel_size" not in _timed()["model_kwargs"]  # near-isotropic data keeps the 3D UNet
+
+
+def test_the_network_choices_for_thick_slices_build(variant_sets):
+    import torch
+
+    fp = variant_sets["thick_slice"][2]
+    p = plan.make_plan(fp, device="cpu")
+    strides = plan.pooling_strides(p["roi_size"], p["pixdim"])
+    for choice, name in (("unet", "unet"), ("2d", "unet"), ("dynunet", "dynunet")):
+        got, kw = plan.planned_network(strides, p["pixdim"], choice)
+        assert got == name
+        out = plan.build_unet(kw, model_name=got)(torch.randn(2, 1, *p["roi_size"]))
+        assert out.shape == (2, 2, *p["roi_size"])
+    assert plan.level_kernels([[2, 2, 1], [2, 2, 2]], [1.0, 1.0, 4.0]) == [[3, 3, 1], [3, 3, 3], [3, 3, 3]]
 
 
 @pytest.mark.parametrize("variant", list(synthetic.VARIANTS))
