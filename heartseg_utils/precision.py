@@ -101,7 +101,7 @@ def probe_cpu_bf16(
 
 
 def train_step_seconds(
-    model: torch.nn.Module, shape: Sequence[int], *, fp32_only: bool = False, repeats: int = 1
+    model: torch.nn.Module, shape: Sequence[int], *, fp32_only: bool = False, repeats: int = 2
 ) -> tuple[float, str]:
     """Seconds of one training step (forward + backward) of ``model`` on the CPU, in the precision amp "auto" picks.
 
