@@ -114,7 +114,7 @@ def check_numbers(cfg: TrainConfig) -> None:
     """Reject epochs, batch sizes, learning rates, folds and fractions that cannot train."""
     counts = [v for v in (cfg.batch_size, cfg.num_samples) if v != "auto"]
     if cfg.max_epochs < 0 or any(v < 1 for v in counts) or cfg.lr <= 0:
-        raise ValueError("max_epochs must be >= 0 (0 = no limit), batch_size and num_samples >= 1, and lr > 0")
+        raise ValueError("max_epochs must be >= 0 (0: no limit), batch_size and num_samples must be >= 1, lr > 0")
     if cfg.max_epochs == 0 and not cfg.time_budget_min:
         raise ValueError(
             "max_epochs 0 (no epoch limit) needs a time budget: set time_budget_min > 0 or max_epochs >= 1"

@@ -152,7 +152,7 @@ def test_planned_epochs_follow_the_budget() -> None:
     assert T.planned_epochs(C.TrainConfig(max_epochs=7, time_budget_min=0), 3, 999.0, 3) == 7
     assert T.planned_epochs(cfg, 5, 90.0, 5) == 5  # over budget: no negative estimate
     budget_only = C.TrainConfig(max_epochs=0, time_budget_min=1.0)  # 0 = no epoch limit: the budget decides
-    assert T.planned_epochs(budget_only, 0, 0.0, 0) == 1 and T.planned_epochs(budget_only, 2, 0.2, 2) == 2 + 598
+    assert T.planned_epochs(budget_only, 0, 0.0, 0) == 1 and T.planned_epochs(budget_only, 2, 20.0, 2) == 2 + 4
     with pytest.raises(ValueError, match="needs a time budget"):
         C.TrainConfig(max_epochs=0, time_budget_min=0)
     with pytest.raises(ValueError, match="max_epochs must be >= 0"):
@@ -160,7 +160,8 @@ def test_planned_epochs_follow_the_budget() -> None:
 
 
 def test_a_run_without_an_epoch_limit_trains_for_its_budget(tiny_config: dict) -> None:
-    metrics = T.run_training({**tiny_config, "amp": "off", "max_epochs": 0, "time_budget_min": 0.05})
+    run = {**tiny_config, "amp": "off", "max_epochs": 0, "time_budget_min": 0.05, "patience": 10_000}
+    metrics = T.run_training(run)
     assert metrics["stopped_because"] == "time_budget" and metrics["epochs_run"] >= 1  # no max_epochs to reach
     assert metrics["planned_epochs"] <= metrics["epochs_run"] + 1  # the schedule was planned to end with the budget
     assert not T.patience_counts(C.TrainConfig(scheduler_name="poly"), 0.4)
