@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from heartseg_utils import metrics
+from heartseg_utils.viz import as_volume
 
 AXES = ("x", "y", "z")  # array axes 0, 1, 2
 MEASUREMENTS = ("volume_ml", "n_components", "largest_share", *(f"centroid_{a}" for a in AXES))
@@ -33,14 +34,6 @@ MIN_PAD: dict[str, tuple[str, float]] = {
 Z_CAP = 10.0  # |z| beyond this says "implausible" as loudly as it needs to; caps keep the linear model robust
 UNCERTAIN = (0.2, 0.8)  # a voxel is uncertain when its foreground probability lies strictly between these
 _EPS = 1e-6
-
-
-def _mask3d(mask: Any, name: str = "mask") -> np.ndarray:
-    arr = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask)
-    arr = arr[0] if arr.ndim == 4 and arr.shape[0] == 1 else arr
-    if arr.ndim != 3:
-        raise ValueError(f"{name} must be a 3D array (x, y, z) or (1, x, y, z); got shape {arr.shape}")
-    return arr
 
 
 def _spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
@@ -70,8 +63,8 @@ def mask_measurements(mask: Any, spacing: Sequence[float], body: Any = None) -> 
     """
     from scipy import ndimage
 
-    m, sp = _mask3d(mask) != 0, _spacing(spacing)
-    region = np.ones(m.shape, bool) if body is None else _mask3d(body, "body") > 0
+    m, sp = as_volume(mask) != 0, _spacing(spacing)
+    region = np.ones(m.shape, bool) if body is None else as_volume(body, "body") > 0
     if region.shape != m.shape:
         raise ValueError(f"body shape {region.shape} differs from mask shape {m.shape}")
     out: dict[str, float] = {"volume_ml": metrics.volume_ml(m, sp)}
@@ -217,7 +210,7 @@ def member_disagreement(members: Sequence[Any]) -> dict[str, float]:
     Returns:
         ``{"tta_members", "tta_pairwise_dice", "tta_std_in_union"}``.
     """
-    maps = [np.asarray(_mask3d(m, "TTA member"), dtype=np.float32) for m in members]
+    maps = [np.asarray(as_volume(m, "TTA member"), dtype=np.float32) for m in members]
     if len(maps) < 2 or any(m.shape != maps[0].shape for m in maps):
         raise ValueError(f"member_disagreement needs two or more maps of one shape, got {[m.shape for m in maps]}")
     masks = [m > 0.5 for m in maps]
@@ -248,8 +241,8 @@ def uncertainty(
     Returns:
         A flat ``{name: float}``; an empty mask gives ``mask_voxels`` 0 and zeros inside it.
     """
-    p = np.asarray(_mask3d(probability, "probability"), dtype=np.float32)
-    m = p > 0.5 if mask is None else _mask3d(mask) != 0
+    p = np.asarray(as_volume(probability, "probability"), dtype=np.float32)
+    m = p > 0.5 if mask is None else as_volume(mask) != 0
     if m.shape != p.shape:
         raise ValueError(f"mask shape {m.shape} differs from probability shape {p.shape}")
     n = int(np.count_nonzero(m))

@@ -18,7 +18,7 @@ import numpy as np
 PLANES = {"sagittal": 0, "coronal": 1, "axial": 2}  # plane name -> array axis that is held fixed
 
 
-def _as_volume(array: Any, name: str = "image") -> np.ndarray:
+def as_volume(array: Any, name: str = "image") -> np.ndarray:
     """Return ``array`` (numpy, torch or MetaTensor) as a 3D numpy array, dropping a leading channel of 1."""
     vol = np.asarray(array.detach().cpu() if hasattr(array, "detach") else array)
     vol = vol[0] if vol.ndim == 4 and vol.shape[0] == 1 else vol
@@ -29,7 +29,7 @@ def _as_volume(array: Any, name: str = "image") -> np.ndarray:
 
 def _volumes(image: Any, label: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """Image and optional label as 3D arrays of the same shape, or a ValueError saying what differs."""
-    vol, lab = _as_volume(image), None if label is None else _as_volume(label, "label")
+    vol, lab = as_volume(image), None if label is None else as_volume(label, "label")
     if lab is not None and lab.shape != vol.shape:
         raise ValueError(f"label shape {lab.shape} differs from image shape {vol.shape}")
     return vol, lab
