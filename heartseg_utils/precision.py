@@ -81,14 +81,22 @@ def probe_cpu_bf16(
     left alone, and each (network, shape, step) is measured once per process.
     """
     key = (type(model).__name__, sum(p.numel() for p in model.parameters()) if model else 0, tuple(shape), train_step)
-    if key in _PROBED:
-        return _PROBED[key]
-    best = {None: math.inf, torch.bfloat16: math.inf}
+    if key not in _PROBED:
+        best = _best_seconds(model, shape, (None, torch.bfloat16), train_step, repeats)
+        _PROBED[key] = best[None], best[torch.bfloat16]
+    return _PROBED[key]
+
+
+def _best_seconds(
+    model: torch.nn.Module | None, shape: Sequence[int], dtypes: tuple, train_step: bool, repeats: int
+) -> dict[torch.dtype | None, float]:
+    """Best seconds per autocast dtype (None = fp32) of one step on a copy of ``model``; round 0 only warms up."""
+    best = dict.fromkeys(dtypes, math.inf)
     with torch.random.fork_rng(devices=[]):
         net = (_probe_block() if model is None else copy.deepcopy(model)).cpu().train(train_step)
         x = torch.randn(*shape)
         for i in range(repeats + 1):
-            for dtype in best:
+            for dtype in best:  # the dtypes alternate, so a change of load hits all of them
                 t0 = time.perf_counter()
                 with torch.set_grad_enabled(train_step), autocast(torch.device("cpu"), dtype):
                     out = net(x)
@@ -96,8 +104,7 @@ def probe_cpu_bf16(
                     out.float().mean().backward()
                 if i:
                     best[dtype] = min(best[dtype], time.perf_counter() - t0)
-    _PROBED[key] = best[None], best[torch.bfloat16]
-    return _PROBED[key]
+    return best
 
 
 def train_step_seconds(
@@ -118,15 +125,7 @@ def train_step_seconds(
         return (bf16_s, "bfloat16") if bf16_s < fp32_s else (fp32_s, "off")
     key = ("fp32", type(model).__name__, sum(p.numel() for p in model.parameters()), tuple(shape))
     if key not in _PROBED:  # measured once per process, as probe_cpu_bf16: a notebook's plan and its run agree
-        best = math.inf
-        with torch.random.fork_rng(devices=[]):
-            net, x = copy.deepcopy(model).cpu().train(), torch.randn(*shape)
-            for i in range(repeats + 1):  # round 0 warms up
-                t0 = time.perf_counter()
-                net(x).float().mean().backward()
-                if i:
-                    best = min(best, time.perf_counter() - t0)
-        _PROBED[key] = best, math.inf
+        _PROBED[key] = _best_seconds(model, shape, (None,), True, repeats)[None], math.inf
     return _PROBED[key][0], "off"
 
 
