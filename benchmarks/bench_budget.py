@@ -53,7 +53,7 @@ def _at_scale(fp: dict, scale: float) -> dict:
     from heartseg_utils import plan
 
     fixed = {"pixdim": None, "roi_size": None, "divisor": None, "num_samples": 2, "gpu_memory_gib": None}
-    return plan._layout(fp, plan.target_spacing(fp)[0], "cpu", scale, {**fixed, "model": ("unet", {})})
+    return plan.layout(fp, plan.target_spacing(fp)[0], "cpu", scale, {**fixed, "model": ("unet", {})})
 
 
 def row_settings(row: str, fp: dict, args: argparse.Namespace) -> dict:
@@ -62,7 +62,7 @@ def row_settings(row: str, fp: dict, args: argparse.Namespace) -> dict:
 
     if row == "planned":
         return {"pixdim": "auto", "roi_size": "auto", "batch_size": "auto", "model_name": "auto"}
-    kind, scale = ("scale", plan._budget_scale(args.time_budget_min)) if row == "today" else row.split(":")
+    kind, scale = ("scale", plan.budget_scale(args.time_budget_min)) if row == "today" else row.split(":")
     layout = _at_scale(fp, float(scale))  # the previous planner = the 3D UNet at the budget-proportional scale
     strides = plan.pooling_strides(layout["roi_size"], layout["pixdim"])  # as fit_patch planned them
     network = {"scale": "unet", "2d": "2d", "dynunet": "dynunet"}[kind]

@@ -195,8 +195,9 @@ def resampled_shape(fp: Mapping[str, Any], spacing: Sequence[float]) -> list[int
     return [max(1, round(float(s))) for s in np.median(shapes, axis=0)]
 
 
-def _budget_scale(time_budget_min: float) -> float:
-    """CPU sizes grow with the time budget (0 = notebook 03's 4.5 minutes), clipped to 0.25x-4x."""
+def budget_scale(time_budget_min: float) -> float:
+    """CPU sizes grow with the time budget (0 = notebook 03's 4.5 minutes), clipped to 0.25x-4x: the untimed plan's
+    scale, and the "today" row of benchmarks/bench_budget.py."""
     return float(np.clip((time_budget_min or CPU_REFERENCE_MIN) / CPU_REFERENCE_MIN, 0.25, 4.0))
 
 
@@ -220,7 +221,7 @@ def coarsen_for_cpu(
     Returns:
         ``(spacing, reason)``.
     """
-    limit = CPU_VOLUME_VOXELS * (_budget_scale(time_budget_min) if scale is None else scale)
+    limit = CPU_VOLUME_VOXELS * (budget_scale(time_budget_min) if scale is None else scale)
     sp = np.array(spacing, float)
 
     def voxels(s: np.ndarray) -> int:
@@ -544,7 +545,7 @@ def plan_cpu_by_time(
     benchmark in docs/benchmarks.md found best; a slow one gets a coarser, smaller layout instead of too few steps.
 
     Args:
-        layout_at: scale -> a plan body (``_layout``), with ``roi_size``, ``median_shape``, the network.
+        layout_at: scale -> a plan body (:func:`layout`), with ``roi_size``, ``median_shape``, the network.
         fp: the fingerprint (its case count gives the training and validation cases).
         budget: ``{"minutes", "max_epochs", "n_val"}``.
         timer: a :data:`StepTimer`.
@@ -592,8 +593,12 @@ def plan_cpu_by_time(
     return best, {"chosen": chosen, "tried": list(tried.values()), "rule": rule, "n_train": n_train, "n_val": n_val}
 
 
-def _layout(fp: dict, target: list[float], dev: str, scale: float, fixed: Mapping[str, Any]) -> dict[str, Any]:
-    """Spacing, patch, batch and network at one budget scale, explicit values kept (the body of make_plan)."""
+def layout(fp: dict, target: list[float], dev: str, scale: float, fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """Spacing, patch, batch and network at one budget scale, explicit values kept (the body of make_plan).
+
+    ``fixed`` holds the explicit values (``pixdim``, ``roi_size``, ``divisor``, ``num_samples``,
+    ``gpu_memory_gib``, ``model``; None = planned); benchmarks/bench_budget.py calls it for its rows.
+    """
     reasons: dict[str, str] = {}
     divisor, num_samples = fixed["divisor"], fixed["num_samples"]
     if fixed["pixdim"] is not None:
@@ -692,9 +697,9 @@ def make_plan(
     if dev == "cpu" and step_timer is not None and time_budget_min > 0:
         budget = {"minutes": time_budget_min, "max_epochs": max_epochs, "n_val": n_val}
         timed = {**fixed, "timed": True}
-        planned, timing = plan_cpu_by_time(lambda sc: _layout(fp, target, dev, sc, timed), fp, budget, step_timer)
+        planned, timing = plan_cpu_by_time(lambda sc: layout(fp, target, dev, sc, timed), fp, budget, step_timer)
     else:
-        planned = _layout(fp, target, dev, _budget_scale(time_budget_min), fixed)
+        planned = layout(fp, target, dev, budget_scale(time_budget_min), fixed)
     planned["reasons"] = {"target_spacing": target_reason, **planned["reasons"]}
     out = {**planned, "fingerprint": fp, "device": dev}
     return {**out, "timing": timing} if timing else out

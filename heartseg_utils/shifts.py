@@ -25,7 +25,7 @@ from heartseg_utils import data
 
 # Each shift, in one sentence (the key is the `kind` argument).
 SHIFTS: dict[str, str] = {
-    "bias_field": "a smooth multiplicative intensity bias across the field (about 25 % mean change), as from a surface coil",
+    "bias_field": "a smooth multiplicative bias across the field (about 25 % mean change), as from a surface coil",
     "gibbs": "ringing next to sharp edges (MONAI's Gibbs noise, alpha 0.4-0.6), as from a truncated k-space",
     "kspace_spike": "one bright k-space spike: a stripe pattern over the whole image (about 10 % mean change)",
     "rician": "Rician noise with a standard deviation of 15 % of the image's",
