@@ -1,0 +1,226 @@
+"""Multi-class runs (issue 22): label_mode, class mapping, per-class validation, post-processing and label maps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from heartseg_utils import config as C
+from heartseg_utils import inference, metrics, predict, runs
+from heartseg_utils.transforms import get_transforms, map_label_values
+from tests._tiny_run import TINY
+
+LABELS = {"0": "background", "1": "left ventricle", "2": "myocardium", "3": "right ventricle"}
+
+
+@pytest.fixture(scope="module")
+def multi_msd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six small phantom cases labelled lv, myo, rv (1, 2, 3) and one test image."""
+    from heartseg_utils.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(
+        tmp_path_factory.mktemp("multi") / "Heart_multi",
+        n_train=6,
+        n_test=1,
+        seed=3,
+        shape=(64, 64, 48),
+        labels="lv,myo,rv",
+    )
+
+
+@pytest.fixture(scope="module")
+def multi_run(multi_msd: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The tiny UNet of TINY trained for two epochs on the multi-label phantom."""
+    from heartseg_utils.train import run_training
+
+    run_dir = tmp_path_factory.mktemp("multi_run") / "run"
+    result = run_training({**TINY, "data_dir": str(multi_msd), "run_dir": str(run_dir), "max_epochs": 2})
+    return run_dir, result
+
+
+def _history(run_dir: Path) -> list[dict]:
+    with (run_dir / runs.HISTORY).open() as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------------------------------------------
+# Resolving the label mode
+# --------------------------------------------------------------------------------------------------
+def test_auto_is_binary_for_one_label_and_multiclass_for_several() -> None:
+    one = C.resolve_labels(C.TrainConfig(), {"0": "background", "1": "left atrium"})
+    assert (one.label_mode, one.label_values, one.label_names, one.out_channels) == ("binary", "auto", "auto", 2)
+    many = C.resolve_labels(C.TrainConfig(), LABELS)
+    assert many.label_mode == "multiclass" and many.label_values == [0, 1, 2, 3] and many.out_channels == 4
+    assert many.label_names == ["background", "left ventricle", "myocardium", "right ventricle"]
+    forced = C.resolve_labels(C.TrainConfig(label_mode="binary"), LABELS)
+    assert forced.label_mode == "binary" and forced.out_channels == 2  # today's union of every label
+
+
+def test_a_sigmoid_loss_is_refused_for_several_classes() -> None:
+    with pytest.raises(ValueError, match="loss_name 'bce'.*label_mode 'multiclass'.*dicece, dice"):
+        C.TrainConfig(loss_name="bce", label_mode="multiclass")
+    with pytest.raises(ValueError, match="loss_name 'bce'.*label_mode 'multiclass'"):
+        C.resolve_labels(C.TrainConfig(loss_name="bce"), LABELS)  # "auto" becomes multiclass, then refuses
+    assert C.resolve_labels(C.TrainConfig(loss_name="bce"), {"0": "background", "1": "la"}).out_channels == 1
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"label_values": [1, 2]}, "background 0 first"),
+        ({"label_values": [0, 1, 1]}, "distinct"),
+        ({"label_values": [0, 1], "label_names": ["background"]}, "one name per entry"),
+    ],
+)
+def test_bad_label_values_are_clear_errors(override: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        C.TrainConfig(label_mode="multiclass", **override)
+
+
+def test_label_values_from_the_command_line_are_json() -> None:
+    cfg = C.TrainConfig(label_mode="multiclass", label_values="[0, 1, 3]", label_names='["bg", "lv", "rv"]')
+    assert cfg.label_values == [0, 1, 3] and cfg.out_channels == 3
+
+
+def test_values_that_are_not_0_to_k_map_to_classes_and_back() -> None:
+    label = np.array([0, 1, 2, 4, 4, 7])
+    assert map_label_values(label, (0, 1, 2, 4)).tolist() == [0, 1, 2, 3, 3, 0]  # 7 is not a class: background
+    probabilities = np.zeros((3, 4), np.float32)  # three classes, four voxels
+    probabilities[:, 0] = 0.1  # background wins (0.7)
+    probabilities[0, 1], probabilities[1, 2], probabilities[2, 3] = 0.9, 0.6, 0.8
+    assert inference.class_label_map(probabilities, [0, 1, 2, 4])["mask"].tolist() == [0, 1, 2, 4]
+
+
+def test_multiclass_training_patches_keep_every_class(multi_msd: Path) -> None:
+    """The train pipeline maps the classes and samples patches with RandCropByLabelClassesd (not pos/neg)."""
+    from heartseg_utils.data import load_datalist
+
+    pipeline = get_transforms("train", pixdim=(2.5, 2.5, 2.74), roi_size=(16, 16, 16), label_values=(0, 1, 2, 3))
+    assert "RandCropByLabelClassesd" in [type(t).__name__ for t in pipeline.transforms]
+    patches = pipeline(load_datalist(multi_msd)[0])
+    assert set(np.unique(np.concatenate([np.asarray(p["label"]).ravel() for p in patches]))) <= {0, 1, 2, 3}
+    binary = get_transforms("train", pixdim=(2.5, 2.5, 2.74), roi_size=(16, 16, 16))
+    assert "RandCropByPosNegLabeld" in [type(t).__name__ for t in binary.transforms]
+
+
+def test_class_dice_is_monai_dice_without_background() -> None:
+    """metrics.class_dice (validation's rule) gives MONAI DiceMetric(include_background=False) where classes exist."""
+    import torch
+    from monai.metrics import DiceMetric
+    from monai.networks.utils import one_hot
+
+    rng = np.random.default_rng(0)
+    pred, truth = rng.integers(0, 4, (2, 12, 12, 8)), rng.integers(0, 4, (2, 12, 12, 8))
+    metric = DiceMetric(include_background=False, reduction="none")
+    monai = metric(*(one_hot(torch.as_tensor(a)[:, None], num_classes=4) for a in (pred, truth))).numpy()
+    ours = np.array([metrics.class_dice(p, t, (1, 2, 3)) for p, t in zip(pred, truth)])
+    np.testing.assert_allclose(ours, monai, atol=1e-6)
+    assert metrics.class_dice(np.zeros((4, 4, 4)), np.zeros((4, 4, 4)), (1,)) == [1.0]  # absent from both: 1
+
+
+# --------------------------------------------------------------------------------------------------
+# A tiny multi-class run, end to end
+# --------------------------------------------------------------------------------------------------
+def test_a_multiclass_run_records_its_classes_and_per_class_dice(multi_run: tuple[Path, dict]) -> None:
+    run_dir, result = multi_run
+    saved = runs.read_json(run_dir / runs.CONFIG)
+    assert saved["label_mode"] == "multiclass" and saved["out_channels"] == 4
+    assert saved["label_values"] == [0, 1, 2, 3] and saved["label_names"][1:] == list(LABELS.values())[1:]
+    rows = _history(run_dir)
+    columns = ["val_dice_left_ventricle", "val_dice_myocardium", "val_dice_right_ventricle"]
+    assert list(rows[0]) == [*runs.HISTORY_FIELDS, *columns] and len(rows) == 2
+    for row in rows:  # val_dice is the mean over the classes
+        assert float(row["val_dice"]) == pytest.approx(np.mean([float(row[c]) for c in columns]), abs=2e-6)
+    per_class = result["best_val_dice_per_class"]
+    assert list(per_class) == list(LABELS.values())[1:]
+    best = rows[result["best_epoch"] - 1]
+    assert [per_class[n] for n in per_class] == [float(best[c]) for c in columns]
+    assert runs.read_json(run_dir / runs.METRICS)["best_val_dice_per_class"] == per_class
+
+
+def test_a_multiclass_run_decides_post_processing_per_class(multi_run: tuple[Path, dict]) -> None:
+    run_dir, _ = multi_run
+    post = runs.read_json(run_dir / runs.POSTPROCESSING)
+    assert list(post["classes"]) == list(LABELS.values())[1:]
+    for name, decision in post["classes"].items():
+        better = decision["val_dice_largest_component"] > decision["val_dice_raw"]
+        assert decision["keep_largest"] is better, name
+    kept = [d["label_value"] for d in post["classes"].values() if d["keep_largest"]]
+    assert post["keep_largest_values"] == kept and post["keep_largest"] is bool(kept)
+    assert inference.run_keep_largest(run_dir) == kept
+
+
+def test_predict_writes_label_maps_with_the_dataset_values(multi_run: tuple[Path, dict], tmp_path: Path) -> None:
+    """A label map on the input's grid, only the dataset's values, and a volume per class in the report."""
+    run_dir, _ = multi_run
+    scan = Path(runs.read_json(run_dir / runs.CONFIG)["dataset_dir"]) / "imagesTs" / "la_007.nii.gz"
+    [report] = predict.predict(run_dir, scan, tmp_path / "mask.nii.gz", progress=False)
+    saved, source = nib.load(report["mask"]), nib.load(str(scan))
+    labels = np.asanyarray(saved.dataobj)
+    assert saved.shape == source.shape and np.allclose(saved.affine, source.affine)
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+    assert list(report["classes"]) == list(LABELS.values())[1:]
+    for name, entry in report["classes"].items():
+        assert entry["n_voxels"] == int((labels == entry["label_value"]).sum()), name
+        assert entry["volume_ml"] == pytest.approx(
+            metrics.volume_ml(labels == entry["label_value"], (1.25, 1.25, 1.37)), abs=1e-3
+        )
+    assert sum(c["n_voxels"] for c in report["classes"].values()) == report["n_voxels"]
+    assert "right ventricle" in predict.format_report(report)
+
+
+def test_values_other_than_0_to_k_come_back_in_predictions(multi_msd: Path, tmp_path: Path) -> None:
+    """A dataset labelled 0, 1, 2, 5 trains classes 0..3 and predicts the values 0, 1, 2, 5."""
+    from heartseg_utils.train import run_training
+
+    data = shutil.copytree(multi_msd, tmp_path / "Heart_125")
+    for path in (data / "labelsTr").glob("*.nii.gz"):
+        img = nib.load(str(path))
+        voxels = np.asarray(img.dataobj)
+        nib.save(nib.Nifti1Image(np.where(voxels == 3, 5, voxels).astype(np.uint8), img.affine), str(path))
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["labels"] = {"0": "background", "1": "left ventricle", "2": "myocardium", "5": "right ventricle"}
+    (data / "dataset.json").write_text(json.dumps(meta))
+    run_dir = tmp_path / "run"
+    run_training({**TINY, "data_dir": str(data), "run_dir": str(run_dir), "max_epochs": 1})
+    assert runs.read_json(run_dir / runs.CONFIG)["label_values"] == [0, 1, 2, 5]
+    [item] = inference.predict_run(run_dir, split="test", keep_largest=False)
+    values = set(np.unique(np.asanyarray(nib.load(item["prediction"]).dataobj)).tolist())
+    assert values <= {0, 1, 2, 5} and 3 not in values
+
+
+def test_binary_runs_keep_todays_files(tiny_config: dict) -> None:
+    """A one-label dataset trains as before: 2 channels, history.csv's own columns, keep_largest a bool only."""
+    from heartseg_utils.train import run_training
+
+    result = run_training({**tiny_config, "max_epochs": 1})
+    run_dir = Path(tiny_config["run_dir"])
+    saved = runs.read_json(run_dir / runs.CONFIG)
+    assert (saved["label_mode"], saved["label_values"], saved["out_channels"]) == ("binary", "auto", 2)
+    assert list(_history(run_dir)[0]) == list(runs.HISTORY_FIELDS)
+    assert "best_val_dice_per_class" not in result
+    post = runs.read_json(run_dir / runs.POSTPROCESSING)
+    assert set(post) == {"keep_largest", "val_dice_raw", "val_dice_largest_component", "cases", "rule"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-class evaluation
+# --------------------------------------------------------------------------------------------------
+def test_evaluate_classes_scores_each_class_and_the_macro_mean() -> None:
+    truth = np.zeros((10, 10, 10), np.uint8)
+    truth[1:4, 1:4, 1:4], truth[6:9, 6:9, 6:9] = 1, 3
+    pred = truth.copy()
+    pred[1, 1:4, 1:4] = 0  # class 1 loses a third of its voxels; class 3 is perfect
+    rows = metrics.evaluate_classes(pred, truth, (1.0, 1.0, 1.0), {1: "lv", 3: "rv"})
+    assert [(r["class"], r["label_value"]) for r in rows] == [("lv", 1), ("rv", 3)]
+    assert rows[0]["dice"] == pytest.approx(2 * 18 / (18 + 27)) and rows[1]["dice"] == 1.0
+    assert rows[0]["volume_ml_true"] == pytest.approx(0.027)
+    summary = metrics.summarize_classes(rows + rows)
+    assert summary["classes"]["rv"]["dice"] == 1.0 and summary["classes"]["lv"]["n_cases"] == 2
+    assert summary["macro"]["dice"] == pytest.approx((rows[0]["dice"] + 1.0) / 2)
