@@ -224,3 +224,82 @@ def test_evaluate_classes_scores_each_class_and_the_macro_mean() -> None:
     summary = metrics.summarize_classes(rows + rows)
     assert summary["classes"]["rv"]["dice"] == 1.0 and summary["classes"]["lv"]["n_cases"] == 2
     assert summary["macro"]["dice"] == pytest.approx((rows[0]["dice"] + 1.0) / 2)
+
+
+# --------------------------------------------------------------------------------------------------
+# Export: ONNX and the MONAI bundle carry the classes
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def multi_fp32_run(multi_msd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-epoch multi-class run in fp32 (predict and the float32 bundle then compute alike)."""
+    from heartseg_utils.train import run_training
+
+    run_dir = tmp_path_factory.mktemp("multi_fp32") / "run"
+    run_training({**TINY, "data_dir": str(multi_msd), "run_dir": str(run_dir), "max_epochs": 1, "amp": "off"})
+    return run_dir
+
+
+def test_the_exports_carry_the_classes(multi_fp32_run: Path, multi_msd: Path, tmp_path: Path) -> None:
+    """export.json names the classes; the bundle writes predict's label map with the dataset's values."""
+    from heartseg_utils import bundle
+    from heartseg_utils import export as E
+    from tests.test_bundle import _run_bundle
+
+    info = E.export_run(multi_fp32_run)
+    card = json.loads((multi_fp32_run / "export" / "export.json").read_text())
+    assert (card["label_mode"], card["n_classes"], card["label_values"]) == ("multiclass", 4, [0, 1, 2, 3])
+    assert info["check"]["max_abs_diff"] <= 1e-3
+    meta = E.main(["--run_dir", str(multi_fp32_run), "--format", "bundle"])
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    assert pred["num_channels"] == 4 and pred["channel_def"]["3"] == "right ventricle"
+    scan = min((multi_msd / "imagesTs").iterdir())
+    _run_bundle(multi_fp32_run / "export" / bundle.BUNDLE_DIR, multi_msd, tmp_path / "bundle_out")
+    [report] = predict.predict(multi_fp32_run, scan, tmp_path / "ours.nii.gz", progress=False)
+    ours = np.asanyarray(nib.load(report["mask"]).dataobj)
+    theirs = np.asanyarray(nib.load(str(tmp_path / "bundle_out" / scan.name.replace(".nii.gz", "_seg.nii.gz"))).dataobj)
+    assert ours.shape == theirs.shape and set(np.unique(theirs)) <= {0, 1, 2, 3}
+    assert np.mean(ours == theirs) >= 0.99, f"{int((ours != theirs).sum())} voxels differ"
+
+
+# --------------------------------------------------------------------------------------------------
+# Notebooks 03 and 04 on a multi-label folder
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_notebooks_03_and_04_train_and_score_every_class(multi_msd: Path, tmp_path: Path) -> None:
+    """03 with data_dir set (and a short run) trains a multi-class model; 04's per-class evaluation.csv is what the
+    saved label maps give when scored again here."""
+    import pandas as pd
+    import papermill
+
+    from tests.conftest import REPO, SERIES_CELL_TIMEOUT_S
+
+    common = {"kernel_name": "python3", "cwd": str(tmp_path), "progress_bar": False}
+    short = {"data_dir": str(multi_msd), "time_budget_min": 0, "max_epochs": 3, "roi_size": [32, 32, 32]}
+    for name, parameters in (("03_train", short), ("04_evaluate", {"cases_to_show": 1})):
+        papermill.execute_notebook(
+            str(REPO / "notebooks" / f"{name}.ipynb"),
+            str(tmp_path / f"{name}_out.ipynb"),
+            parameters=parameters,
+            execution_timeout=SERIES_CELL_TIMEOUT_S,
+            **common,
+        )
+    run_dir = tmp_path / "runs" / "03_train"
+    saved = runs.read_json(run_dir / runs.CONFIG)
+    assert saved["label_mode"] == "multiclass" and saved["out_channels"] == 4
+    assert "val_dice_right_ventricle" in _history(run_dir)[0]
+    table = pd.read_csv(run_dir / "evaluation.csv")
+    assert list(table.columns[:3]) == ["case", "class", "label_value"]
+    split = runs.read_split(run_dir)
+    assert sorted(set(table["case"])) == sorted(split["validation"]) and len(table) == 3 * len(split["validation"])
+    classes = C.class_names(saved)
+    for case, rows in table.groupby("case"):
+        again = metrics.evaluate_class_files(
+            run_dir / "predictions" / f"{case}.nii.gz", multi_msd / "labelsTr" / f"{case}.nii.gz", classes
+        )
+        for row, fresh in zip(rows.to_dict("records"), again):
+            assert row["class"] == fresh["class"]
+            for key in ("dice", "iou", "precision", "recall", "volume_ml_pred", "volume_ml_true"):
+                assert row[key] == pytest.approx(fresh[key], abs=1e-9), (case, row["class"], key)
+    summary = json.loads((run_dir / "evaluation_summary.json").read_text())
+    assert set(summary["classes"]) == set(classes.values())
+    assert summary["macro"]["dice"] == pytest.approx(table.groupby("class")["dice"].mean().mean())
