@@ -303,3 +303,52 @@ def test_notebooks_03_and_04_train_and_score_every_class(multi_msd: Path, tmp_pa
     summary = json.loads((run_dir / "evaluation_summary.json").read_text())
     assert set(summary["classes"]) == set(classes.values())
     assert summary["macro"]["dice"] == pytest.approx(table.groupby("class")["dice"].mean().mean())
+
+
+# --------------------------------------------------------------------------------------------------
+# Pictures: one colour per class, a legend, one surface per class
+# --------------------------------------------------------------------------------------------------
+def _label_map() -> np.ndarray:
+    labels = np.zeros((12, 12, 8), np.uint8)
+    labels[2:6, 2:6, 2:6], labels[7:10, 7:10, 3:6] = 1, 3
+    return labels
+
+
+def test_each_class_gets_its_palette_colour_and_a_legend() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from heartseg_utils import viz
+
+    labels = _label_map()
+    colours = viz.class_colours([0, 3, 1])
+    assert colours == {1: viz.PALETTE[0], 3: viz.PALETTE[1]}
+    grey = np.zeros((12, 12))
+    rgb = viz.label_rgb(grey, labels[:, :, 3], colours=colours, alpha=1.0)
+    np.testing.assert_allclose(rgb[3, 3], viz.PALETTE[0])
+    np.testing.assert_allclose(rgb[8, 8], viz.PALETTE[1])
+    assert rgb[0, 0].tolist() == [0.0, 0.0, 0.0]  # background stays grey (black here)
+    shifted = np.roll(labels[:, :, 3], 1, axis=0)
+    outlined = viz.label_rgb(grey, labels[:, :, 3], shifted, colours=colours, alpha=0.0)
+    np.testing.assert_allclose(outlined[6, 3], viz.PALETTE[0])  # the prediction's outline, off the truth
+    assert viz.is_label_map(labels) and not viz.is_label_map(labels > 0)
+    fig = viz.show_planes(np.ones(labels.shape), labels, classes={1: "lv", 3: "rv"})
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["1 lv", "3 rv"]
+    binary = viz.show_planes(np.ones(labels.shape), labels > 0)
+    assert not binary.legends  # the binary look stays
+    box = viz.slice_scrubber(np.ones(labels.shape), labels, prediction=labels, classes={1: "lv", 3: "rv"})
+    assert "image/png" in box._repr_mimebundle_()
+
+
+def test_one_surface_per_class() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from heartseg_utils import surface
+
+    fig = surface.plot_class_surfaces(_label_map(), (1.0, 1.0, 2.0), {1: "lv", 2: "myo", 3: "rv"})
+    assert sorted(fig.surfaces) == [1, 3]  # myo is absent from this map
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["lv", "myo (absent)", "rv"]
+    verts, _ = fig.surfaces[3]
+    assert verts[:, 2].max() <= 2.0 * 5 + 1e-6  # in mm: z spacing 2
