@@ -73,6 +73,7 @@ class TrainConfig:
     num_samples: Any = 2  # patches drawn per volume per epoch, or "auto" (planned)
     pixdim: Any = "auto"  # (x, y, z) in mm, or "auto" (planned from the median spacing and the budget)
     elastic: bool = False
+    mr_artefacts: bool = False  # add MR artefacts (bias field, Gibbs ringing, k-space spike, gamma) to training
     val_fraction: float = 0.2
     n_folds: int = 0  # 0 = the val_fraction split; k >= 2 = validate on fold `fold` of splits.make_split
     fold: int = 0
@@ -255,6 +256,7 @@ def transforms_from_config(config: dict[str, Any], stage: str, device: torch.dev
         roi_size=tuple(config["roi_size"]),
         num_samples=config["num_samples"],
         elastic=config["elastic"],
+        mr_artefacts=config.get("mr_artefacts", False),  # runs from before the option trained without
         divisor=required_divisor(config["model_name"], config.get("model_kwargs")),
         device=device,
         label_values=tuple(config["label_values"]) if multiclass else None,

@@ -153,6 +153,7 @@ def get_transforms(
     roi_size: Sequence[int] = (64, 64, 64),
     num_samples: int = 2,
     elastic: bool = False,
+    mr_artefacts: bool = False,
     divisor: int | Sequence[int] = 16,
     device: Any = None,
     label_values: Sequence[int] | None = None,
@@ -169,7 +170,8 @@ def get_transforms(
     Random part (``"train"`` only): SpatialPadd(roi) -> RandCropByPosNegLabeld
     (pos=1, neg=1, ``num_samples`` patches of ``roi_size``) -> RandFlipd ->
     RandRotate90d (only if ``roi_size[0] == roi_size[1]``, so patches keep ``roi_size``) -> RandAffined ->
-    [Rand3DElasticd if ``elastic``] -> RandGaussianNoised -> RandShiftIntensityd.
+    [Rand3DElasticd if ``elastic``] -> RandGaussianNoised -> RandShiftIntensityd
+    [-> RandBiasFieldd -> RandGibbsNoised -> RandKSpaceSpikeNoised -> RandAdjustContrastd if ``mr_artefacts``].
 
     Args:
         stage: ``"train"``, ``"val"`` or ``"infer"`` (image key only, for unlabelled images).
@@ -178,6 +180,7 @@ def get_transforms(
         roi_size: training patch size (voxels).
         num_samples: patches drawn per volume per epoch (``"train"``).
         elastic: add ``Rand3DElasticd`` to the training augmentations (slow on CPU).
+        mr_artefacts: add MONAI's MR artefacts (:func:`mr_artefact_transforms`) to the training augmentations.
         divisor: pad every side to a multiple of this (one int, or per axis ``(x, y, z)``): the network's
             ``models.required_divisor``; 16 suits the default UNet.
         device: MONAI's fast-training pattern (``"train"``/``"val"``): when given, ``EnsureTyped`` moves the
@@ -208,6 +211,7 @@ def get_transforms(
     if stage == "train":
         n_classes = None if label_values is None else len(label_values)
         xforms += _random(mt, tuple(int(r) for r in roi_size), num_samples, elastic, n_classes)
+        xforms += mr_artefact_transforms(mt) if mr_artefacts else []
     return mt.Compose(xforms)
 
 
@@ -300,4 +304,20 @@ def _random(mt: Any, roi: tuple[int, ...], num_samples: int, elastic: bool, n_cl
     return xforms + [
         mt.RandGaussianNoised(keys="image", prob=0.3, mean=0.0, std=0.1),
         mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+    ]
+
+
+def mr_artefact_transforms(mt: Any) -> list:
+    """MONAI's MR artefacts as training augmentations, applied to the z-scored patch (image key only).
+
+    A coil's smooth bias field, Gibbs ringing at edges, a k-space spike (stripes) and a gamma contrast change, each
+    on a share of the patches. Rician noise is left out: on z-scored intensities (half of them negative) it would
+    fold the negative half to positive values. ``benchmarks/bench_augment.py`` measures what they buy on
+    phantoms with those artefacts (docs/benchmarks.md).
+    """
+    return [
+        mt.RandBiasFieldd(keys="image", degree=3, coeff_range=(0.0, 0.2), prob=0.3),
+        mt.RandGibbsNoised(keys="image", alpha=(0.0, 0.6), prob=0.2),
+        mt.RandKSpaceSpikeNoised(keys="image", prob=0.1),
+        mt.RandAdjustContrastd(keys="image", gamma=(0.6, 1.6), prob=0.3),
     ]

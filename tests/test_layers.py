@@ -53,6 +53,7 @@ LAYERS: dict[str, int] = {
     "plan": 2,
     "inference": 2,
     "qc": 2,
+    "shifts": 2,  # test shifts (MR artefacts, failures) of an MSD folder: imports data
     # layer 3
     "train": 3,
     "predict": 3,

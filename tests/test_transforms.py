@@ -135,6 +135,24 @@ def test_elastic_flag():
     assert Rand3DElasticd in names(T.get_transforms("train", pixdim=PIXDIM, elastic=True))
 
 
+def test_mr_artefacts_flag_adds_monai_artefacts_that_keep_the_patch():
+    import monai.transforms as mt
+    from monai.transforms import RandBiasFieldd, RandGibbsNoised, RandKSpaceSpikeNoised
+
+    names = lambda c: [type(t) for t in c.transforms]  # noqa: E731
+    added = {RandBiasFieldd, RandGibbsNoised, RandKSpaceSpikeNoised}
+    assert not added & set(names(T.get_transforms("train", pixdim=PIXDIM)))
+    assert added <= set(names(T.get_transforms("train", pixdim=PIXDIM, mr_artefacts=True)))
+    assert not added & set(names(T.get_transforms("val", pixdim=PIXDIM, mr_artefacts=True)))  # training only
+    patch = {"image": torch.randn(1, 16, 16, 8), "label": torch.zeros(1, 16, 16, 8)}
+    for xform in T.mr_artefact_transforms(mt):
+        xform.set_random_state(seed=0)
+        if hasattr(xform, "prob"):
+            xform.prob = 1.0  # every artefact applied once, so each is shown to keep shape and finiteness
+        out = xform(dict(patch))["image"]
+        assert out.shape == patch["image"].shape and torch.isfinite(torch.as_tensor(out)).all()
+
+
 @pytest.mark.parametrize("stage", ["train", "val", "infer"])
 def test_deterministic_prefix_then_random(stage):
     is_random = [isinstance(t, Randomizable) for t in T.get_transforms(stage, pixdim=PIXDIM).transforms]
