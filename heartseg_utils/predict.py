@@ -6,7 +6,8 @@ Introduced in notebook 07. From the command line::
     python -m heartseg_utils.predict --run_dir runs/03_train --input dicom_folder/ --output mask.nii.gz --tta
     python -m heartseg_utils.predict --run_dir runs/03_train --input imagesTs/ --output predictions/
 
-Each mask is written as NIfTI (uint8, 1 = left atrium) on the input's own voxel grid and affine: a NIfTI input's
+Each mask is written as NIfTI (uint8, 1 = left atrium; a multi-class run writes a label map with the dataset's
+label values and reports each class's volume) on the input's own voxel grid and affine: a NIfTI input's
 shape and affine, or for a DICOM series the grid of its slices sorted along their normal (:mod:`heartseg_utils.dicom`).
 Beside each mask a JSON report ``<case>.heartseg.json`` holds the foreground volume in mL and the warnings of
 ``metrics.sanity_check``. The model, its preprocessing and the sliding window all come from ``run_dir``
