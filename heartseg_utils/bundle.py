@@ -94,12 +94,15 @@ def preprocessing(config: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def postprocessing(config: dict[str, Any], keep_largest: bool) -> list[dict[str, Any]]:
+def postprocessing(config: dict[str, Any], keep_largest: bool | list[int]) -> list[dict[str, Any]]:
     """``inference.predict_case``'s steps after the network as bundle components. Introduced in notebook 07.
 
     The foreground probability (softmax channel 1, or the sigmoid of one channel) is mapped back onto the scan's grid
     with ``Invertd`` (bilinear), thresholded at 0.5, reduced to its largest component if the run decided so, saved.
+    A multi-class run (:func:`class_postprocessing`) maps every class probability back and takes the argmax.
     """
+    if config.get("label_mode") == "multiclass":
+        return class_postprocessing(config, keep_largest)
     two = int(config["out_channels"]) > 1
     steps = [_t("Activationsd", "pred", softmax=two, sigmoid=not two)]
     steps += [_t("Lambdad", "pred", func="$lambda p: p[1:2]")] if two else []  # the foreground channel
@@ -112,7 +115,25 @@ def postprocessing(config: dict[str, Any], keep_largest: bool) -> list[dict[str,
     return [*steps, _t("SaveImaged", "pred", **save)]
 
 
-def inference_config(config: dict[str, Any], keep_largest: bool) -> dict[str, Any]:
+def class_postprocessing(config: dict[str, Any], keep_largest: bool | list[int]) -> list[dict[str, Any]]:
+    """A multi-class run's steps after the network: softmax, ``Invertd`` of every class channel, argmax, the largest
+    component of the classes the run decided (``keep_largest_values``), class k -> the dataset's ``label_values[k]``,
+    saved as uint8 (int16 above 255). Introduced in notebook 07."""
+    values = [int(v) for v in config["label_values"]]
+    kept = [k for k, v in enumerate(values) if k and (keep_largest is True or v in (keep_largest or ()))]
+    invert = {"transform": "@preprocessing", "orig_keys": "image", "nearest_interp": False, "to_tensor": True}
+    steps = [_t("Activationsd", "pred", softmax=True), _t("Invertd", "pred", **invert)]
+    steps.append(_t("AsDiscreted", "pred", argmax=True))
+    if kept:
+        steps.append(_t("KeepLargestConnectedComponentd", "pred", applied_labels=kept, is_onehot=False, connectivity=3))
+    steps.append(_t("Lambdad", "pred", func=f"$lambda p: torch.as_tensor({values}, device=p.device)[p.long()]"))
+    save = {"output_dir": "@output_dir", "output_postfix": "@output_postfix", "output_ext": ".nii.gz"}
+    dtype = "$numpy.uint8" if max(values) <= 255 else "$numpy.int16"
+    save.update(output_dtype=dtype, separate_folder=False, resample=False)
+    return [*steps, _t("SaveImaged", "pred", **save)]
+
+
+def inference_config(config: dict[str, Any], keep_largest: bool | list[int]) -> dict[str, Any]:
     """``configs/inference.json``: the model zoo's layout (``dataset_dir``, ``datalist``, ``evaluator``, ``run``).
 
     Introduced in notebook 07. ``dataset_dir`` is an MSD folder (its ``imagesTs/``) or a folder of NIfTI files;
@@ -163,6 +184,8 @@ def _dataset_card(config: dict[str, Any]) -> dict[str, str]:
     except (OSError, ValueError):
         meta = {}
     labels, modality = meta.get("labels") or {}, meta.get("modality") or {}
+    if config.get("label_mode") == "multiclass":
+        labels = {"1": ", ".join(str(n) for n in config["label_names"][1:])}
     return {
         "label": str(labels.get("1", "foreground")),
         "modality": str(modality.get("0", "MRI")),
@@ -174,10 +197,20 @@ def _data_format(config: dict[str, Any], label: str) -> dict[str, Any]:
     """``network_data_format``: the network's input patch and output logits (channel names from the labels)."""
     roi, out_channels = [int(r) for r in config["roi_size"]], int(config["out_channels"])
     names = {"0": "background", "1": label} if out_channels > 1 else {"0": label}
+    if config.get("label_mode") == "multiclass":  # channel k: class k, the dataset's label value label_values[k]
+        names = {str(k): str(name) for k, name in enumerate(config["label_names"])}
     common = {"type": "image", "spatial_shape": roi, "dtype": "float32", "value_range": [], "is_patch_data": True}
     image = {**common, "format": "magnitude", "modality": "MR", "num_channels": 1, "channel_def": {"0": "image"}}
     pred = {**common, "format": "segmentation", "num_channels": out_channels, "channel_def": names}
     return {"inputs": {"image": image}, "outputs": {"pred": pred}}
+
+
+def _pred_classes(config: dict[str, Any], label: str) -> str:
+    """metadata.json's ``pred_classes``: the values of the saved mask (a multi-class run's label values)."""
+    if config.get("label_mode") != "multiclass":
+        return f"one channel mask on the input's grid: 1 = {label}, 0 = background"
+    named = ", ".join(f"{v} = {n}" for v, n in zip(config["label_values"][1:], config["label_names"][1:]))
+    return f"one channel label map on the input's grid: {named}, 0 = background"
 
 
 def metadata(run_dir: str | os.PathLike[str], config: dict[str, Any], check: dict[str, Any]) -> dict[str, Any]:
@@ -215,7 +248,7 @@ def metadata(run_dir: str | os.PathLike[str], config: dict[str, Any], check: dic
         "copyright": "the authors of the training run; the training data's licence applies (MSD: CC-BY-SA 4.0)",
         "data_type": "nibabel",
         "image_classes": f"one channel {card['modality']}, z-scored over its non-zero voxels after resampling",
-        "pred_classes": f"one channel mask on the input's grid: 1 = {card['label']}, 0 = background",
+        "pred_classes": _pred_classes(config, card["label"]),
         "eval_metrics": {
             "val_mean_dice": metrics.get("best_val_dice"),
             "val_min_dice": metrics.get("best_val_dice_min"),

@@ -21,6 +21,11 @@ from heartseg_utils.precision import AMP_CHOICES, DEVICES
 from heartseg_utils.recipe import LOSSES, OPTIMIZERS, SCHEDULERS
 from heartseg_utils.transforms import get_transforms
 
+LABEL_MODES = (
+    "auto",
+    "binary",
+    "multiclass",
+)  # "auto": binary for one foreground label in dataset.json, else multiclass
 PLANNED_FIELDS = ("pixdim", "roi_size", "batch_size", "num_samples", "model_name")  # "auto" = chosen by the plan
 CHOICES: dict[str, Any] = {
     "loss_name": LOSSES,
@@ -28,8 +33,15 @@ CHOICES: dict[str, Any] = {
     "scheduler_name": SCHEDULERS,
     "device": DEVICES,
     "amp": AMP_CHOICES,
+    "label_mode": LABEL_MODES,
 }
-_LITERAL_FIELDS = ("roi_size", "pixdim", "model_kwargs")  # papermill's -p and the command line pass them as text
+_LITERAL_FIELDS = (
+    "roi_size",
+    "pixdim",
+    "model_kwargs",
+    "label_values",
+    "label_names",
+)  # papermill's -p and the command line pass them as text
 
 
 @dataclass
@@ -74,6 +86,9 @@ class TrainConfig:
     overwrite: bool = False  # replace a finished run in run_dir (without it, or resume, that is refused)
     progress: bool = True
     log_dir: str = ""  # TensorBoard curves: "" = off; else a folder (relative = to the working folder)
+    label_mode: str = "auto"  # "auto" (binary for one foreground label in dataset.json) | "binary" | "multiclass"
+    label_values: Any = "auto"  # multiclass: the dataset's label values in class order, 0 first; "auto" = all
+    label_names: Any = "auto"  # one name per class (dataset.json's "labels"); "auto" = from dataset.json
 
     def __post_init__(self) -> None:
         for name in _LITERAL_FIELDS:
@@ -90,10 +105,13 @@ class TrainConfig:
             choice(name, getattr(self, name))
         check_numbers(self)
         check_roi(self)
+        check_labels(self)
 
     @property
     def out_channels(self) -> int:
-        """The loss decides: 1 logit for sigmoid + BCE, else 2 (softmax over background/atrium)."""
+        """Binary: the loss decides (1 logit for sigmoid + BCE, else 2); multiclass: one channel per class."""
+        if self.label_mode == "multiclass" and isinstance(self.label_values, (list, tuple)):
+            return len(self.label_values)
         return LOSSES[self.loss_name].out_channels
 
 
@@ -138,6 +156,70 @@ def check_roi(cfg: TrainConfig) -> None:
         raise ValueError(f"roi_size {cfg.roi_size} must be 3 positive sides divisible by {div} for {cfg.model_name!r}")
 
 
+def check_labels(cfg: TrainConfig) -> None:
+    """Reject a loss that cannot train several classes, and class values or names that do not fit together.
+
+    Introduced in notebook 03. A loss of :data:`recipe.LOSSES` with one output channel (sigmoid, e.g. ``bce``) scores
+    one foreground only: it is refused for ``label_mode="multiclass"`` (``"auto"`` is checked once resolved).
+    """
+    if cfg.label_mode == "multiclass" and LOSSES[cfg.loss_name].out_channels == 1:
+        multi = [name for name, spec in LOSSES.items() if spec.out_channels > 1]
+        raise ValueError(
+            f"loss_name {cfg.loss_name!r} gives one sigmoid channel and cannot train label_mode 'multiclass': "
+            f"choose one of {', '.join(multi)}, or label_mode 'binary' (label != 0 against background)"
+        )
+    values, names = cfg.label_values, cfg.label_names
+    if values != "auto":
+        ints = [int(v) for v in values] if isinstance(values, (list, tuple)) else []
+        if len(ints) < 2 or ints[0] != 0 or len(set(ints)) != len(ints) or any(v < 0 for v in ints):
+            raise ValueError(
+                f"label_values {values!r} must list distinct label values, background 0 first, e.g. [0, 1, 2, 3]"
+            )
+        cfg.label_values = ints
+    if names != "auto" and (not isinstance(names, (list, tuple)) or (values != "auto" and len(names) != len(values))):
+        raise ValueError(f"label_names {names!r} must be a list with one name per entry of label_values {values!r}")
+
+
+def resolve_labels(cfg: TrainConfig, dataset_labels: dict[str, str] | None) -> TrainConfig:
+    """The config with ``label_mode``, ``label_values`` and ``label_names`` resolved from dataset.json's ``labels``.
+
+    Introduced in notebook 03. ``"auto"`` is binary when dataset.json names one foreground label (Task02_Heart),
+    multiclass when it names several (hippocampus 1/2, cardiac cine RV/MYO/LV). A binary run keeps every value as
+    it was (foreground = label != 0; ``label_values`` and ``label_names`` stay ``"auto"``). A multiclass run trains
+    class k for the k-th value of ``label_values`` (0 = background first); values left out count as background.
+
+    Args:
+        cfg: the run's config (its label fields may be ``"auto"``).
+        dataset_labels: dataset.json's ``"labels"`` (``{"0": "background", "1": "left atrium"}``) or None.
+
+    Returns:
+        A new config whose ``label_mode`` is ``"binary"`` or ``"multiclass"``, re-checked (:func:`check_labels`).
+    """
+    named = {int(k): str(v) for k, v in (dataset_labels or {}).items()}
+    mode = cfg.label_mode
+    if mode == "auto":
+        mode = "multiclass" if len([v for v in named if v != 0]) > 1 else "binary"
+    if mode == "binary":
+        return dataclasses.replace(cfg, label_mode="binary")
+    values = cfg.label_values if cfg.label_values != "auto" else sorted({0, *named})
+    if len(values) < 2:
+        raise ValueError("label_mode 'multiclass' needs dataset.json 'labels' naming the classes, or label_values")
+    names = cfg.label_names
+    if names == "auto":
+        names = [named.get(int(v), "background" if int(v) == 0 else f"label_{v}") for v in values]
+    return dataclasses.replace(cfg, label_mode="multiclass", label_values=list(values), label_names=list(names))
+
+
+def class_names(config: dict[str, Any]) -> dict[int, str]:
+    """A run's classes: ``{dataset label value: name}`` without background (binary: ``{1: "foreground"}``).
+
+    Introduced in notebook 04. Reads ``config.json`` (:func:`config_dict`); an older run without label fields is binary.
+    """
+    if config.get("label_mode") != "multiclass":
+        return {1: "foreground"}
+    return {int(v): str(n) for v, n in zip(config["label_values"][1:], config["label_names"][1:])}
+
+
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:
     """The JSON form of a config (``config.json``): tuples become lists; ``out_channels`` is added."""
     d = dataclasses.asdict(cfg)
@@ -167,6 +249,7 @@ def transforms_from_config(config: dict[str, Any], stage: str, device: torch.dev
     The pad divisor comes from the model registry (``models.required_divisor``); ``device`` is the CUDA fast
     path of :func:`heartseg_utils.transforms.get_transforms` (None on the CPU).
     """
+    multiclass = config.get("label_mode") == "multiclass"
     return get_transforms(
         stage,
         pixdim=tuple(config["pixdim"]),
@@ -176,6 +259,7 @@ def transforms_from_config(config: dict[str, Any], stage: str, device: torch.dev
         mr_artefacts=config.get("mr_artefacts", False),  # runs from before the option trained without
         divisor=required_divisor(config["model_name"], config.get("model_kwargs")),
         device=device,
+        label_values=tuple(config["label_values"]) if multiclass else None,
     )
 
 

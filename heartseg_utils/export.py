@@ -174,13 +174,15 @@ def preprocessing_card(config: dict[str, Any]) -> dict[str, Any]:
     """
     out_channels = config["out_channels"]
     divisor = list(required_divisor(config["model_name"], config.get("model_kwargs")))
+    multiclass = config.get("label_mode") == "multiclass"
+    to_probability = "softmax(logits, 1)[:, 1:] (one channel per class)" if multiclass else "softmax(logits, 1)[:, 1]"
     return {
         "input": {"name": "image", "shape": ["batch", 1, *config["roi_size"]], "dtype": "float32"},
         "output": {
             "name": "logits",
             "shape": ["batch", out_channels, *config["roi_size"]],
             "dtype": "float32",
-            "to_probability": "sigmoid(logits[:, 0])" if out_channels == 1 else "softmax(logits, 1)[:, 1]",
+            "to_probability": "sigmoid(logits[:, 0])" if out_channels == 1 else to_probability,
         },
         "not_included": {
             "orientation": "RAS (MONAI Orientationd axcodes='RAS')",
@@ -195,11 +197,27 @@ def preprocessing_card(config: dict[str, Any]) -> dict[str, Any]:
                 "overlap": config["sw_overlap"],
                 "blend": "constant (the logits are averaged)",
             },
-            "threshold": "foreground probability >= 0.5",
+            "threshold": "argmax over the classes (background first), class k = label value label_values[k]"
+            if multiclass
+            else "foreground probability >= 0.5",
             "back_to_the_scan": "undo padding, crop, spacing and orientation (MONAI Invertd) onto the input's grid",
         },
-        "labels": "binary: every non-zero label value is foreground",
+        **label_card(config),
         "model_name": config["model_name"],
+    }
+
+
+def label_card(config: dict[str, Any]) -> dict[str, Any]:
+    """export.json's ``labels`` (and, for a multi-class run, ``label_mode``, ``n_classes``, ``label_values`` and
+    ``label_names``: class k of the output channels is the dataset's label value ``label_values[k]``)."""
+    if config.get("label_mode") != "multiclass":
+        return {"labels": "binary: every non-zero label value is foreground"}
+    return {
+        "labels": "multiclass: output channel k is the class of label value label_values[k] (0 = background)",
+        "label_mode": "multiclass",
+        "n_classes": int(config["out_channels"]),
+        "label_values": [int(v) for v in config["label_values"]],
+        "label_names": [str(n) for n in config["label_names"]],
     }
 
 

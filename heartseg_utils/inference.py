@@ -9,6 +9,7 @@ orientation) before it is thresholded at 0.5 and saved with the input image's sh
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 from heartseg_utils import runs, scans
 from heartseg_utils.config import model_from_config, transforms_from_config
 from heartseg_utils.data import split_cases
-from heartseg_utils.models import logits_to_probability
+from heartseg_utils.models import logits_to_probability, probability_to_classes
 from heartseg_utils.precision import amp_decision, autocast, resolve_device
 
 SPLITS = ("validation", "all", "test")
@@ -98,7 +99,7 @@ def predict_case(
     *,
     device: str | torch.device | None = None,
     tta: bool = False,
-    keep_largest: bool = False,
+    keep_largest: bool | Sequence[int] = False,
     tta_axes: tuple[int, ...] = (0, 1, 2),
 ) -> dict[str, Any]:
     """Predict one image and map the result back to the image's original voxel grid.
@@ -113,12 +114,16 @@ def predict_case(
             (``precision.amp_decision`` with ``amp="auto"``, unless the run was trained with ``amp="off"``).
         tta: average the probability over the identity and one flip along each of ``tta_axes``
             (1 + len(tta_axes) passes).
-        keep_largest: keep only the largest connected component of the mask (:func:`largest_component`).
+        keep_largest: keep only the largest connected component of the mask (:func:`largest_component`); for a
+            multi-class run True = of every class, or a list of the label values to do it for.
         tta_axes: spatial axes (0, 1, 2 of the RAS array) to flip; flips the training never showed can hurt.
 
     Returns:
         ``{"probability": float32 (x, y, z), "mask": uint8 (x, y, z), "affine": (4, 4), "spacing": (mm,) * 3,
-        "precision": "bfloat16" or "float32"}`` on the original image's grid.
+        "precision": "bfloat16" or "float32"}`` on the original image's grid. For a multi-class run (``config``
+        ``label_mode`` ``"multiclass"``) ``mask`` is a label map holding the dataset's label values (the class with
+        the highest probability; uint8, int16 above 255), ``probability`` the probability of any foreground class
+        and ``probabilities`` (K, x, y, z) that of each class, in the order of ``label_values[1:]``.
     """
     import nibabel as nib
     from monai.data import MetaTensor
@@ -133,44 +138,81 @@ def predict_case(
         prob = _foreground_probability(model, image, config, tuple(tta_axes) if tta else ())[0].cpu()
     data["prob"] = MetaTensor(prob, meta=data["image"].meta)
     prob = Invertd(keys="prob", transform=pipeline, orig_keys="image", nearest_interp=False)(data)["prob"]
-    mask = np.asarray(prob[0] >= 0.5, dtype=np.uint8)
     reference = nib.load(str(image_path))
+    if config.get("label_mode") == "multiclass":
+        result = class_label_map(np.asarray(prob, dtype=np.float32), config["label_values"], keep_largest)
+    else:
+        mask = np.asarray(prob[0] >= 0.5, dtype=np.uint8)
+        mask = largest_component(mask) if keep_largest else mask
+        result = {"probability": np.asarray(prob[0], dtype=np.float32), "mask": mask}
     return {
-        "probability": np.asarray(prob[0], dtype=np.float32),
-        "mask": largest_component(mask) if keep_largest else mask,
+        **result,
         "affine": reference.affine,
         "spacing": tuple(float(z) for z in reference.header.get_zooms()[:3]),
         "precision": str(amp_dtype or torch.float32).replace("torch.", ""),  # "bfloat16" or "float32"
     }
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest 26-connected blob with MONAI's KeepLargestConnectedComponent. Introduced in notebook 04."""
+def class_label_map(
+    probabilities: np.ndarray, label_values: Sequence[int], keep_largest: bool | Sequence[int] = False
+) -> dict[str, Any]:
+    """Per-class probabilities (K, x, y, z) -> the label map with the dataset's values. Introduced in notebook 04.
+
+    Each voxel takes the class with the highest probability (background = 1 - the sum), class k becomes
+    ``label_values[k]``; ``keep_largest`` (True, or the label values to do it for) keeps each such class's largest
+    component. Returns ``{"mask", "probability" (any foreground), "probabilities"}``.
+    """
+    values = np.asarray([int(v) for v in label_values])
+    mask = values[probability_to_classes(probabilities)].astype(np.uint8 if values.max() <= 255 else np.int16)
+    chosen = [int(v) for v in values[1:]] if keep_largest is True else [int(v) for v in keep_largest or ()]
+    return {
+        "mask": largest_component(mask, chosen) if chosen else mask,
+        "probability": probabilities.sum(axis=0).clip(0.0, 1.0).astype(np.float32),
+        "probabilities": probabilities,
+    }
+
+
+def largest_component(mask: np.ndarray, labels: Sequence[int] = (1,)) -> np.ndarray:
+    """Keep the largest 26-connected blob with MONAI's KeepLargestConnectedComponent. Introduced in notebook 04.
+
+    ``labels``: the values of a label map whose largest blob is kept, each on its own (binary masks: 1).
+    """
     from monai.transforms import KeepLargestConnectedComponent
 
-    keep = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False, connectivity=3)
-    return np.asarray(keep(np.array(mask, np.uint8)[None]))[0].astype(np.uint8)  # a copy: keep() works in place
+    arr = np.asarray(mask)
+    keep = KeepLargestConnectedComponent(applied_labels=[int(v) for v in labels], is_onehot=False, connectivity=3)
+    return np.asarray(keep(np.array(arr)[None]))[0].astype(arr.dtype)  # a copy: keep() works in place
 
 
-def run_keep_largest(run_dir: str | os.PathLike[str]) -> bool:
+def run_keep_largest(run_dir: str | os.PathLike[str]) -> bool | list[int]:
     """The run's post-processing decision (``postprocessing.json``, written by training); False where it has none.
 
     Introduced in notebook 04: training compares the validation Dice with and without keeping the largest
-    connected component and keeps it only where it helps (nnU-Net's rule).
+    connected component and keeps it only where it helps (nnU-Net's rule). A multi-class run decides per class:
+    the label values whose largest component is kept (``keep_largest_values``), a list that may be empty.
     """
-    return runs.read_keep_largest(run_dir)
+    keep = runs.read_keep_largest(run_dir)
+    path = Path(run_dir).expanduser() / runs.POSTPROCESSING
+    if path.is_file() and "keep_largest_values" in (decision := runs.read_json(path)):
+        return [int(v) for v in decision["keep_largest_values"]]
+    return keep
 
 
 def save_prediction(mask: Any, reference_image_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
-    """Write a uint8 mask as NIfTI with the reference image's shape, affine and header. Introduced in notebook 04."""
+    """Write a mask as NIfTI with the reference image's shape, affine and header. Introduced in notebook 04.
+
+    uint8 (a binary mask, or a label map whose values fit), int16 for a label map with values above 255.
+    """
     import nibabel as nib
 
     reference = nib.load(str(reference_image_path))
-    mask = np.asarray(mask, dtype=np.uint8)
+    mask = np.asarray(mask)
+    dtype = np.int16 if mask.size and int(mask.max()) > 255 else np.uint8
+    mask = mask.astype(dtype)
     if mask.shape != reference.shape[:3]:
         raise ValueError(f"mask shape {mask.shape} differs from {reference_image_path} {reference.shape[:3]}")
     image = nib.Nifti1Image(mask, reference.affine, reference.header.copy())
-    image.set_data_dtype(np.uint8)
+    image.set_data_dtype(dtype)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     nib.save(image, str(out_path))
     return Path(out_path)
@@ -204,7 +246,7 @@ def predict_run(
     split: str = "validation",
     *,
     tta: bool = False,
-    keep_largest: bool | None = False,
+    keep_largest: bool | Sequence[int] | None = False,
     device: str = "auto",
     tta_axes: tuple[int, ...] = (0, 1, 2),
 ) -> list[dict]:

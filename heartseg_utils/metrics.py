@@ -53,6 +53,16 @@ def dice(pred: Any, truth: Any) -> float:
     return dice_from_counts(*_counts(pred, truth))
 
 
+def class_dice(pred: Any, truth: Any, values: Sequence[int]) -> list[float]:
+    """:func:`dice` of each class of two label maps: ``pred == v`` against ``truth == v`` for every ``v``.
+
+    Introduced in notebook 03 (a multi-class run's validation: one Dice per class, background left out, as MONAI's
+    ``DiceMetric(include_background=False)``; a class absent from both maps scores 1, as :func:`dice` says).
+    """
+    p, t = (np.asarray(m.detach().cpu() if hasattr(m, "detach") else m) for m in (pred, truth))
+    return [dice(p == v, t == v) for v in values]
+
+
 def ml_per_voxel(spacing: Sequence[float]) -> float:
     """Millilitres per voxel: the product of the spacing in mm, / 1000."""
     return float(np.prod([float(s) for s in spacing])) / 1000.0
@@ -138,6 +148,60 @@ def evaluate_files(prediction_path: Any, label_path: Any) -> dict[str, float]:
     return evaluate_case(
         np.asanyarray(pred_img.dataobj), np.asanyarray(label_img.dataobj), label_img.header.get_zooms()[:3]
     )
+
+
+def _label_map(path: Any) -> tuple[np.ndarray, Any]:
+    """A NIfTI label map's voxels and image (for its affine and zooms)."""
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    return np.asanyarray(image.dataobj), image
+
+
+def evaluate_classes(pred: Any, truth: Any, spacing: Sequence[float], classes: Mapping[int, str]) -> list[dict]:
+    """:func:`evaluate_case` for each class of two label maps: one row per class, with ``class`` and ``label_value``.
+
+    Introduced in notebook 04 (a multi-class run's ``evaluation.csv``: one row per case and class).
+
+    Args:
+        pred: predicted label map (the dataset's label values), 3D.
+        truth: ground-truth label map on the same grid.
+        spacing: voxel size in mm.
+        classes: ``{label value: class name}`` without background, e.g. ``{1: "lv", 2: "myo", 3: "rv"}``.
+
+    Returns:
+        ``[{"class", "label_value", <METRIC_NAMES>}, ...]`` in the order of ``classes``.
+    """
+    p, t = (np.asarray(m.detach().cpu() if hasattr(m, "detach") else m) for m in (pred, truth))
+    return [
+        {"class": name, "label_value": int(v), **evaluate_case(p == v, t == v, spacing)} for v, name in classes.items()
+    ]
+
+
+def evaluate_class_files(prediction_path: Any, label_path: Any, classes: Mapping[int, str]) -> list[dict]:
+    """:func:`evaluate_classes` on two NIfTI label maps (spacing from the label's header). Notebook 04."""
+    (pred, pred_img), (truth, label_img) = _label_map(prediction_path), _label_map(label_path)
+    if not np.allclose(pred_img.affine, label_img.affine, atol=1e-3):
+        raise ValueError(f"{prediction_path} is not on the voxel grid of {label_path} (affines differ)")
+    return evaluate_classes(pred, truth, label_img.header.get_zooms()[:3], classes)
+
+
+def summarize_classes(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-class :func:`summarize` and the macro mean over classes of rows from :func:`evaluate_classes`.
+
+    Introduced in notebook 04.
+
+    Returns:
+        ``{"classes": {name: summarize(rows of that class)}, "macro": {metric: mean over the classes' means}}``
+        (a metric no class could average is ``None``).
+    """
+    names = list(dict.fromkeys(str(r["class"]) for r in rows))
+    per_class = {name: summarize([r for r in rows if str(r["class"]) == name]) for name in names}
+    macro: dict[str, Any] = {}
+    for metric in METRIC_NAMES:
+        means = [c[metric] for c in per_class.values() if c[metric] is not None]
+        macro[metric] = float(np.mean(means)) if means else None
+    return {"classes": per_class, "macro": macro}
 
 
 def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -249,8 +249,25 @@ def logits_to_mask(logits: torch.Tensor) -> torch.Tensor:
 
 
 def logits_to_probability(logits: torch.Tensor) -> torch.Tensor:
-    """Network output (N, C, ...) as a (N, 1, ...) foreground probability: softmax channel 1, or sigmoid for C = 1.
+    """Network output (N, C, ...) as (N, C - 1, ...) class probabilities without background; sigmoid for C = 1.
 
     Introduced in notebook 04 (inference averages probabilities for TTA; notebook 07's export check uses it too).
+    With two channels (background, atrium) this is the (N, 1, ...) foreground probability, softmax channel 1; a
+    multi-class network gives one channel per foreground class (background = 1 - their sum).
     """
-    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)[:, 1:2]
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)[:, 1:]
+
+
+def probability_to_classes(probability: Any) -> Any:
+    """Class probabilities without background (C - 1, ...) -> class index map (...): 0 where background wins.
+
+    Introduced in notebook 04. The argmax over (background = 1 - sum, class 1, ..., class K): for one channel this is
+    the 0.5 threshold. numpy or torch in, the same out (uint8).
+    """
+    import numpy as np
+
+    if isinstance(probability, torch.Tensor):
+        full = torch.cat([1 - probability.sum(dim=0, keepdim=True), probability])
+        return full.argmax(dim=0).to(torch.uint8)
+    p = np.asarray(probability, dtype=np.float32)
+    return np.concatenate([1 - p.sum(axis=0, keepdims=True), p]).argmax(axis=0).astype(np.uint8)

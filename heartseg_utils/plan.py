@@ -749,7 +749,18 @@ def resolve_auto(cfg: TrainConfig, items: list[dict], device: str | Any = "auto"
         planned["model_name"] = model_name if explicit_kwargs else the_plan["model_name"]
         if not explicit_kwargs:
             planned["model_kwargs"] = the_plan["model_kwargs"]
+    if cfg.label_mode == "multiclass":  # plan.json of a binary run stays as it was
+        the_plan["label_mode"] = "multiclass"
     return dataclasses.replace(cfg, **planned), the_plan
+
+
+def _label_reason(plan: Mapping[str, Any]) -> str:
+    """The plan table's reason for the label values: the run's label mode (``resolve_auto`` records multiclass)."""
+    if plan.get("label_mode") == "multiclass":
+        return "multiclass: one output channel per value (background included), softmax over all of them"
+    if len([v for v in plan["fingerprint"]["label_values"] if v]) > 1:
+        return "several foreground values: label_mode 'auto' trains one class each where dataset.json names them"
+    return "binary mode trains label != 0 against background"
 
 
 def plan_table(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -769,7 +780,7 @@ def plan_table(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
             [inten.get(k) for k in ("p0.5", "p50", "p99.5")],
             "inside the label; the pipeline z-scores each volume, so any scale works",
         ),
-        ("label values", fp["label_values"], "binary mode trains label != 0 against background"),
+        ("label values", fp["label_values"], _label_reason(plan)),
         ("target spacing (mm)", plan["target_spacing"], r["target_spacing"]),
         ("pixdim (mm)", plan["pixdim"], r["pixdim"]),
         ("median resampled shape", plan["median_shape"], "the median cropped shape at pixdim"),

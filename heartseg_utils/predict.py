@@ -6,7 +6,8 @@ Introduced in notebook 07. From the command line::
     python -m heartseg_utils.predict --run_dir runs/03_train --input dicom_folder/ --output mask.nii.gz --tta
     python -m heartseg_utils.predict --run_dir runs/03_train --input imagesTs/ --output predictions/
 
-Each mask is written as NIfTI (uint8, 1 = left atrium) on the input's own voxel grid and affine: a NIfTI input's
+Each mask is written as NIfTI (uint8, 1 = left atrium; a multi-class run writes a label map with the dataset's
+label values and reports each class's volume) on the input's own voxel grid and affine: a NIfTI input's
 shape and affine, or for a DICOM series the grid of its slices sorted along their normal (:mod:`heartseg_utils.dicom`).
 Beside each mask a JSON report ``<case>.heartseg.json`` holds the foreground volume in mL and the warnings of
 ``metrics.sanity_check``. The model, its preprocessing and the sliding window all come from ``run_dir``
@@ -256,7 +257,8 @@ def _predict_prepared(
     from heartseg_utils import inference, metrics
 
     t0 = time.perf_counter()
-    tta, keep_largest = bool(options.get("tta")), bool(options.get("keep_largest"))
+    tta, keep_largest = bool(options.get("tta")), options.get("keep_largest")
+    keep_largest = [int(v) for v in keep_largest] if isinstance(keep_largest, (list, tuple)) else bool(keep_largest)
     result = inference.predict_case(model, config, image, tta=tta, keep_largest=keep_largest)
     runs.write_atomic(out_path, lambda tmp: inference.save_prediction(result["mask"], image, tmp))
     report = {
@@ -273,11 +275,35 @@ def _predict_prepared(
         "channel": options.get("channel"),
         "precision": result["precision"],
         "seconds": round(time.perf_counter() - t0 + float(options.get("seconds", 0.0)), 2),
+        **class_volumes(result["mask"], result["spacing"], config),
     }
     if options.get("run_dir") is not None:
         report["run_dir"] = str(options["run_dir"])
     runs.write_json(report, report_path(out_path))
     return report
+
+
+def class_volumes(mask: np.ndarray, spacing: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """A multi-class run's report entry ``classes``: ``{name: {"label_value", "volume_ml", "n_voxels"}}``.
+
+    Introduced in notebook 07. The label map holds the dataset's label values (``config.json`` ``label_values``);
+    a binary run's report has no ``classes`` (its ``volume_ml`` is the one structure's).
+    """
+    from heartseg_utils.config import class_names
+    from heartseg_utils.metrics import volume_ml
+
+    if config.get("label_mode") != "multiclass":
+        return {}
+    return {
+        "classes": {
+            name: {
+                "label_value": value,
+                "volume_ml": round(volume_ml(mask == value, spacing), 3),
+                "n_voxels": int(np.count_nonzero(mask == value)),
+            }
+            for value, name in class_names(config).items()
+        }
+    }
 
 
 def predict_one(
@@ -380,6 +406,9 @@ def predict(
 def format_report(report: dict[str, Any]) -> str:
     """One scan's report as the lines a reader (a clinician, say) sees: volume, warnings. Notebook 07."""
     head = f"{report['input']}: left atrium {report['volume_ml']:.1f} mL ({report['n_voxels']} voxels)"
+    if "classes" in report:  # a multi-class run: one volume per class
+        parts = [f"{name} {c['volume_ml']:.1f} mL" for name, c in report["classes"].items()]
+        head = f"{report['input']}: {', '.join(parts)} ({report['n_voxels']} voxels)"
     lines = [f"{head} -> {report['mask']}"]
     lines += [f"  WARNING: {w}" for w in report["warnings"]] or ["  no warnings"]
     return "\n".join(lines)

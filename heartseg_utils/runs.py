@@ -84,11 +84,15 @@ def _read_object(path: Path, *, needs: str = "") -> dict[str, Any]:
 
 
 def write_history(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
-    """Write ``history.csv`` (one row per epoch, :data:`HISTORY_FIELDS`) atomically. Introduced in notebook 03."""
+    """Write ``history.csv`` (one row per epoch, :data:`HISTORY_FIELDS`) atomically. Introduced in notebook 03.
+
+    Columns the rows hold beyond :data:`HISTORY_FIELDS` (a multi-class run's ``val_dice_<class>``) follow them.
+    """
+    extra = [key for key in (rows[0] if rows else {}) if key not in HISTORY_FIELDS]
 
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+            writer = csv.DictWriter(f, fieldnames=[*HISTORY_FIELDS, *extra])
             writer.writeheader()
             writer.writerows(rows)
 

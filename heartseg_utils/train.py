@@ -34,13 +34,15 @@ from heartseg_utils.config import (
     PLANNED_FIELDS,
     TrainConfig,
     argument_parser,
+    class_names,
     config_dict,
     model_from_config,
+    resolve_labels,
     transforms_from_config,
 )
 from heartseg_utils.curves import Curves, open_curves
 from heartseg_utils.inference import largest_component, sliding_window_logits
-from heartseg_utils.metrics import dice
+from heartseg_utils.metrics import class_dice, dice
 from heartseg_utils.models import count_parameters, logits_to_mask
 from heartseg_utils.precision import amp_decision, autocast, dtype_name, resolve_device
 from heartseg_utils.recipe import DECAYS, OPTIMIZERS, SCHEDULERS, ProgressLR, make_loss, step_scheduler
@@ -91,14 +93,44 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype
 def validation_masks(
     model: torch.nn.Module, batches: Any, cfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(mask, label)`` per whole validation volume: sliding-window inference, argmax. Notebook 03."""
+    """Yield ``(mask, label)`` per whole validation volume: sliding-window inference, argmax. Notebook 03.
+
+    Binary runs get foreground masks (label > 0); multi-class runs class index maps (0..K) of both.
+    """
     settings = config_dict(cfg)
+    binary = cfg.label_mode != "multiclass"
     model.eval()
     for batch in batches:
         image, label = batch["image"].to(device), batch["label"].to(device)
         with torch.no_grad(), autocast(device, amp_dtype):
             logits = sliding_window_logits(model, image, settings)
-        yield logits_to_mask(logits), (label > 0).to(torch.uint8)
+        yield logits_to_mask(logits), ((label > 0) if binary else label).to(torch.uint8)
+
+
+def case_scores(cfg: TrainConfig, mask: torch.Tensor, label: torch.Tensor) -> list[float]:
+    """One validation case's Dice: ``[foreground Dice]`` (binary), or one per class without background.
+
+    Introduced in notebook 03. Multi-class runs score each class k = 1..K of the class index maps
+    (:func:`metrics.class_dice`, the rule of MONAI's ``DiceMetric(include_background=False)``).
+    """
+    if cfg.label_mode != "multiclass":
+        return [dice(mask, label)]
+    return class_dice(mask, label, range(1, len(cfg.label_values)))
+
+
+def class_columns(cfg: TrainConfig) -> list[str]:
+    """history.csv's per-class columns of a multi-class run, ``val_dice_<name>`` (none for a binary run).
+
+    Introduced in notebook 03. The name is the class name in lower case, other characters than letters and digits
+    as ``_`` (``"left ventricle"`` -> ``val_dice_left_ventricle``); a name taken twice gets its label value added.
+    """
+    if cfg.label_mode != "multiclass":
+        return []
+    columns: list[str] = []
+    for name, value in zip(cfg.label_names[1:], cfg.label_values[1:]):
+        column = "val_dice_" + ("".join(c if c.isalnum() else "_" for c in str(name).lower()).strip("_") or "class")
+        columns.append(f"{column}_{value}" if column in columns or column in runs.HISTORY_FIELDS else column)
+    return columns
 
 
 def validate(
@@ -114,13 +146,37 @@ def validate(
     The minimum is the worst case: a mean of 0.8 can hide one case at 0.0, which the minimum shows.
     Under torchrun (``ddp``) each process validates its share of the cases (possibly none); the Dice sums and
     counts are added and the minima compared over all processes, so every process returns the same numbers.
+    A multi-class run's numbers are those of :func:`validate_classes` (a case's Dice = the mean over its classes).
     """
-    scores = [dice(*pair) for pair in validation_masks(model, loader, cfg, device, amp_dtype)]
-    total, count, low = float(sum(scores)), float(len(scores)), min(scores, default=1.0)
+    mean, low, _ = validate_classes(model, loader, cfg, device, amp_dtype, ddp)
+    return mean, low
+
+
+def validate_classes(
+    model: torch.nn.Module,
+    loader: Any,
+    cfg: TrainConfig,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    ddp: distributed.Distributed | None = None,
+) -> tuple[float, float, list[float]]:
+    """:func:`validate` with the per-class means: ``(mean, worst case, [mean Dice of each class])``. Notebook 03.
+
+    Each case scores :func:`case_scores`; a class's Dice is its mean over the cases, the run's Dice the mean over
+    the classes (the macro mean: the number that picks the best checkpoint), the worst case the lowest class mean
+    of a case. A binary run has one class: all three are its foreground Dice.
+    """
+    n_classes = len(cfg.label_values) - 1 if cfg.label_mode == "multiclass" else 1
+    scores = [case_scores(cfg, *pair) for pair in validation_masks(model, loader, cfg, device, amp_dtype)]
+    sums = [float(sum(s[k] for s in scores)) for k in range(n_classes)]
+    count, low = float(len(scores)), min((sum(s) / len(s) for s in scores), default=1.0)
     if ddp is not None:
-        total, count = distributed.reduce([total, count], ddp)  # DDP
+        *sums, count = distributed.reduce([*sums, count], ddp)  # DDP
         low = distributed.reduce([low], ddp, "min")[0]  # DDP
-    return (total / count, low) if count else (0.0, 0.0)
+    if not count:
+        return 0.0, 0.0, [0.0] * n_classes
+    per_class = [total / count for total in sums]
+    return sum(per_class) / n_classes, low, per_class
 
 
 def first_validation_case(run: Run) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -194,6 +250,7 @@ def prepare_data(
 
     dataset_dir = data.get_dataset_dir(cfg.data_dir)
     items = data.validate_dataset(dataset_dir)
+    cfg = resolve_labels(cfg, data.load_dataset_json(dataset_dir).get("labels"))  # label_mode "auto": decided here
     cases = _cases(cfg, run_dir, items)
     split = {"dataset_dir": str(dataset_dir), "seed": cfg.seed, **{k: [i["case"] for i in v] for k, v in cases.items()}}
     cfg, the_plan = plan_config(cfg, items, device, run_dir, ddp)  # the planner plugs in here
@@ -336,13 +393,14 @@ def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]], curves: 
         loss = train_one_epoch(run.model, loader, run.loss_fn, run.optimizer, run.scaler, device, run.amp_dtype)
         loss = distributed.mean_over_processes(loss, run.ddp)  # DDP
         distributed.sync_buffers(run.net, run.ddp)  # DDP: keep rank 0's batch-norm statistics
-        val_dice, val_min = validate(run.net, val_loader, cfg, device, run.amp_dtype, run.ddp)
+        val_dice, val_min, per_class = validate_classes(run.net, val_loader, cfg, device, run.amp_dtype, run.ddp)
         last_s = distributed.reduce([time.perf_counter() - t0], run.ddp, "max")[0]  # DDP: identical decisions
         session_s += last_s
         planned = planned_epochs(cfg, epoch, session_s, epoch - first + 1)
         step_scheduler(run.scheduler, val_dice, progress=epoch / planned)
         row = (epoch, round(loss, 6), round(val_dice, 6), round(val_min, 6), lr, planned, round(last_s, 3))
         history.append(dict(zip(runs.HISTORY_FIELDS, row)))
+        history[-1].update(zip(class_columns(cfg), (round(d, 6) for d in per_class)))  # multi-class runs only
         improved = track_best(state, cfg, epoch, (val_dice, val_min), planned, last_s)
         if master:
             if improved:
@@ -388,6 +446,8 @@ def decide_postprocessing(run: Run) -> dict[str, Any]:
     component. Inference (notebooks 04 and 07, ``python -m heartseg_utils.predict``) follows the decision
     unless told otherwise. Written to ``run_dir/postprocessing.json``.
     """
+    if run.cfg.label_mode == "multiclass":
+        return decide_class_postprocessing(run)
     net = copy.deepcopy(run.net)
     runs.load_weights(run.run_dir / runs.BEST, net, run.ddp.device)
     scores = []
@@ -402,6 +462,46 @@ def decide_postprocessing(run: Run) -> dict[str, Any]:
         "val_dice_largest_component": round(largest, 6),
         "cases": len(run.val_ds),
         "rule": "keep only the largest connected component if that raises the mean validation Dice",
+    }
+
+
+def decide_class_postprocessing(run: Run) -> dict[str, Any]:
+    """nnU-Net's largest-component rule for each class of a multi-class run, decided on the validation cases.
+
+    Introduced in notebook 03. The best checkpoint predicts every validation volume; for each class the mean Dice of
+    its raw mask is compared with that of its largest 26-connected component, and the class keeps only its largest
+    component where that is higher. ``postprocessing.json`` gets ``keep_largest_values`` (the label values that do),
+    ``classes`` (each class's two Dice) and ``keep_largest`` (true if any class does).
+    """
+    net = copy.deepcopy(run.net)
+    runs.load_weights(run.run_dir / runs.BEST, net, run.ddp.device)
+    classes = list(range(1, len(run.cfg.label_values)))
+    raw, largest = [], []
+    cases = ({key: item[key][None] for key in ("image", "label")} for item in run.val_ds)  # batches of one
+    for mask, label in validation_masks(net, cases, run.cfg, run.ddp.device, run.amp_dtype):
+        m, t = mask[0, 0].cpu().numpy(), label[0, 0].cpu().numpy()
+        raw.append(class_dice(m, t, classes))
+        largest.append(class_dice(largest_component(m, classes), t, classes))
+    without, kept = (torch.tensor(s, dtype=torch.float64).mean(dim=0).tolist() for s in (raw, largest))
+    names = class_names(config_dict(run.cfg))
+    decided = {
+        name: {
+            "label_value": v,
+            "keep_largest": k > w,
+            "val_dice_raw": round(w, 6),
+            "val_dice_largest_component": round(k, 6),
+        }
+        for (v, name), w, k in zip(names.items(), without, kept)
+    }
+    chosen = [max(w, k) for w, k in zip(without, kept)]
+    return {
+        "keep_largest": any(d["keep_largest"] for d in decided.values()),
+        "keep_largest_values": [d["label_value"] for d in decided.values() if d["keep_largest"]],
+        "classes": decided,
+        "val_dice_raw": round(sum(without) / len(without), 6),
+        "val_dice_postprocessed": round(sum(chosen) / len(chosen), 6),
+        "cases": len(run.val_ds),
+        "rule": "per class: keep only its largest connected component if that raises the class's mean validation Dice",
     }
 
 
@@ -506,7 +606,16 @@ def run_metrics(run: Run, state: dict, history: list, stopped: str, amp_reason: 
         "amp_reason": amp_reason,
         "stopped_because": stopped,
         "world_size": run.ddp.world,
+        **best_class_dice(run.cfg, history, state["best_epoch"]),
     }
+
+
+def best_class_dice(cfg: TrainConfig, history: list[dict[str, Any]], best_epoch: int) -> dict[str, Any]:
+    """metrics.json's ``best_val_dice_per_class`` of a multi-class run: ``{class name: Dice at the best epoch}``."""
+    row = next((h for h in history if int(h["epoch"]) == best_epoch), None)
+    if cfg.label_mode != "multiclass" or row is None:
+        return {}
+    return {"best_val_dice_per_class": {n: float(row[c]) for n, c in zip(cfg.label_names[1:], class_columns(cfg))}}
 
 
 def write_run_files(run: Run, data: Data, history: list[dict[str, Any]], amp_reason: str) -> None:

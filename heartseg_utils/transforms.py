@@ -11,6 +11,7 @@ Introduced in notebook 02.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -39,6 +40,25 @@ def binarize_label(label: Any) -> Any:
     if hasattr(mask, "to"):  # torch.Tensor / MetaTensor
         return mask.to(label.dtype)
     return mask.astype(label.dtype)
+
+
+def map_label_values(label: Any, values: Sequence[int]) -> Any:
+    """Map the dataset's label values to class indices: ``values[k]`` becomes k, any other value 0 (background).
+
+    Multi-class runs train classes 0..K; a dataset whose values are not already 0..K (say 0, 1, 2, 4) is mapped
+    here, and predictions map back (``inference``). Module level, so that pipelines pickle. Introduced in notebook 02.
+
+    Args:
+        label: label array or (Meta)Tensor.
+        values: the dataset's label values in class order, background (0) first.
+
+    Returns:
+        The same type and dtype, with values in 0..len(values) - 1.
+    """
+    out = label * 0
+    for k, value in enumerate(values[1:], start=1):
+        out[label == value] = k
+    return out
 
 
 def is_positive(image: Any) -> Any:
@@ -136,6 +156,7 @@ def get_transforms(
     mr_artefacts: bool = False,
     divisor: int | Sequence[int] = 16,
     device: Any = None,
+    label_values: Sequence[int] | None = None,
 ):
     """Build the MONAI pipeline for one stage.
 
@@ -165,6 +186,9 @@ def get_transforms(
         device: MONAI's fast-training pattern (``"train"``/``"val"``): when given, ``EnsureTyped`` moves the
             cached deterministic result to this device once, so the random transforms run there (a GPU).
             ``None`` (the default, and what training uses on the CPU) leaves tensors where they are.
+        label_values: ``None`` (binary: label != 0 is foreground) or, for a multi-class run, the dataset's label
+            values in class order (0 first): labels become class indices (:func:`map_label_values`) and training
+            patches are centred on each class in turn (``RandCropByLabelClassesd``) instead of pos/neg.
 
     Returns:
         A ``monai.transforms.Compose``.
@@ -181,11 +205,12 @@ def get_transforms(
             "use pixdim=resolve_pixdim('auto', datalist)."
         )
     keys = KEYS[:1] if stage == "infer" else KEYS
-    xforms = _deterministic(mt, keys, resolve_pixdim(pixdim), divisor)
+    xforms = _deterministic(mt, keys, resolve_pixdim(pixdim), divisor, label_values)
     if device is not None and stage != "infer":  # infer keeps MetaTensors on the CPU for Invertd
         xforms.append(mt.EnsureTyped(keys=keys, device=device, track_meta=False))
     if stage == "train":
-        xforms += _random(mt, tuple(int(r) for r in roi_size), num_samples, elastic)
+        n_classes = None if label_values is None else len(label_values)
+        xforms += _random(mt, tuple(int(r) for r in roi_size), num_samples, elastic, n_classes)
         xforms += mr_artefact_transforms(mt) if mr_artefacts else []
     return mt.Compose(xforms)
 
@@ -208,13 +233,16 @@ def quiet_readers() -> Iterator[None]:
         log.setLevel(level)
 
 
-def _deterministic(mt: Any, keys: tuple[str, ...], spacing: Sequence[float], divisor: Any) -> list:
-    """The cacheable prefix: load, binarize, orient, resample, crop to the body, z-score, pad."""
+def _deterministic(
+    mt: Any, keys: tuple[str, ...], spacing: Sequence[float], divisor: Any, label_values: Sequence[int] | None = None
+) -> list:
+    """The cacheable prefix: load, binarize (or map the classes), orient, resample, crop to the body, z-score, pad."""
     modes = ("bilinear", "nearest")[: len(keys)]
     with quiet_readers():
         xforms: list = [mt.LoadImaged(keys=keys, image_only=True), mt.EnsureChannelFirstd(keys=keys)]
     if "label" in keys:
-        xforms.append(mt.Lambdad(keys="label", func=binarize_label))
+        classes = functools.partial(map_label_values, values=tuple(int(v) for v in label_values or ()))
+        xforms.append(mt.Lambdad(keys="label", func=binarize_label if label_values is None else classes))
     return xforms + [
         mt.Orientationd(keys=keys, axcodes="RAS", labels=None),
         mt.Spacingd(keys=keys, pixdim=spacing, mode=modes),
@@ -231,14 +259,28 @@ def _deterministic(mt: Any, keys: tuple[str, ...], spacing: Sequence[float], div
     ]
 
 
-def _random(mt: Any, roi: tuple[int, ...], num_samples: int, elastic: bool) -> list:
+def _crop(mt: Any, roi: tuple[int, ...], num_samples: int, n_classes: int | None) -> Any:
+    """Binary: half the patches centred on foreground (pos/neg); multi-class: each class, background included, alike."""
+    if n_classes is None:
+        return mt.RandCropByPosNegLabeld(
+            keys=KEYS, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=num_samples
+        )
+    return mt.RandCropByLabelClassesd(
+        keys=KEYS,
+        label_key="label",
+        spatial_size=roi,
+        num_classes=n_classes,
+        num_samples=num_samples,
+        warn=False,  # a case without one of the classes is legal: the other classes are sampled
+    )
+
+
+def _random(mt: Any, roi: tuple[int, ...], num_samples: int, elastic: bool, n_classes: int | None = None) -> list:
     """The training augmentations, re-run every epoch on the cached prefix."""
     keys, modes = KEYS, ("bilinear", "nearest")
     xforms: list = [
         mt.SpatialPadd(keys=keys, spatial_size=roi),
-        mt.RandCropByPosNegLabeld(
-            keys=keys, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=num_samples
-        ),
+        _crop(mt, roi, num_samples, n_classes),
         mt.RandFlipd(keys=keys, spatial_axis=0, prob=0.5),
     ]
     if roi[0] == roi[1]:  # a quarter turn of a non-square patch would change its shape

@@ -10,12 +10,23 @@ matplotlib and ipywidgets are imported inside the functions: importing this modu
 from __future__ import annotations
 
 import base64
+import functools
 import io
 from typing import Any
 
 import numpy as np
 
 PLANES = {"sagittal": 0, "coronal": 1, "axial": 2}  # plane name -> array axis that is held fixed
+# Okabe & Ito's colour-blind-safe palette (without black): one colour per class of a label map, in order
+PALETTE = (
+    (0.902, 0.624, 0.0),  # orange
+    (0.337, 0.706, 0.914),  # sky blue
+    (0.0, 0.620, 0.451),  # bluish green
+    (0.941, 0.894, 0.259),  # yellow
+    (0.0, 0.447, 0.698),  # blue
+    (0.835, 0.369, 0.0),  # vermillion
+    (0.800, 0.475, 0.655),  # reddish purple
+)
 
 
 def as_volume(array: Any, name: str = "image") -> np.ndarray:
@@ -93,6 +104,73 @@ def overlay_rgb(
     return rgb
 
 
+def is_label_map(*masks: Any) -> bool:
+    """True when a mask holds more than one non-zero value (a multi-class label map), so classes get colours."""
+    return any(m is not None and np.setdiff1d(np.unique(np.asarray(m)), [0, 1]).size > 0 for m in masks)
+
+
+def class_colours(values: Any) -> dict[int, tuple[float, float, float]]:
+    """One :data:`PALETTE` colour per non-zero label value, in increasing order (cycling after seven classes).
+
+    Introduced in notebook 01. The same values always get the same colours, whichever of them a slice shows.
+    """
+    ordered = sorted({int(v) for v in np.asarray(list(values)).ravel()} - {0})
+    return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(ordered)}
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """The boundary pixels of a 2D mask (the mask less its erosion)."""
+    from scipy import ndimage
+
+    return mask & ~ndimage.binary_erosion(mask)
+
+
+def label_rgb(
+    image2d: Any,
+    truth2d: Any = None,
+    pred2d: Any = None,
+    *,
+    colours: dict[int, tuple[float, float, float]] | None = None,
+    alpha: float = 0.5,
+    window: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Blend label maps over a grey slice, each class in its own colour (:func:`class_colours`). Notebook 01.
+
+    The truth is filled; a prediction is filled when it is drawn alone, and drawn as each class's outline (solid)
+    over the filled truth when both are given, so that a boundary error shows as an outline off its colour.
+
+    Args:
+        image2d: 2D intensity slice.
+        truth2d, pred2d: optional 2D label maps (the dataset's label values).
+        colours: ``{label value: RGB}``; default :func:`class_colours` of the values in both maps.
+        alpha: opacity of the filled colours.
+        window: (low, high) grey-level window; default the slice's 1st-99.5th percentile.
+
+    Returns:
+        float array (H, W, 3) in [0, 1].
+    """
+    rgb = overlay_rgb(image2d, window=window)
+    maps = [np.asarray(m) for m in (truth2d, pred2d) if m is not None]
+    colours = colours or class_colours(np.concatenate([m.ravel() for m in maps]) if maps else [])
+    for value, colour in colours.items():
+        fill = truth2d if truth2d is not None else pred2d
+        if fill is not None:
+            where = np.asarray(fill) == value
+            rgb[where] = (1.0 - alpha) * rgb[where] + alpha * np.asarray(colour)
+        if truth2d is not None and pred2d is not None:
+            rgb[_outline(np.asarray(pred2d) == value)] = colour
+    return rgb
+
+
+def add_class_legend(target: Any, classes: dict[int, str], colours: dict | None = None, **kwargs: Any) -> Any:
+    """A legend of coloured patches, one per class (``{label value: name}``), on an Axes or a Figure. Notebook 01."""
+    from matplotlib.patches import Patch
+
+    colours = colours or class_colours(classes)
+    handles = [Patch(color=colours[v], label=f"{v} {name}") for v, name in classes.items() if v in colours]
+    return target.legend(handles=handles, **{"loc": "lower center", "fontsize": 8, "framealpha": 0.8, **kwargs})
+
+
 def show_planes(
     image: Any,
     label: Any = None,
@@ -100,10 +178,12 @@ def show_planes(
     index: tuple[int, int, int] | None = None,
     alpha: float = 0.4,
     title: str | None = None,
+    classes: dict[int, str] | None = None,
 ):
     """Plot axial, coronal and sagittal slices through one point, with the label in green.
 
-    Introduced in notebook 01. See the module docstring for the display convention.
+    Introduced in notebook 01. See the module docstring for the display convention. A label map with several
+    values (or ``classes`` given) draws each class in its own colour (:func:`label_rgb`) with a legend.
 
     Args:
         image: 3D volume (x, y, z), numpy or torch; a leading channel of size 1 is dropped.
@@ -111,6 +191,7 @@ def show_planes(
         index: voxel (x, y, z) where the three planes cross; default is the volume's centre.
         alpha: opacity of the label overlay.
         title: optional figure title.
+        classes: ``{label value: name}`` for the legend of a label map (default: the values it holds).
 
     Returns:
         the matplotlib Figure (created with pyplot, so a notebook shows it at the end of the cell).
@@ -118,22 +199,29 @@ def show_planes(
     import matplotlib.pyplot as plt
 
     vol, lab = _volumes(image, label)
+    multi = lab is not None and (classes is not None or is_label_map(lab))
+    classes = classes or ({int(v): str(int(v)) for v in np.unique(lab) if v} if multi else None)
+    colours = class_colours(classes) if multi else None
     index = tuple(n // 2 for n in vol.shape) if index is None else tuple(int(i) for i in index)
     window = _window(vol)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
     for ax, plane in zip(axes, ("axial", "coronal", "sagittal")):
         i = index[PLANES[plane]]
         truth = None if lab is None else plane_slice(lab, plane, i)
-        ax.imshow(overlay_rgb(plane_slice(vol, plane, i), truth, alpha=alpha, window=window))
+        grey = plane_slice(vol, plane, i)
+        rgb = label_rgb(grey, truth, colours=colours, alpha=alpha, window=window) if multi else None
+        ax.imshow(rgb if multi else overlay_rgb(grey, truth, alpha=alpha, window=window))
         ax.set_title(f"{plane} ({'xyz'[PLANES[plane]]} = {i})")
         ax.axis("off")
+    if multi:
+        add_class_legend(fig, classes, colours, ncol=len(classes), loc="lower center")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def _render_png(rgb: np.ndarray, title: str) -> str:
+def _render_png(rgb: np.ndarray, title: str, classes: dict[int, str] | None = None, colours: Any = None) -> str:
     """Draw one RGB slice with matplotlib (no pyplot, no global state) and return base64 PNG text."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -142,12 +230,22 @@ def _render_png(rgb: np.ndarray, title: str) -> str:
     ax = fig.add_axes((0.02, 0.02, 0.96, 0.9), title=title)
     ax.imshow(rgb)
     ax.axis("off")
+    if classes:
+        add_class_legend(ax, classes, colours)
     buf = io.BytesIO()
     FigureCanvasAgg(fig).print_png(buf)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def slice_scrubber(image: Any, label: Any = None, *, plane: str = "axial", alpha: float = 0.4, prediction: Any = None):
+def slice_scrubber(
+    image: Any,
+    label: Any = None,
+    *,
+    plane: str = "axial",
+    alpha: float = 0.4,
+    prediction: Any = None,
+    classes: dict[int, str] | None = None,
+):
     """Interactive viewer: choose a plane, scrub through slices, toggle the label overlay and its opacity.
 
     Introduced in notebook 01. Each redraw replaces the widget's Output with one PNG and exactly one line
@@ -160,6 +258,8 @@ def slice_scrubber(image: Any, label: Any = None, *, plane: str = "axial", alpha
         plane: starting plane: "axial", "coronal" or "sagittal".
         alpha: starting opacity of the overlay.
         prediction: optional 3D mask drawn in red (yellow where it overlaps the label); added in notebook 04.
+        classes: ``{label value: name}``: label maps (also found by their values) are drawn one colour per class
+            with a legend, the prediction as outlines over the filled truth (:func:`label_rgb`).
 
     Returns:
         an ipywidgets VBox with attributes ``plane``, ``slider``, ``overlay``, ``opacity``, ``output``.
@@ -170,6 +270,11 @@ def slice_scrubber(image: Any, label: Any = None, *, plane: str = "axial", alpha
     pred = None if prediction is None else _volumes(image, prediction)[1]
     plane_slice(vol, plane, 0)  # validates the plane name
     window, n = _window(vol), vol.shape[PLANES[plane]]
+    multi = classes is not None or is_label_map(lab, pred)
+    if multi and classes is None:
+        found = np.union1d(*(np.unique(m) if m is not None else [] for m in (lab, pred)))
+        classes = {int(v): str(int(v)) for v in found if v}
+    colours = class_colours(classes) if multi else None
     plane_w = widgets.Dropdown(options=["axial", "coronal", "sagittal"], value=plane, description="plane")
     slider = widgets.IntSlider(value=n // 2, min=0, max=n - 1, description="slice", continuous_update=False)
     has_mask = lab is not None or pred is not None
@@ -186,8 +291,9 @@ def slice_scrubber(image: Any, label: Any = None, *, plane: str = "axial", alpha
         p, i, show = plane_w.value, slider.value, overlay.value and has_mask
         truth = plane_slice(lab, p, i) if show and lab is not None else None
         predicted = plane_slice(pred, p, i) if show and pred is not None else None
-        rgb = overlay_rgb(plane_slice(vol, p, i), truth, predicted, alpha=opacity.value, window=window)
-        state["png"] = _render_png(rgb, f"{p} slice {i} / {slider.max}")
+        draw = functools.partial(label_rgb, colours=colours) if multi else overlay_rgb
+        rgb = draw(plane_slice(vol, p, i), truth, predicted, alpha=opacity.value, window=window)
+        state["png"] = _render_png(rgb, f"{p} slice {i} / {slider.max}", classes if show else None, colours)
         output.outputs = (
             {
                 "output_type": "display_data",
