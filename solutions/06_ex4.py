@@ -5,11 +5,12 @@ usable_gib = 4 - context_gib - weights_gib
 print(
     f"usable for activations: 4 - {context_gib} (context) - {weights_gib:.2f} (weights, optimiser) = {usable_gib:.2f} GiB"
 )
+print(f"margin measured in section 4: {margin:.1f}x")
 for bytes_per_value, name in ((4, "fp32"), (2, "AMP")):
     fitting = [
         s
         for s in range(64, 257, 16)
-        if 1.5 * plan.activation_bytes(unet, (s, s, s), 2, bytes_per_value=bytes_per_value) / 2**30 <= usable_gib
+        if margin * plan.activation_bytes(unet, (s, s, s), 2, bytes_per_value=bytes_per_value) / 2**30 <= usable_gib
     ]
     print(f"{name}: largest side worth trying {max(fitting) if fitting else None}")
 # A lower bound + a margin gives a candidate, not a guarantee: run one training step at that size on the GPU with
