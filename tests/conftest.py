@@ -51,8 +51,7 @@ def series(tmp_path_factory: pytest.TempPathFactory) -> dict:
     import papermill
 
     work = tmp_path_factory.mktemp("series")
-    result: dict = {"workdir": work, "seconds": {}, "executed": {}}
-    result["solutions"] = {}
+    result: dict = {"workdir": work, "seconds": {}, "executed": {}, "solutions": {}}
     for nb in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         out, record = work / f"{nb.stem}_out.ipynb", work / f"{nb.stem}_solutions.json"
         t0 = time.perf_counter()
