@@ -12,6 +12,7 @@ import copy
 import math
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,8 @@ def amp_decision(
 ) -> tuple[torch.dtype | None, str]:
     """Decide the autocast dtype (None = fp32) and say why: the one precision rule of the package. Notebook 03.
 
-    CUDA: bf16, or fp16 (with a gradient scaler) where the GPU has no bf16. CPU: ``"on"`` = bf16;
+    CUDA: bf16, or fp16 (with a gradient scaler) where the GPU has no bf16. CPU: ``"on"`` = bf16 (with a
+    ``RuntimeWarning`` where the CPU has no native bf16, as most laptops: bf16 runs many times slower there);
     ``"auto"`` = bf16 only where the CPU has native bf16 instructions and :func:`probe_cpu_bf16` measures
     ``model`` on ``shape`` faster in bf16 (without them bf16 3D convolutions run many times slower). The probe is
     timed, so two processes can decide differently: set ``amp`` explicitly where runs must match bit for bit.
@@ -176,9 +178,9 @@ def amp_decision(
         if torch.cuda.is_bf16_supported():
             return torch.bfloat16, f"amp={amp!r} on CUDA: bf16 autocast"
         return torch.float16, f"amp={amp!r} on CUDA without bf16: fp16 autocast with a gradient scaler"
-    if amp == "on":
-        return torch.bfloat16, "amp='on' on the CPU: bf16 autocast"
     flags = cpu_bf16_flags()
+    if amp == "on":
+        return _cpu_amp_on(flags)
     followed = _recorded_cpu_precision(recorded, flags)
     if followed is not None:
         return followed
@@ -191,6 +193,19 @@ def amp_decision(
     if bf16_s < fp32_s:
         return torch.bfloat16, f"amp='auto' on a CPU with {flags}: {verdict}: bf16 autocast"
     return None, f"amp='auto' on a CPU with {flags}: {verdict}: fp32"
+
+
+def _cpu_amp_on(flags: str) -> tuple[torch.dtype, str]:
+    """``amp="on"`` on a CPU: bf16 autocast as asked, with a warning where the CPU has no native bf16 instructions."""
+    if flags:
+        return torch.bfloat16, f"amp='on' on a CPU with {flags}: bf16 autocast"
+    reason = "amp='on' on a CPU without native bf16 (no avx512_bf16/amx_bf16): bf16 autocast, as asked"
+    warnings.warn(
+        f"{reason}; bf16 is emulated there and usually many times slower than fp32: use amp='auto' or 'off'",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return torch.bfloat16, reason
 
 
 def dtype_name(dtype: torch.dtype | None) -> str:

@@ -327,3 +327,34 @@ def slice_scrubber(
     box.plane, box.slider, box.overlay, box.opacity, box.output = plane_w, slider, overlay, opacity, output
     redraw()
     return box
+
+
+# edges of a plane_slice picture (module docstring): (left, right, top, bottom) for a RAS+ volume
+ORIENTATION_LETTERS = {"axial": "RLAP", "coronal": "RLSI", "sagittal": "APSI"}
+
+
+def orientation_letters(ax: Any, plane: str, *, color: str = "yellow") -> None:
+    """Write the patient directions (R/L, A/P, S/I) on the four edges of a :func:`plane_slice` picture in ``ax``.
+
+    Introduced in notebook 01. The letters follow this module's display convention for a RAS+ volume, so every
+    slice figure of the series reads the same way: an axial slice has R on the left and A on top.
+    """
+    if plane not in ORIENTATION_LETTERS:
+        raise ValueError(f"plane must be one of {sorted(ORIENTATION_LETTERS)}; got {plane!r}")
+    left, right, top, bottom = ORIENTATION_LETTERS[plane]
+    style = {"transform": ax.transAxes, "color": color, "fontsize": 11, "fontweight": "bold"}
+    for text, x, y, ha, va in ((left, 0.02, 0.5, "left", "center"), (right, 0.98, 0.5, "right", "center"),
+                               (top, 0.5, 0.98, "center", "top"), (bottom, 0.5, 0.02, "center", "bottom")):  # fmt: skip
+        ax.text(x, y, text, ha=ha, va=va, **style)
+
+
+def letter_planes(fig: Any) -> Any:
+    """Add :func:`orientation_letters` to every panel of ``fig`` whose title starts with a plane name.
+
+    Introduced in notebook 01: ``viz.letter_planes(viz.show_planes(image, label))``. Returns ``fig``.
+    """
+    for ax in fig.axes:
+        plane = ax.get_title().split(" ")[0]
+        if plane in ORIENTATION_LETTERS:
+            orientation_letters(ax, plane)
+    return fig

@@ -63,15 +63,18 @@ def _count_exercises(nb: nbformat.NotebookNode) -> int:
     return len(set(numbers))
 
 
+SOLUTIONS = REPO / "solutions"
+LOAD_LINE = re.compile(r"(?m)^# %load \.\./solutions/(\d\d_ex\d+\.py)\s*$")  # commented: Run All skips it
+
+
+def _solution_loads(nb: nbformat.NotebookNode) -> list[str]:
+    """The solution files the exercise cells load on demand (their commented ``# %load ../solutions/...`` lines)."""
+    return [name for cell in _code_cells(nb) for name in LOAD_LINE.findall(cell.source)]
+
+
 def _count_solutions(nb: nbformat.NotebookNode) -> int:
-    """Solution cells: code cells that start with '# Solution', or a 'Solution N' heading over a code cell."""
-    count = 0
-    for prev, cell in zip([None] + nb.cells[:-1], nb.cells):
-        if cell.cell_type != "code":
-            continue
-        headed = prev is not None and prev.cell_type == "markdown" and re.match(r"#+\s*Solution\s+\d", prev.source)
-        count += bool(cell.source.lstrip().startswith("# Solution") or headed)
-    return count
+    """Solutions: exercise cells whose commented ``%load`` line names a file that exists in ``solutions/``."""
+    return sum((SOLUTIONS / name).is_file() for name in _solution_loads(nb))
 
 
 def _execute(notebook: Path, output: Path, cwd: Path, parameters: dict | None = None) -> nbformat.NotebookNode:
@@ -435,25 +438,47 @@ def test_notebook_05_measures_its_arms_from_fold_runs(series: dict) -> None:
 # Fast: what a learner reads
 
 
-def _solution_cells(nb: nbformat.NotebookNode) -> list[tuple[int, nbformat.NotebookNode]]:
-    """(index, cell) of every solution: a code cell starting with '# Solution', or one under a 'Solution N' heading."""
-    found = []
-    for i, (prev, cell) in enumerate(zip([None] + nb.cells[:-1], nb.cells)):
-        headed = prev is not None and prev.cell_type == "markdown" and re.match(r"#+\s*Solution\s+\d", prev.source)
-        if cell.cell_type == "code" and (cell.source.lstrip().startswith("# Solution") or headed):
-            found.append((i, cell))
-    return found
+RUNS_CODE = re.compile(r"%load|%run|solutions/|exec\(")  # what would run a solution file
 
 
 @pytest.mark.parametrize("path", NUMBERED, ids=lambda p: p.name)
-def test_solutions_are_collapsed(path: Path) -> None:
-    """README and docs/workshop.md promise collapsed solutions: JupyterLab hides a cell's source when
-    metadata.jupyter.source_hidden is true (the convention of every notebook; classic Notebook's `collapsed`
-    hides outputs only, so it is not enough on its own)."""
-    solutions = _solution_cells(_read(path))
-    assert solutions, "no solution cells found"
-    visible = [i for i, cell in solutions if cell.metadata.get("jupyter", {}).get("source_hidden") is not True]
-    assert not visible, f"solution cells {visible} are not collapsed: set metadata.jupyter.source_hidden = true"
+def test_no_solution_runs_on_run_all(path: Path) -> None:
+    """Run All must not run a solution: solutions live in ``solutions/NN_exK.py``, and the notebook only names them
+    in comments (``# %load ../solutions/NN_exK.py``, one per exercise); no code cell holds a solution itself."""
+    nb = _read(path)
+    for i, cell in enumerate(_code_cells(nb)):
+        live = [line for line in cell.source.splitlines() if not line.lstrip().startswith("#")]
+        assert not [line for line in live if RUNS_CODE.search(line)], f"code cell {i} runs a solution: {live}"
+        assert not cell.source.lstrip().startswith("# Solution"), f"code cell {i} is a solution cell"
+        assert not cell.metadata.get("jupyter", {}).get("source_hidden"), f"code cell {i} hides code"
+    loads = _solution_loads(nb)
+    own = sorted(p.name for p in SOLUTIONS.glob(f"{path.name[:2]}_ex*.py"))
+    assert sorted(loads) == own and len(set(loads)) == len(loads), f"loaded {loads}, files {own}"
+    assert len(loads) >= _count_exercises(nb), f"{_count_exercises(nb)} exercises, {len(loads)} solutions"
+
+
+def test_every_solution_file_belongs_to_a_notebook() -> None:
+    numbers = {p.name[:2] for p in NUMBERED}
+    strays = [
+        p.name for p in SOLUTIONS.glob("*.py") if p.name[:2] not in numbers or not re.match(r"\d\d_ex\d+", p.stem)
+    ]
+    assert not strays, f"solution files without a notebook: {strays}"
+
+
+@pytest.mark.slow
+def test_every_solution_runs_in_ci_and_none_on_the_default_run(series: dict) -> None:
+    """The series ran each notebook with its defaults, then every one of its solution files in the same kernel
+    (conftest.py): every solution must finish without an error, and in the default run itself the exercise
+    cells (a comment and the commented %load line) printed nothing."""
+    expected = sorted(str(p) for p in SOLUTIONS.glob("[0-9][0-9]_ex*.py"))
+    ran = {f: r for solved in series["solutions"].values() for f, r in solved.items()}
+    assert sorted(ran) == expected, "some solution files were not run"
+    failed = {Path(f).name: r["error"] for f, r in ran.items() if not r["ok"]}
+    assert not failed, "\n\n".join(f"{name}:\n{error}" for name, error in failed.items())
+    for name, executed in series["executed"].items():
+        for i, cell in enumerate(_code_cells(_read(executed))):
+            if LOAD_LINE.search(cell.source):
+                assert not cell.outputs, f"{name}: exercise cell {i} printed something on the default run"
 
 
 PROJECT_WORDS = {  # words about how the project is run, which mean nothing to a learner

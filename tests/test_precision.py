@@ -92,3 +92,20 @@ def test_unknown_precision_and_device_names_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         P.resolve_device("tpu")
     assert P.dtype_name(None) == "off" and P.dtype_name(torch.bfloat16) == "bfloat16"
+
+
+def test_amp_on_warns_on_a_cpu_without_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """amp='on' is obeyed on any CPU, but where bf16 is emulated (no avx512_bf16/amx_bf16) it says it will be slow."""
+    import warnings
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(P.NO_BF16_ENV, "1")  # the one switch: any CPU answers as one without native bf16
+    with pytest.warns(RuntimeWarning, match="without native bf16.*slower than fp32"):
+        dtype, reason = P.amp_decision("on", cpu)
+    assert dtype == torch.bfloat16 and "as asked" in reason
+    monkeypatch.delenv(P.NO_BF16_ENV)
+    monkeypatch.setattr(P.Path, "read_text", lambda self, *a, **k: "flags : fpu avx512f avx512_bf16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a CPU with native bf16: no warning
+        dtype, reason = P.amp_decision("on", cpu)
+    assert dtype == torch.bfloat16 and "avx512_bf16" in reason

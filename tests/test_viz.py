@@ -197,3 +197,26 @@ def test_surface_import_has_no_side_effects():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False", "False"]
+
+
+def test_orientation_letters_name_the_edges_plane_slice_draws() -> None:
+    """A voxel at high x (patient's right in RAS+) lands on the left of an axial picture, where the letter is R;
+    one at high y (anterior) lands on top, where the letter is A."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from heartseg_utils.viz import letter_planes, plane_slice, show_planes
+
+    vol = np.zeros((8, 6, 4))
+    vol[7, 0, 2] = 1.0  # right, posterior
+    axial = plane_slice(vol, "axial", 2)
+    row, col = np.argwhere(axial == 1.0)[0]
+    assert col < axial.shape[1] / 2 and row > axial.shape[0] / 2  # left of the screen, bottom half
+    fig = letter_planes(show_planes(vol))
+    letters = {ax.get_title().split()[0]: {t.get_text(): t.get_position() for t in ax.texts} for ax in fig.axes}
+    assert letters["axial"]["R"][0] < 0.5 < letters["axial"]["L"][0]  # R on the left edge, where the voxel is
+    assert letters["axial"]["P"][1] < 0.5 < letters["axial"]["A"][1]  # P at the bottom, where the voxel is
+    assert set(letters["sagittal"]) == set("APSI") and set(letters["coronal"]) == set("RLSI")
+    plt.close(fig)
