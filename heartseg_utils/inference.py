@@ -22,6 +22,9 @@ from heartseg_utils.models import logits_to_probability
 from heartseg_utils.precision import amp_decision, autocast, resolve_device
 
 SPLITS = ("validation", "all", "test")
+# flip TTA uses the flips training's augmentation shows: RandFlipd on axis 0 and RandRotate90d in the (0, 1) plane
+# (which flips within it); never the head-foot axis 2, which the network never saw reversed (issue 25)
+TTA_AXES = (0, 1)
 
 
 def load_run(run_dir: str | os.PathLike[str], device: str = "auto") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -67,13 +70,25 @@ def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, config: d
 def _foreground_probability(
     model: torch.nn.Module, image: torch.Tensor, config: dict[str, Any], flip_axes: tuple[int, ...]
 ) -> torch.Tensor:
-    """Sliding-window foreground probability (N, 1, ...), averaged with copies flipped along each of ``flip_axes``."""
+    """Sliding-window foreground probabilities (N, M, ...): the identity, then one copy flipped along each axis.
+
+    Member m > 0 is the prediction of the image flipped along ``flip_axes[m - 1]``, flipped back; their mean is the
+    flip-TTA probability, their disagreement a QC signal (``qc.member_disagreement``).
+    """
     probs = []
     for dims in [[]] + [[int(a) + 2] for a in flip_axes]:
         flipped = torch.flip(image, dims) if dims else image
         prob = logits_to_probability(sliding_window_logits(model, flipped, config))
         probs.append(torch.flip(prob, dims) if dims else prob)
-    return torch.stack(probs).mean(dim=0)
+    return torch.cat(probs, dim=1)
+
+
+def check_tta_axes(tta_axes: tuple[int, ...]) -> tuple[int, ...]:
+    """``tta_axes`` as a tuple of distinct spatial axes 0, 1, 2 (a clear error otherwise)."""
+    axes = tuple(int(a) for a in tta_axes)
+    if not axes or len(set(axes)) != len(axes) or any(a not in (0, 1, 2) for a in axes):
+        raise ValueError(f"tta_axes must be distinct axes among 0, 1, 2 (of the RAS array), got {tuple(tta_axes)}")
+    return axes
 
 
 def prediction_precision(
@@ -99,7 +114,8 @@ def predict_case(
     device: str | torch.device | None = None,
     tta: bool = False,
     keep_largest: bool = False,
-    tta_axes: tuple[int, ...] = (0, 1, 2),
+    tta_axes: tuple[int, ...] = TTA_AXES,
+    members: bool = False,
 ) -> dict[str, Any]:
     """Predict one image and map the result back to the image's original voxel grid.
 
@@ -114,11 +130,15 @@ def predict_case(
         tta: average the probability over the identity and one flip along each of ``tta_axes``
             (1 + len(tta_axes) passes).
         keep_largest: keep only the largest connected component of the mask (:func:`largest_component`).
-        tta_axes: spatial axes (0, 1, 2 of the RAS array) to flip; flips the training never showed can hurt.
+        tta_axes: spatial axes (0, 1, 2 of the RAS array) to flip; default :data:`TTA_AXES`, the flips training
+            showed (a flip the training never showed, such as head-foot, can hurt).
+        members: also return each flip member's probability (identity first; the flips run even without
+            ``tta``, for quality control's disagreement signal; the mask is unchanged).
 
     Returns:
         ``{"probability": float32 (x, y, z), "mask": uint8 (x, y, z), "affine": (4, 4), "spacing": (mm,) * 3,
-        "precision": "bfloat16" or "float32"}`` on the original image's grid.
+        "precision": "bfloat16" or "float32"}`` on the original image's grid, with ``"members"``: a list of
+        float32 (x, y, z) maps, when ``members``.
     """
     import nibabel as nib
     from monai.data import MetaTensor
@@ -129,14 +149,18 @@ def predict_case(
     pipeline = transforms_from_config(config, "infer")
     data = pipeline({"image": str(image_path)})
     image = data["image"].unsqueeze(0).to(device)
+    axes = check_tta_axes(tta_axes) if tta or members else ()
     with autocast(device, amp_dtype):
-        prob = _foreground_probability(model, image, config, tuple(tta_axes) if tta else ())[0].cpu()
-    data["prob"] = MetaTensor(prob, meta=data["image"].meta)
-    prob = Invertd(keys="prob", transform=pipeline, orig_keys="image", nearest_interp=False)(data)["prob"]
-    mask = np.asarray(prob[0] >= 0.5, dtype=np.uint8)
+        probs = _foreground_probability(model, image, config, axes)[0].float().cpu()  # (members, ...)
+    data["prob"] = MetaTensor(probs, meta=data["image"].meta)  # resampling is linear: invert, then average
+    probs = np.asarray(Invertd(keys="prob", transform=pipeline, orig_keys="image", nearest_interp=False)(data)["prob"])
+    prob = probs.mean(axis=0) if tta else probs[0]
+    mask = np.asarray(prob >= 0.5, dtype=np.uint8)
     reference = nib.load(str(image_path))
+    extra = {"members": [np.asarray(p, dtype=np.float32) for p in probs]} if members else {}
     return {
-        "probability": np.asarray(prob[0], dtype=np.float32),
+        **extra,
+        "probability": np.asarray(prob, dtype=np.float32),
         "mask": largest_component(mask) if keep_largest else mask,
         "affine": reference.affine,
         "spacing": tuple(float(z) for z in reference.header.get_zooms()[:3]),
@@ -159,6 +183,15 @@ def run_keep_largest(run_dir: str | os.PathLike[str]) -> bool:
     connected component and keeps it only where it helps (nnU-Net's rule).
     """
     return runs.read_keep_largest(run_dir)
+
+
+def run_tta(run_dir: str | os.PathLike[str]) -> bool:
+    """The run's flip-TTA decision (``postprocessing.json`` ``tta``, over :data:`TTA_AXES`); False where it has none.
+
+    Introduced in notebook 04: training compares the validation Dice with and without flip TTA and uses it only
+    where it helps, as it decides the largest component.
+    """
+    return runs.read_tta(run_dir)
 
 
 def save_prediction(mask: Any, reference_image_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
@@ -203,15 +236,15 @@ def predict_run(
     data_dir: str = "",
     split: str = "validation",
     *,
-    tta: bool = False,
+    tta: bool | None = None,
     keep_largest: bool | None = False,
     device: str = "auto",
-    tta_axes: tuple[int, ...] = (0, 1, 2),
+    tta_axes: tuple[int, ...] = TTA_AXES,
 ) -> list[dict]:
     """Predict every case of a split (see :func:`split_items`) into ``run_dir/predictions/<case>.nii.gz``.
 
     Introduced in notebook 04. ``tta``, ``keep_largest``, ``tta_axes`` and ``device`` are as in :func:`predict_case`;
-    ``keep_largest=None`` follows the run's own decision (:func:`run_keep_largest`).
+    ``tta=None`` and ``keep_largest=None`` follow the run's own decisions (:func:`run_tta`, :func:`run_keep_largest`).
 
     Returns:
         The split's items (``case``, ``image``, ``label`` if labelled), each with its ``prediction`` path added.
@@ -220,6 +253,7 @@ def predict_run(
     items = split_items(run_dir, data_dir, split)
     out_dir = Path(run_dir).expanduser() / "predictions"
     keep_largest = run_keep_largest(run_dir) if keep_largest is None else keep_largest
+    tta = run_tta(run_dir) if tta is None else tta
     for item in items:
         result = predict_case(model, config, item["image"], tta=tta, keep_largest=keep_largest, tta_axes=tta_axes)
         item["prediction"] = str(save_prediction(result["mask"], item["image"], out_dir / f"{item['case']}.nii.gz"))

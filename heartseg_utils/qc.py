@@ -1,6 +1,6 @@
 """Per-scan quality control: plausibility, the model's own uncertainty, one fitted quality score, calibration.
 
-For notebook 04's failure analysis (issue 23; wiring it into training, notebook 04 and predict comes later). A Dice
+Introduced in notebook 04 (issue 23); :mod:`heartseg_utils.qc_run` fits a run's ``qc.json`` from these. A Dice
 needs the truth and a new scan has none; these pure numpy functions give the signals that stand in for it and the
 numbers a run records in ``qc.json`` (docs/contract.md): plausibility of the mask against ranges from the training
 labels, the model's uncertainty and its TTA/ensemble disagreement, a small ridge model of Dice fitted on validation
@@ -196,6 +196,16 @@ def _shell(mask: np.ndarray, voxels: int) -> np.ndarray:
     grown = ndimage.binary_dilation(crop, structure=np.ones((3, 3, 3), bool), iterations=voxels)
     shell[box] = grown & ~crop
     return shell
+
+
+def near_mask(mask: Any, voxels: int = 5) -> np.ndarray:
+    """The mask and every voxel within ``voxels`` (26-connected steps) of it: where calibration matters.
+
+    A whole volume is mostly far background that every model gets right with p near 0; reliability, ECE and the
+    temperature are measured on this region (around the union of truth and prediction) instead.
+    """
+    m = as_volume(mask) != 0
+    return m | _shell(m, voxels)
 
 
 def member_disagreement(members: Sequence[Any]) -> dict[str, float]:
@@ -425,7 +435,7 @@ def flag(
     score = quality_score(features, model)
     reasons = []
     if score < limit:
-        reasons.append(f"quality score {score:.2f} (predicted Dice) is below the review threshold {limit:.2f}")
+        reasons.append(f"quality score {score:.3f} (predicted Dice) is below the review threshold {limit:.3f}")
     if plausibility_result is not None:
         reasons += list(plausibility_result["violations"])
     return {"quality_score": score, "needs_review": bool(reasons), "reasons": reasons}
