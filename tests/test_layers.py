@@ -54,6 +54,7 @@ LAYERS: dict[str, int] = {
     "plan": 2,
     "inference": 2,
     "qc_run": 2,  # a run's qc.json: fitted by training, applied by predict
+    "shifts": 2,  # test shifts (MR artefacts, failures) of an MSD folder: imports data
     # layer 3
     "train": 3,
     "predict": 3,
