@@ -185,6 +185,45 @@ def run_keep_largest(run_dir: str | os.PathLike[str]) -> bool:
     return runs.read_keep_largest(run_dir)
 
 
+def decide_inference(
+    members: list[list[np.ndarray]], labels: list[np.ndarray], tta_axes: tuple[int, ...] = TTA_AXES
+) -> tuple[dict[str, Any], list[np.ndarray], list[np.ndarray]]:
+    """Flip TTA, then the largest component, each used only if it raises the mean validation Dice. Notebook 03.
+
+    Args:
+        members: per validation case, the flip members of :func:`predict_case` (``members=True``), identity first.
+        labels: each case's truth on the same grid.
+        tta_axes: the flipped axes the members came from (recorded).
+
+    Returns:
+        ``(postprocessing.json's content, each case's probability, each case's final mask)``.
+    """
+    from heartseg_utils.metrics import dice
+
+    def mean(masks: list[np.ndarray]) -> float:
+        return float(np.mean([dice(m, t) for m, t in zip(masks, labels)]))
+
+    plain, averaged = [m[0] for m in members], [np.mean(m, axis=0) for m in members]
+    use_tta = mean([p >= 0.5 for p in averaged]) > mean([p >= 0.5 for p in plain])
+    probabilities = averaged if use_tta else plain
+    masks = [np.asarray(p >= 0.5, dtype=np.uint8) for p in probabilities]
+    largest = [largest_component(m) for m in masks]
+    keep = mean(largest) > mean(masks)
+    post = {
+        "keep_largest": keep,
+        "val_dice_raw": round(mean(masks), 6),
+        "val_dice_largest_component": round(mean(largest), 6),
+        "tta": use_tta,
+        "tta_axes": list(tta_axes),
+        "val_dice_no_tta": round(mean([p >= 0.5 for p in plain]), 6),
+        "val_dice_tta": round(mean([p >= 0.5 for p in averaged]), 6),
+        "cases": len(labels),
+        "rule": "use flip TTA if it raises the mean validation Dice; then keep only the largest connected component "
+        "if that raises it",
+    }
+    return post, probabilities, largest if keep else masks
+
+
 def run_tta(run_dir: str | os.PathLike[str]) -> bool:
     """The run's flip-TTA decision (``postprocessing.json`` ``tta``, over :data:`TTA_AXES`); False where it has none.
 

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 
 from heartseg_utils import cli, distributed, plan, qc_run, runs, splits
@@ -40,7 +39,7 @@ from heartseg_utils.config import (
     transforms_from_config,
 )
 from heartseg_utils.curves import Curves, open_curves
-from heartseg_utils.inference import TTA_AXES, largest_component, predict_case, sliding_window_logits
+from heartseg_utils.inference import decide_inference, predict_case, sliding_window_logits
 from heartseg_utils.metrics import dice
 from heartseg_utils.models import count_parameters, logits_to_mask
 from heartseg_utils.precision import amp_decision, autocast, dtype_name, resolve_device
@@ -406,42 +405,22 @@ def decide_postprocessing(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
     finally:
         set_track_meta(False)
     labels = [qc_run.read_scan(item["label"])[0] != 0 for item in items]
-
-    def mean(masks: list[np.ndarray]) -> float:
-        return sum(dice(m, t) for m, t in zip(masks, labels)) / len(labels)
-
-    plain = [r["members"][0] >= 0.5 for r in results]
-    flipped = [np.mean(r["members"], axis=0) >= 0.5 for r in results]
-    use_tta = mean(flipped) > mean(plain)
-    masks = flipped if use_tta else plain
-    largest = [largest_component(m.astype(np.uint8)) for m in masks]
-    keep = mean(largest) > mean(masks)
-    post = {
-        "keep_largest": keep,
-        "val_dice_raw": round(mean(masks), 6),
-        "val_dice_largest_component": round(mean(largest), 6),
-        "tta": use_tta,
-        "tta_axes": list(TTA_AXES),
-        "val_dice_no_tta": round(mean(plain), 6),
-        "val_dice_tta": round(mean(flipped), 6),
-        "cases": len(items),
-        "rule": "use flip TTA if it raises the mean validation Dice; then keep only the largest connected component "
-        "if that raises it",
-    }
+    post, probabilities, masks = decide_inference([r["members"] for r in results], labels)
     cases = [
         {
             "case": item["case"],
-            "probability": np.mean(r["members"], axis=0) if use_tta else r["members"][0],
+            "probability": p,
             "mask": m,
             "label": t,
             "affine": r["affine"],
             "image": qc_run.read_scan(item["image"])[0],
             "members": r["members"],
         }
-        for item, r, m, t in zip(items, results, largest if keep else masks, labels)
+        for item, r, p, m, t in zip(items, results, probabilities, masks, labels)
     ]
     reference = qc_run.training_reference(run.train_ds.data)
-    return post, qc_run.fit(cases, reference, tta=use_tta, keep_largest=keep, tta_axes=list(TTA_AXES))
+    decided = {k: post[k] for k in ("tta", "keep_largest", "tta_axes")}
+    return post, qc_run.fit(cases, reference, **decided)
 
 
 def run_training(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
