@@ -20,7 +20,7 @@ from heartseg_utils import recipe as R
 from heartseg_utils import runs
 from heartseg_utils import train as T
 
-CONTRACT_FILES = ("best_model.pt", "last.pt", "config.json", "split.json", "history.csv", "metrics.json")
+CONTRACT_FILES = ("best_model.pt", "last.pt", "config.json", "split.json", "history.csv", "metrics.json", "qc.json")
 
 
 def _history(run_dir: Path) -> list[dict]:
