@@ -31,18 +31,21 @@ import numpy as np
 FAIL, GOOD = 0.5, 0.8  # Dice below FAIL is a failure the flag must catch; Dice >= GOOD a scan it should pass
 
 
-def build_failure_set(out: Path, n_cases: int, variants: list[str], kinds: list[str]) -> dict[str, Path]:
+def build_failure_set(out: Path, n_cases: int, variants: list[str], kinds: list[str], seed: int = 1) -> dict[str, Path]:
     """``{kind: MSD folder}``: the ordinary cases, each shift of them, and each other geometry (reused if there)."""
     from heartseg_utils.shifts import write_shifted
     from heartseg_utils.synthetic import make_synthetic_dataset
 
-    folders = {"ordinary": make_synthetic_dataset(out / "eval" / "ordinary", n_train=n_cases, n_test=0, seed=1)}
+    root = out / ("eval" if seed == 1 else f"eval_seed{seed}")
+    folders = {"ordinary": make_synthetic_dataset(root / "ordinary", n_train=n_cases, n_test=0, seed=seed)}
     for kind in kinds:
-        dst = out / "eval" / kind
-        folders[kind] = dst if (dst / "dataset.json").is_file() else write_shifted(folders["ordinary"], dst, kind, 1)
+        dst = root / kind
+        folders[kind] = dst if (dst / "dataset.json").is_file() else write_shifted(folders["ordinary"], dst, kind, seed)
     for variant in variants:
-        dst = out / "eval" / f"variant_{variant}"
-        folders[f"variant_{variant}"] = make_synthetic_dataset(dst, n_train=n_cases, n_test=0, seed=1, variant=variant)
+        dst = root / f"variant_{variant}"
+        folders[f"variant_{variant}"] = make_synthetic_dataset(
+            dst, n_train=n_cases, n_test=0, seed=seed, variant=variant
+        )
     return folders
 
 
@@ -56,7 +59,7 @@ def score_scans(run_dir: Path, folders: dict[str, Path], out: Path) -> list[dict
     for kind, folder in folders.items():
         items = {i["case"]: i for i in data.load_datalist(folder, "training")}
         t0 = time.perf_counter()
-        reports = predict.predict(run_dir, folder / "imagesTr", out / "pred" / kind, progress=False, overwrite=True)
+        reports = predict.predict(run_dir, folder / "imagesTr", out / kind, progress=False, overwrite=True)
         seconds = (time.perf_counter() - t0) / max(len(reports), 1)
         for report in reports:
             case = Path(report["mask"]).name.removesuffix(".nii.gz")
@@ -142,6 +145,7 @@ def main() -> None:
     parser.add_argument("--n_cases", type=int, default=10, help="labelled phantoms per set")
     parser.add_argument("--variants", default="short_axis,thick_slice")
     parser.add_argument("--kinds", default="all", help='"all" or comma-separated keys of shifts.SHIFTS')
+    parser.add_argument("--eval_seed", type=int, default=1, help="seed of the failure set's phantoms (training: 0)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     load0, t0 = os.getloadavg(), time.perf_counter()
@@ -151,18 +155,20 @@ def main() -> None:
     if record is None:
         raise SystemExit(f"{run_dir} has no qc.json: train it with this branch's heartseg_utils")
     kinds = list(SHIFTS) if args.kinds == "all" else args.kinds.split(",")
-    folders = build_failure_set(out, args.n_cases, [v for v in args.variants.split(",") if v], kinds)
-    rows = score_scans(run_dir, folders, out)
-    with open(out / "scans.csv", "w", newline="") as f:
+    folders = build_failure_set(out, args.n_cases, [v for v in args.variants.split(",") if v], kinds, args.eval_seed)
+    tag = "" if args.eval_seed == 1 else f"_seed{args.eval_seed}"
+    rows = score_scans(run_dir, folders, out / f"pred{tag}")
+    with open(out / f"scans{tag}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     summary = summarise(rows, record)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / f"summary{tag}.json").write_text(json.dumps(summary, indent=1))
     post = runs.read_json(run_dir / runs.POSTPROCESSING)
     head = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "load average before/after": f"{load0[0]:.1f} / {os.getloadavg()[0]:.1f}",
+        "failure set seed": args.eval_seed,
         "training + qc.json (s)": round(t_train, 1),
         "total (s)": round(time.perf_counter() - t0, 1),
         "run decisions": {k: post.get(k) for k in ("tta", "val_dice_no_tta", "val_dice_tta", "keep_largest")},
