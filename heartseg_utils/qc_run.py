@@ -18,7 +18,7 @@ import numpy as np
 
 from heartseg_utils import metrics, qc
 
-VERSION = 1
+VERSION = 2  # 2: only severe plausibility violations flag alone; an empty mask scores 0
 BODY_FRACTION = 0.1  # body = voxels above this fraction of the scan's 99th intensity percentile
 REGION_VOXELS = 5  # calibration is measured within this many voxels of the truth or the prediction
 FAIL_BELOW = 0.5  # a case with Dice below this is a failure the flag must catch
@@ -165,10 +165,17 @@ def fit(cases: Sequence[Mapping[str, Any]], reference: Mapping[str, Any], **deci
 
 
 def verdict(record: Mapping[str, Any], features: Mapping[str, float], checked: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"quality_score", "needs_review", "reasons"}`` of one scan (:func:`qc.flag`; score None without a model)."""
+    """``{"quality_score", "needs_review", "reasons"}`` of one scan (:func:`qc.flag`; score None without a model).
+
+    An empty mask scores 0: every training label has a foreground, so its Dice is 0 whatever the signals say
+    (an empty mask has no uncertainty to measure, and a linear model would extrapolate it to a good score).
+    """
     if record.get("quality_model"):
-        return qc.flag(features, record["quality_model"], record["threshold"], checked)
-    reasons = list(checked["violations"])
+        result = qc.flag(features, record["quality_model"], record["threshold"], checked)
+        if checked["measurements"]["n_components"] == 0:
+            result["quality_score"] = 0.0
+        return result
+    reasons = list(checked.get("severe", checked["violations"]))
     return {"quality_score": None, "needs_review": bool(reasons), "reasons": reasons}
 
 

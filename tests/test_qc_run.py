@@ -87,6 +87,22 @@ def test_fit_writes_every_part_and_assess_scores_a_new_scan() -> None:
     assert moved["needs_review"] and any("centroid along y" in r for r in moved["reasons"])
 
 
+def test_only_a_severe_violation_flags_by_itself() -> None:
+    """Just past a range edge, or a speck beside a clean mask: a violation, not a flag; far outside: a flag."""
+    labels = [_ball(r) for r in (7.0, 7.5, 8.0, 8.5)]
+    reference = qc.label_statistics(labels, [(1.5, 1.5, 2.0)] * 4)
+    high = reference["measurements"]["volume_ml"]["high"]
+    radius = ((high * 1.03) * 1000 / (1.5 * 1.5 * 2.0) * 3 / (4 * np.pi)) ** (1 / 3)  # 3 % above the range
+    mild = qc.plausibility(_ball(radius), (1.5, 1.5, 2.0), reference)
+    specks = _ball(8.0)
+    specks[13, 13, 9] = specks[27, 27, 9] = specks[13, 27, 21] = True  # apart from it, inside its bounding box
+    speckled = qc.plausibility(specks, (1.5, 1.5, 2.0), reference)
+    far = qc.plausibility(_ball(8.0, (20, 8, 15)), (1.5, 1.5, 2.0), reference)
+    assert mild["violations"] and not mild["severe"]
+    assert any("connected components" in v for v in speckled["violations"]) and not speckled["severe"]
+    assert any("centroid along y" in v for v in far["severe"])
+
+
 def test_too_few_validation_cases_fit_no_model_and_flag_by_plausibility_alone() -> None:
     cases = [_over_confident_case(s) for s in range(2)]
     reference = qc.label_statistics([c["label"] for c in cases], [(1.5, 1.5, 2.0)] * 2)
@@ -140,7 +156,7 @@ def test_a_flagged_scan_prints_one_warning_line(run_dir: Path, tiny_msd: Path, t
     copy = Path(shutil.copytree(run_dir, tmp_path / "run"))
     record = runs.read_qc(copy)
     volume = record["reference"]["measurements"]["volume_ml"]
-    volume.update(low=-2.0, high=-1.0)  # no mask can be this small: every scan is implausible
+    volume.update(low=-2.0, high=-1.0, median=-1.5, mad=0.1)  # no mask is this small: every scan is far outside
     runs.write_json(record, copy / runs.QC)
     scan = min((tiny_msd / "imagesTs").glob("*.nii.gz"))
     (report,) = predict.predict(copy, scan, tmp_path / "m.nii.gz", progress=False)
