@@ -23,6 +23,9 @@ from heartseg_utils.models import logits_to_probability, probability_to_classes
 from heartseg_utils.precision import amp_decision, autocast, resolve_device
 
 SPLITS = ("validation", "all", "test")
+# flip TTA uses the flips training's augmentation shows: RandFlipd on axis 0 and RandRotate90d in the (0, 1) plane
+# (which flips within it); never the head-foot axis 2, which the network never saw reversed (issue 25)
+TTA_AXES = (0, 1)
 
 
 def load_run(run_dir: str | os.PathLike[str], device: str = "auto") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -68,13 +71,25 @@ def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, config: d
 def _foreground_probability(
     model: torch.nn.Module, image: torch.Tensor, config: dict[str, Any], flip_axes: tuple[int, ...]
 ) -> torch.Tensor:
-    """Sliding-window foreground probability (N, 1, ...), averaged with copies flipped along each of ``flip_axes``."""
+    """Sliding-window class probabilities (N, M x C, ...), member-major: the identity, then one flipped copy per axis.
+
+    Member m > 0 is the prediction of the image flipped along ``flip_axes[m - 1]``, flipped back; their mean is the
+    flip-TTA probability, their disagreement a QC signal (``qc.member_disagreement``).
+    """
     probs = []
     for dims in [[]] + [[int(a) + 2] for a in flip_axes]:
         flipped = torch.flip(image, dims) if dims else image
         prob = logits_to_probability(sliding_window_logits(model, flipped, config))
         probs.append(torch.flip(prob, dims) if dims else prob)
-    return torch.stack(probs).mean(dim=0)
+    return torch.cat(probs, dim=1)
+
+
+def check_tta_axes(tta_axes: tuple[int, ...]) -> tuple[int, ...]:
+    """``tta_axes`` as a tuple of distinct spatial axes 0, 1, 2 (a clear error otherwise)."""
+    axes = tuple(int(a) for a in tta_axes)
+    if not axes or len(set(axes)) != len(axes) or any(a not in (0, 1, 2) for a in axes):
+        raise ValueError(f"tta_axes must be distinct axes among 0, 1, 2 (of the RAS array), got {tuple(tta_axes)}")
+    return axes
 
 
 def prediction_precision(
@@ -100,7 +115,8 @@ def predict_case(
     device: str | torch.device | None = None,
     tta: bool = False,
     keep_largest: bool | Sequence[int] = False,
-    tta_axes: tuple[int, ...] = (0, 1, 2),
+    tta_axes: tuple[int, ...] = TTA_AXES,
+    members: bool = False,
 ) -> dict[str, Any]:
     """Predict one image and map the result back to the image's original voxel grid.
 
@@ -116,14 +132,18 @@ def predict_case(
             (1 + len(tta_axes) passes).
         keep_largest: keep only the largest connected component of the mask (:func:`largest_component`); for a
             multi-class run True = of every class, or a list of the label values to do it for.
-        tta_axes: spatial axes (0, 1, 2 of the RAS array) to flip; flips the training never showed can hurt.
+        tta_axes: spatial axes (0, 1, 2 of the RAS array) to flip; default :data:`TTA_AXES`, the flips training
+            showed (a flip the training never showed, such as head-foot, can hurt).
+        members: also return each flip member's foreground probability (identity first; the flips run even
+            without ``tta``, for quality control's disagreement signal; the mask is unchanged).
 
     Returns:
         ``{"probability": float32 (x, y, z), "mask": uint8 (x, y, z), "affine": (4, 4), "spacing": (mm,) * 3,
-        "precision": "bfloat16" or "float32"}`` on the original image's grid. For a multi-class run (``config``
-        ``label_mode`` ``"multiclass"``) ``mask`` is a label map holding the dataset's label values (the class with
-        the highest probability; uint8, int16 above 255), ``probability`` the probability of any foreground class
-        and ``probabilities`` (K, x, y, z) that of each class, in the order of ``label_values[1:]``.
+        "precision": "bfloat16" or "float32"}`` on the original image's grid, with ``"members"``: a list of
+        float32 (x, y, z) maps, when ``members``. For a multi-class run (``config`` ``label_mode``
+        ``"multiclass"``) ``mask`` is a label map holding the dataset's label values (the class with the highest
+        probability; uint8, int16 above 255), ``probability`` the probability of any foreground class and
+        ``probabilities`` (K, x, y, z) that of each class, in the order of ``label_values[1:]``.
     """
     import nibabel as nib
     from monai.data import MetaTensor
@@ -134,17 +154,21 @@ def predict_case(
     pipeline = transforms_from_config(config, "infer")
     data = pipeline({"image": str(image_path)})
     image = data["image"].unsqueeze(0).to(device)
+    axes = check_tta_axes(tta_axes) if tta or members else ()
     with autocast(device, amp_dtype):
-        prob = _foreground_probability(model, image, config, tuple(tta_axes) if tta else ())[0].cpu()
-    data["prob"] = MetaTensor(prob, meta=data["image"].meta)
-    prob = Invertd(keys="prob", transform=pipeline, orig_keys="image", nearest_interp=False)(data)["prob"]
+        probs = _foreground_probability(model, image, config, axes)[0].float().cpu()  # (members x classes, ...)
+    data["prob"] = MetaTensor(probs, meta=data["image"].meta)  # resampling is linear: invert, then average
+    probs = np.asarray(Invertd(keys="prob", transform=pipeline, orig_keys="image", nearest_interp=False)(data)["prob"])
+    probs = probs.reshape(1 + len(axes), -1, *probs.shape[1:]).astype(np.float32)  # (members, classes, x, y, z)
+    prob = probs.mean(axis=0) if tta else probs[0]
     reference = nib.load(str(image_path))
     if config.get("label_mode") == "multiclass":
-        result = class_label_map(np.asarray(prob, dtype=np.float32), config["label_values"], keep_largest)
+        result = class_label_map(prob, config["label_values"], keep_largest)
     else:
         mask = np.asarray(prob[0] >= 0.5, dtype=np.uint8)
-        mask = largest_component(mask) if keep_largest else mask
-        result = {"probability": np.asarray(prob[0], dtype=np.float32), "mask": mask}
+        result = {"probability": prob[0], "mask": largest_component(mask) if keep_largest else mask}
+    if members:  # each member's probability of any foreground class
+        result["members"] = [member.sum(axis=0).clip(0.0, 1.0) for member in probs]
     return {
         **result,
         "affine": reference.affine,
@@ -198,6 +222,54 @@ def run_keep_largest(run_dir: str | os.PathLike[str]) -> bool | list[int]:
     return keep
 
 
+def decide_inference(
+    members: list[list[np.ndarray]], labels: list[np.ndarray], tta_axes: tuple[int, ...] = TTA_AXES
+) -> tuple[dict[str, Any], list[np.ndarray], list[np.ndarray]]:
+    """Flip TTA, then the largest component, each used only if it raises the mean validation Dice. Notebook 03.
+
+    Args:
+        members: per validation case, the flip members of :func:`predict_case` (``members=True``), identity first.
+        labels: each case's truth on the same grid.
+        tta_axes: the flipped axes the members came from (recorded).
+
+    Returns:
+        ``(postprocessing.json's content, each case's probability, each case's final mask)``.
+    """
+    from heartseg_utils.metrics import dice
+
+    def mean(masks: list[np.ndarray]) -> float:
+        return float(np.mean([dice(m, t) for m, t in zip(masks, labels)]))
+
+    plain, averaged = [m[0] for m in members], [np.mean(m, axis=0) for m in members]
+    use_tta = mean([p >= 0.5 for p in averaged]) > mean([p >= 0.5 for p in plain])
+    probabilities = averaged if use_tta else plain
+    masks = [np.asarray(p >= 0.5, dtype=np.uint8) for p in probabilities]
+    largest = [largest_component(m) for m in masks]
+    keep = mean(largest) > mean(masks)
+    post = {
+        "keep_largest": keep,
+        "val_dice_raw": round(mean(masks), 6),
+        "val_dice_largest_component": round(mean(largest), 6),
+        "tta": use_tta,
+        "tta_axes": list(tta_axes),
+        "val_dice_no_tta": round(mean([p >= 0.5 for p in plain]), 6),
+        "val_dice_tta": round(mean([p >= 0.5 for p in averaged]), 6),
+        "cases": len(labels),
+        "rule": "use flip TTA if it raises the mean validation Dice; then keep only the largest connected component "
+        "if that raises it",
+    }
+    return post, probabilities, largest if keep else masks
+
+
+def run_tta(run_dir: str | os.PathLike[str]) -> bool:
+    """The run's flip-TTA decision (``postprocessing.json`` ``tta``, over :data:`TTA_AXES`); False where it has none.
+
+    Introduced in notebook 04: training compares the validation Dice with and without flip TTA and uses it only
+    where it helps, as it decides the largest component.
+    """
+    return runs.read_tta(run_dir)
+
+
 def save_prediction(mask: Any, reference_image_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
     """Write a mask as NIfTI with the reference image's shape, affine and header. Introduced in notebook 04.
 
@@ -245,15 +317,15 @@ def predict_run(
     data_dir: str = "",
     split: str = "validation",
     *,
-    tta: bool = False,
+    tta: bool | None = None,
     keep_largest: bool | Sequence[int] | None = False,
     device: str = "auto",
-    tta_axes: tuple[int, ...] = (0, 1, 2),
+    tta_axes: tuple[int, ...] = TTA_AXES,
 ) -> list[dict]:
     """Predict every case of a split (see :func:`split_items`) into ``run_dir/predictions/<case>.nii.gz``.
 
     Introduced in notebook 04. ``tta``, ``keep_largest``, ``tta_axes`` and ``device`` are as in :func:`predict_case`;
-    ``keep_largest=None`` follows the run's own decision (:func:`run_keep_largest`).
+    ``tta=None`` and ``keep_largest=None`` follow the run's own decisions (:func:`run_tta`, :func:`run_keep_largest`).
 
     Returns:
         The split's items (``case``, ``image``, ``label`` if labelled), each with its ``prediction`` path added.
@@ -262,6 +334,7 @@ def predict_run(
     items = split_items(run_dir, data_dir, split)
     out_dir = Path(run_dir).expanduser() / "predictions"
     keep_largest = run_keep_largest(run_dir) if keep_largest is None else keep_largest
+    tta = run_tta(run_dir) if tta is None else tta
     for item in items:
         result = predict_case(model, config, item["image"], tta=tta, keep_largest=keep_largest, tta_axes=tta_axes)
         item["prediction"] = str(save_prediction(result["mask"], item["image"], out_dir / f"{item['case']}.nii.gz"))

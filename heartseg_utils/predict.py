@@ -9,10 +9,11 @@ Introduced in notebook 07. From the command line::
 Each mask is written as NIfTI (uint8, 1 = left atrium; a multi-class run writes a label map with the dataset's
 label values and reports each class's volume) on the input's own voxel grid and affine: a NIfTI input's
 shape and affine, or for a DICOM series the grid of its slices sorted along their normal (:mod:`heartseg_utils.dicom`).
-Beside each mask a JSON report ``<case>.heartseg.json`` holds the foreground volume in mL and the warnings of
-``metrics.sanity_check``. The model, its preprocessing and the sliding window all come from ``run_dir``
-(``inference.load_run`` and ``inference.predict_case``): a DICOM series is first converted to a temporary NIfTI
-with the series' geometry.
+Beside each mask a JSON report ``<case>.heartseg.json`` holds the foreground volume in mL, the warnings of
+``metrics.sanity_check`` and the run's quality control (``qc.json``): the quality score, the "needs review" flag
+and its reasons, also printed as a warning line for a flagged scan. The model, its preprocessing and the sliding
+window all come from ``run_dir`` (``inference.load_run`` and ``inference.predict_case``): a DICOM series is first
+converted to a temporary NIfTI with the series' geometry.
 
 Inputs are never modified, and nothing is written before every check has passed: an output that is, or is inside,
 the input; a folder holding a DICOM series; an existing mask or report (unless ``--overwrite``); two inputs with
@@ -259,7 +260,8 @@ def _predict_prepared(
     t0 = time.perf_counter()
     tta, keep_largest = bool(options.get("tta")), options.get("keep_largest")
     keep_largest = [int(v) for v in keep_largest] if isinstance(keep_largest, (list, tuple)) else bool(keep_largest)
-    result = inference.predict_case(model, config, image, tta=tta, keep_largest=keep_largest)
+    record = options.get("qc")
+    result = inference.predict_case(model, config, image, tta=tta, keep_largest=keep_largest, members=bool(record))
     runs.write_atomic(out_path, lambda tmp: inference.save_prediction(result["mask"], image, tmp))
     report = {
         "input": str(input_path),
@@ -279,7 +281,10 @@ def _predict_prepared(
     }
     if options.get("run_dir") is not None:
         report["run_dir"] = str(options["run_dir"])
+    report.update(quality_report(record, result, image, options.get("run_dir")))
     runs.write_json(report, report_path(out_path))
+    if report["needs_review"]:
+        print(review_warning(report), file=sys.stderr)
     return report
 
 
@@ -306,6 +311,35 @@ def class_volumes(mask: np.ndarray, spacing: Any, config: dict[str, Any]) -> dic
     }
 
 
+# ---- quality control (issue 23): the run's qc.json scores each scan ------------------------------
+def quality_report(
+    record: dict[str, Any] | None, result: dict[str, Any], image: Path, run_dir: Any = None
+) -> dict[str, Any]:
+    """The report's QC keys: ``quality_score``, ``needs_review``, ``review_reasons`` and the details in ``qc``.
+
+    With the run's ``qc.json`` (``record``) the scan is scored as the validation cases were (``qc_run.assess``);
+    a run without one gives None for the score and the flag, and ``qc.fitted`` false with the reason.
+    """
+    from heartseg_utils import qc_run
+
+    if record is None:
+        block = qc_run.not_fitted(run_dir if run_dir is not None else "the run")
+    else:
+        voxels = qc_run.read_scan(image)[0]
+        block = qc_run.assess(
+            record, result["probability"], result["mask"], result["affine"], image=voxels, members=result["members"]
+        )
+    head = {"quality_score": block["quality_score"], "needs_review": block["needs_review"]}
+    return {**head, "review_reasons": block["reasons"], "qc": block}
+
+
+def review_warning(report: dict[str, Any]) -> str:
+    """The one line printed for a scan that needs review: the scan, its score and every reason."""
+    score = report.get("quality_score")
+    scored = f" (quality score {score:.2f})" if score is not None else ""
+    return f"WARNING: {report['input']} needs review{scored}: " + "; ".join(report["review_reasons"])
+
+
 def predict_one(
     model: Any,
     config: dict[str, Any],
@@ -317,6 +351,7 @@ def predict_one(
     keep_largest: bool = False,
     channel: int | None = None,
     overwrite: bool = False,
+    qc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Predict one NIfTI file or DICOM series, write the mask and its JSON report. Introduced in notebook 07.
 
@@ -328,11 +363,12 @@ def predict_one(
         tta, keep_largest: as in ``inference.predict_case``.
         channel: the channel of a 4D scan (see :func:`prepare_input`).
         overwrite: replace an existing mask/report (see :func:`check_outputs`; an input is never replaced).
+        qc: the run's ``qc.json`` (``runs.read_qc``) to score the scan with; None = QC not fitted.
 
     Returns:
         The report: ``input``, ``kind``, ``mask``, ``volume_ml``, ``n_voxels``, ``shape``, ``spacing_mm``,
         ``warnings``, ``tta``, ``keep_largest``, ``channel``, ``precision`` (``bfloat16`` or ``float32``),
-        ``seconds``.
+        ``seconds``, and the QC keys of :func:`quality_report`.
     """
     from heartseg_utils.transforms import quiet_readers
 
@@ -352,6 +388,7 @@ def predict_one(
             keep_largest=keep_largest,
             channel=channel,
             seconds=time.perf_counter() - t0,
+            qc=qc,
         )
 
 
@@ -360,7 +397,7 @@ def predict(
     input_path: str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
-    tta: bool = False,
+    tta: bool | None = None,
     keep_largest: bool | None = None,
     device: str = "auto",
     progress: bool = True,
@@ -376,19 +413,20 @@ def predict(
         run_dir: a finished training run (``config.json`` and ``best_model.pt``).
         input_path: a NIfTI file, a folder of NIfTI files, or a folder holding one DICOM series.
         output: a .nii/.nii.gz file for one input, else a folder (masks named after the inputs).
-        tta, keep_largest: as in ``inference.predict_case``; ``keep_largest=None`` follows the run's own
-            post-processing decision (``postprocessing.json``, see ``inference.run_keep_largest``).
+        tta, keep_largest: as in ``inference.predict_case``; None (the default) follows the run's own decision
+            from its validation cases (``postprocessing.json``, see ``inference.run_tta`` and ``run_keep_largest``).
         device: "auto", "cpu" or "cuda".
         progress: show a tqdm bar over the inputs.
         channel: the channel to segment in 4D scans (None refuses a scan with several channels).
         overwrite: replace existing masks and reports (an input is never replaced).
 
     Returns:
-        One report per input (:func:`predict_one`), each also written as ``<case>.heartseg.json`` beside its mask.
+        One report per input (:func:`predict_one`), each also written as ``<case>.heartseg.json`` beside its mask,
+        with the run's quality control (:func:`quality_report`); a scan that needs review prints a warning line.
     """
     from tqdm.auto import tqdm
 
-    from heartseg_utils.inference import load_run, run_keep_largest
+    from heartseg_utils.inference import load_run, run_keep_largest, run_tta
     from heartseg_utils.transforms import quiet_readers
 
     inputs = find_inputs(input_path)
@@ -398,20 +436,36 @@ def predict(
         images = [prepare_input(k, p, Path(tmp) / str(i), channel=channel) for i, (k, p) in enumerate(inputs)]
         model, config = load_run(run_dir, device)
         keep_largest = run_keep_largest(run_dir) if keep_largest is None else keep_largest
+        tta = run_tta(run_dir) if tta is None else tta
         options = {"tta": tta, "keep_largest": keep_largest, "channel": channel, "run_dir": run_dir}
+        options["qc"] = runs.read_qc(run_dir)
         bar = tqdm(list(zip(inputs, images, outputs)), desc="predict", unit="scan", disable=not progress)
         return [_predict_prepared(model, config, kind, path, image, out, **options) for (kind, path), image, out in bar]
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """One scan's report as the lines a reader (a clinician, say) sees: volume, warnings. Notebook 07."""
+    """One scan's report as the lines a reader (a clinician, say) sees: the review flag first, volume, warnings.
+
+    Introduced in notebook 07.
+    """
     head = f"{report['input']}: left atrium {report['volume_ml']:.1f} mL ({report['n_voxels']} voxels)"
     if "classes" in report:  # a multi-class run: one volume per class
         parts = [f"{name} {c['volume_ml']:.1f} mL" for name, c in report["classes"].items()]
         head = f"{report['input']}: {', '.join(parts)} ({report['n_voxels']} voxels)"
-    lines = [f"{head} -> {report['mask']}"]
+    lines = [review_line(report), f"{head} -> {report['mask']}"]
     lines += [f"  WARNING: {w}" for w in report["warnings"]] or ["  no warnings"]
     return "\n".join(lines)
+
+
+def review_line(report: dict[str, Any]) -> str:
+    """The report's first line: NEEDS REVIEW with the reasons, passed QC with the score, or QC not fitted."""
+    if report.get("needs_review") is None:
+        return "QC not fitted: " + "; ".join(report.get("review_reasons", ["no quality control in this report"]))
+    score = report.get("quality_score")
+    scored = f"quality score {score:.2f}" if score is not None else "no quality model"
+    if report["needs_review"]:
+        return f"NEEDS REVIEW ({scored}): " + "; ".join(report["review_reasons"])
+    return f"QC passed ({scored}, predicted Dice; no severe plausibility violation)"
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -422,7 +476,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--input", required=True, help="a NIfTI file, a folder of NIfTI files, or a DICOM series folder"
     )
     parser.add_argument("--output", required=True, help="a .nii.gz file for one input, else a folder")
-    parser.add_argument("--tta", action="store_true", help="average over flips (1 + 3 passes)")
+    parser.add_argument(
+        "--tta",
+        nargs="?",
+        const="true",
+        default="auto",
+        choices=("auto", "true", "false"),
+        help="average over in-plane flips (1 + 2 passes): auto (default) = the run's decision from its validation "
+        "cases (postprocessing.json); a bare --tta = true",
+    )
     parser.add_argument(
         "--keep_largest",
         nargs="?",
@@ -442,7 +504,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         args.run_dir,
         args.input,
         args.output,
-        tta=args.tta,
+        tta=None if args.tta == "auto" else args.tta == "true",
         keep_largest=None if args.keep_largest == "auto" else args.keep_largest == "true",
         device=args.device,
         progress=not args.no_progress,

@@ -1,6 +1,6 @@
 """Per-scan quality control: plausibility, the model's own uncertainty, one fitted quality score, calibration.
 
-For notebook 04's failure analysis (issue 23; wiring it into training, notebook 04 and predict comes later). A Dice
+Introduced in notebook 04 (issue 23); :mod:`heartseg_utils.qc_run` fits a run's ``qc.json`` from these. A Dice
 needs the truth and a new scan has none; these pure numpy functions give the signals that stand in for it and the
 numbers a run records in ``qc.json`` (docs/contract.md): plausibility of the mask against ranges from the training
 labels, the model's uncertainty and its TTA/ensemble disagreement, a small ridge model of Dice fitted on validation
@@ -31,6 +31,7 @@ MIN_PAD: dict[str, tuple[str, float]] = {
     **{f"centroid_{a}": ("absolute", 0.05) for a in AXES},
     **{f"extent_{a}_mm": ("relative", 0.10) for a in AXES},
 }
+Z_SEVERE = 4.0  # a measurement out of range by a robust |z| above this flags a scan; a milder one only lowers its score
 Z_CAP = 10.0  # |z| beyond this says "implausible" as loudly as it needs to; caps keep the linear model robust
 UNCERTAIN = (0.2, 0.8)  # a voxel is uncertain when its foreground probability lies strictly between these
 _EPS = 1e-6
@@ -151,8 +152,9 @@ def plausibility(mask: Any, spacing: Sequence[float], reference: Mapping[str, An
 
     Returns:
         JSON-serialisable ``{"measurements", "z": {name: (value - median) / max(MAD, 5 % of the median)},
-        "out_of_range": {name: bool}, "violations": [reason, ...], "plausible": bool}``; an empty mask is one
-        violation, every measurement counts as out of range and its position and z-scores are None.
+        "out_of_range": {name: bool}, "violations": [reason, ...], "severe": [reason, ...], "plausible": bool}``;
+        an empty mask is one violation, every measurement counts as out of range and its position and z-scores are
+        None. ``severe`` holds the violations that flag a scan by themselves (:func:`severe_violations`).
     """
     values, stats = mask_measurements(mask, spacing, body), reference["measurements"]
     empty = values["n_components"] == 0
@@ -173,7 +175,28 @@ def plausibility(mask: Any, spacing: Sequence[float], reference: Mapping[str, An
                 f"{words} {value:.{dp}f}{unit} is {side} the training range {s['low']:.{dp}f}-{s['high']:.{dp}f}{unit}"
             )
     measured = {k: v if math.isfinite(v) else None for k, v in values.items()}
-    return dict(measurements=measured, z=z, out_of_range=out_of_range, violations=violations, plausible=not violations)
+    severe = violations if empty else severe_violations(z, out_of_range, violations)
+    return dict(
+        measurements=measured, z=z, out_of_range=out_of_range, violations=violations, severe=severe,
+        plausible=not violations,
+    )  # fmt: skip
+
+
+def severe_violations(
+    z: Mapping[str, float | None], out_of_range: Mapping[str, bool], violations: Sequence[str]
+) -> list[str]:
+    """The violations that flag a scan whatever its score: out of range with a robust ``|z|`` above :data:`Z_SEVERE`.
+
+    A measurement just past the edge of a range learned from a few training labels is common on good scans; so is a
+    speck beside a clean atrium, so the component count never flags alone (the largest component's share does).
+    Every violation still counts in :func:`qc_features`, so a mild one lowers the quality score.
+    """
+    named = [name for name in MEASUREMENTS if out_of_range[name]]  # the order violations were written in
+    return [
+        reason
+        for name, reason in zip(named, violations)
+        if name != "n_components" and z[name] is not None and abs(z[name]) > Z_SEVERE
+    ]
 
 
 # ---- 2. The model's own uncertainty --------------------------------------------------------------
@@ -196,6 +219,16 @@ def _shell(mask: np.ndarray, voxels: int) -> np.ndarray:
     grown = ndimage.binary_dilation(crop, structure=np.ones((3, 3, 3), bool), iterations=voxels)
     shell[box] = grown & ~crop
     return shell
+
+
+def near_mask(mask: Any, voxels: int = 5) -> np.ndarray:
+    """The mask and every voxel within ``voxels`` (26-connected steps) of it: where calibration matters.
+
+    A whole volume is mostly far background that every model gets right with p near 0; reliability, ECE and the
+    temperature are measured on this region (around the union of truth and prediction) instead.
+    """
+    m = as_volume(mask) != 0
+    return m | _shell(m, voxels)
 
 
 def member_disagreement(members: Sequence[Any]) -> dict[str, float]:
@@ -415,8 +448,8 @@ def flag(
         features: the scan's :func:`qc_features`.
         model: the quality model (:func:`fit_quality_model`).
         threshold: the threshold, or :func:`choose_threshold`'s result.
-        plausibility_result: the scan's :func:`plausibility`, whose violations (empty mask, volume, position...)
-            each flag the scan whatever its score.
+        plausibility_result: the scan's :func:`plausibility`, whose severe violations (empty mask, a volume or
+            position far outside the training range...) each flag the scan whatever its score.
 
     Returns:
         ``{"quality_score", "needs_review", "reasons": [human-readable, ...]}``.
@@ -425,9 +458,9 @@ def flag(
     score = quality_score(features, model)
     reasons = []
     if score < limit:
-        reasons.append(f"quality score {score:.2f} (predicted Dice) is below the review threshold {limit:.2f}")
+        reasons.append(f"quality score {score:.3f} (predicted Dice) is below the review threshold {limit:.3f}")
     if plausibility_result is not None:
-        reasons += list(plausibility_result["violations"])
+        reasons += list(plausibility_result.get("severe", plausibility_result["violations"]))
     return {"quality_score": score, "needs_review": bool(reasons), "reasons": reasons}
 
 

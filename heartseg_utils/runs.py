@@ -1,7 +1,7 @@
 """The run folder: every file docs/contract.md lists is written and read here, and nowhere else.
 
 Introduced in notebook 03. Training writes ``config.json``, ``split.json``, ``plan.json``, ``history.csv``,
-``last.pt``, ``best_model.pt``, ``metrics.json`` and ``postprocessing.json`` into ``run_dir``; inference,
+``last.pt``, ``best_model.pt``, ``metrics.json``, ``postprocessing.json`` and ``qc.json`` into ``run_dir``; inference,
 prediction and export read them back. Every write is atomic (a temp file renamed into place), so a reader never
 sees half a file, and a file that cannot be read is an error naming the file and what to do.
 """
@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: data.py (no torch) read
 
 CONFIG, SPLIT, PLAN, HISTORY = "config.json", "split.json", "plan.json", "history.csv"
 LAST, BEST, METRICS, POSTPROCESSING = "last.pt", "best_model.pt", "metrics.json", "postprocessing.json"
+QC = "qc.json"
 HISTORY_FIELDS = ("epoch", "train_loss", "val_dice", "val_dice_min", "lr", "planned_epochs", "epoch_seconds")
 
 
@@ -153,6 +154,28 @@ def read_keep_largest(run_dir: str | os.PathLike[str]) -> bool:
     return keep
 
 
+def read_tta(run_dir: str | os.PathLike[str]) -> bool:
+    """The run's flip-TTA decision (``postprocessing.json`` ``tta``); False where it has none (older runs)."""
+    path = Path(run_dir).expanduser() / POSTPROCESSING
+    if not path.is_file():
+        return False
+    tta = _read_object(path).get("tta", False)
+    if not isinstance(tta, bool):
+        raise ValueError(f"{path} needs tta true or false: retrain the run, or delete the file (no post-processing)")
+    return tta
+
+
+def read_qc(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The run's quality control (``qc.json``, written by training); None for a run trained before QC existed."""
+    path = Path(run_dir).expanduser() / QC
+    if not path.is_file():
+        return None
+    record = _read_object(path, needs="reference")
+    if not isinstance(record.get("temperature"), dict) or "quality_model" not in record:
+        raise ValueError(f"{path} lacks temperature or quality_model: retrain the run, or delete the file (no QC)")
+    return record
+
+
 def load_weights(path: str | os.PathLike[str], net: torch.nn.Module, device: torch.device | str = "cpu") -> int:
     """Load ``best_model.pt`` (or ``last.pt``) weights into ``net`` (``weights_only=True``); returns the epoch.
 
@@ -245,7 +268,7 @@ def load_checkpoint(
 # --------------------------------------------------------------------------------------------------
 # A run folder belongs to one run: refuse another's, one writer at a time
 # --------------------------------------------------------------------------------------------------
-RUN_FILES = (CONFIG, SPLIT, PLAN, HISTORY, LAST, BEST, METRICS, POSTPROCESSING)
+RUN_FILES = (CONFIG, SPLIT, PLAN, HISTORY, LAST, BEST, METRICS, POSTPROCESSING, QC)
 EVALUATION_FILES = ("evaluation.csv", "evaluation_summary.json")  # notebook 04's, about the run they sit beside
 LOCK = ".heartseg.lock"
 # what a resumed run may change; every other value must be the one its config.json recorded

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from heartseg_utils import cli, distributed, plan, runs, splits
+from heartseg_utils import cli, distributed, plan, qc_run, runs, splits
 from heartseg_utils.config import (
     PLANNED_FIELDS,
     TrainConfig,
@@ -41,7 +41,7 @@ from heartseg_utils.config import (
     transforms_from_config,
 )
 from heartseg_utils.curves import Curves, open_curves
-from heartseg_utils.inference import largest_component, sliding_window_logits
+from heartseg_utils.inference import decide_inference, largest_component, predict_case, sliding_window_logits
 from heartseg_utils.metrics import class_dice, dice
 from heartseg_utils.models import count_parameters, logits_to_mask
 from heartseg_utils.precision import amp_decision, autocast, dtype_name, resolve_device
@@ -438,31 +438,50 @@ def track_best(
     return False
 
 
-def decide_postprocessing(run: Run) -> dict[str, Any]:
-    """Keep only the largest connected component where it helps: nnU-Net's rule, decided on the validation cases.
+def decide_postprocessing(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Decide flip TTA and the largest component on the validation cases, and fit the run's quality control.
 
-    Introduced in notebook 03. The best checkpoint predicts every whole validation volume (as :func:`validate`
-    does); the mean foreground Dice of the raw masks is compared with that of their largest 26-connected
-    component. Inference (notebooks 04 and 07, ``python -m heartseg_utils.predict``) follows the decision
-    unless told otherwise. Written to ``run_dir/postprocessing.json``.
+    Introduced in notebook 03. The best checkpoint predicts every validation scan as inference does
+    (``inference.predict_case`` on the file, back on the scan's own grid), with the flip members of
+    ``inference.TTA_AXES``. Flip TTA is used if it raises the mean foreground Dice; then the largest 26-connected
+    component is kept if that raises it (nnU-Net's rule). Inference (notebooks 04 and 07, ``python -m
+    heartseg_utils.predict``) follows both unless told otherwise. The final masks fit ``qc.json``
+    (``qc_run.fit``: plausibility from the training labels, temperature, quality model, review threshold).
+
+    Returns:
+        ``(postprocessing.json, qc.json)`` contents; a multi-class run gets :func:`decide_class_postprocessing`
+        and no ``qc.json`` (its QC signals are binary for now).
     """
-    if run.cfg.label_mode == "multiclass":
-        return decide_class_postprocessing(run)
+    from monai.data import set_track_meta
+
+    if run.cfg.label_mode == "multiclass":  # per-class largest component; no TTA decision or QC yet
+        return decide_class_postprocessing(run), None
     net = copy.deepcopy(run.net)
     runs.load_weights(run.run_dir / runs.BEST, net, run.ddp.device)
-    scores = []
-    cases = ({key: item[key][None] for key in ("image", "label")} for item in run.val_ds)  # batches of one
-    for mask, label in validation_masks(net, cases, run.cfg, run.ddp.device, run.amp_dtype):
-        largest = torch.as_tensor(largest_component(mask[0, 0].cpu().numpy()))[None, None].to(mask.device)
-        scores.append([dice(mask, label), dice(largest, label)])
-    without, largest = torch.tensor(scores, dtype=torch.float64).mean(dim=0).tolist()
-    return {
-        "keep_largest": largest > without,
-        "val_dice_raw": round(without, 6),
-        "val_dice_largest_component": round(largest, 6),
-        "cases": len(run.val_ds),
-        "rule": "keep only the largest connected component if that raises the mean validation Dice",
-    }
+    config = {**config_dict(run.cfg), "trained_with": {"device": str(run.ddp.device), "amp": dtype_name(run.amp_dtype)}}
+    items = list(run.val_ds.data)  # the validation files (CacheDataset keeps its input list)
+    set_track_meta(True)  # Invertd maps each prediction back onto its scan's grid
+    try:
+        results = [predict_case(net, config, item["image"], members=True) for item in items]
+    finally:
+        set_track_meta(False)
+    labels = [qc_run.read_scan(item["label"])[0] != 0 for item in items]
+    post, probabilities, masks = decide_inference([r["members"] for r in results], labels)
+    cases = [
+        {
+            "case": item["case"],
+            "probability": p,
+            "mask": m,
+            "label": t,
+            "affine": r["affine"],
+            "image": qc_run.read_scan(item["image"])[0],
+            "members": r["members"],
+        }
+        for item, r, p, m, t in zip(items, results, probabilities, masks, labels)
+    ]
+    reference = qc_run.training_reference(run.train_ds.data)
+    decided = {k: post[k] for k in ("tta", "keep_largest", "tta_axes")}
+    return post, qc_run.fit(cases, reference, **decided)
 
 
 def decide_class_postprocessing(run: Run) -> dict[str, Any]:
@@ -566,13 +585,17 @@ def train_and_decide(data: Data, run_dir: Path, ddp: distributed.Distributed) ->
         write_run_files(run, data, history, amp_reason)
     with open_curves(data.cfg.log_dir if ddp.master else "", purge_step=len(history) + 1) as curves:  # DDP: rank 0
         stopped = fit(run, state, history, curves)
-    post = distributed.broadcast(decide_postprocessing(run) if ddp.master else None, ddp)  # DDP: rank 0 decides
+    post, qc_record = decide_postprocessing(run) if ddp.master else (None, None)  # DDP: rank 0 decides
+    post = distributed.broadcast(post, ddp)  # DDP
     metrics = {
         **run_metrics(run, state, history, stopped, amp_reason),
         "keep_largest": (post or {}).get("keep_largest"),
+        "tta": (post or {}).get("tta"),
     }
     if ddp.master:
         runs.write_json(post, run_dir / runs.POSTPROCESSING)
+        if qc_record is not None:  # multi-class runs have none yet
+            runs.write_json(qc_record, run_dir / runs.QC)
         runs.write_json(metrics, run_dir / runs.METRICS)
     return metrics
 

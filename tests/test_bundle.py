@@ -102,7 +102,7 @@ def test_the_bundle_runner_predicts_what_predict_predicts(
     scan = min((tiny_msd / "imagesTs").iterdir())
     seen = _run_bundle(run / "export" / bundle.BUNDLE_DIR, tiny_msd, tmp_path / "bundle_out")
     assert seen["heartseg_modules"] == []  # MONAI alone ran it
-    predict(run, scan, tmp_path / "predict_out" / scan.name, progress=False)
+    predict(run, scan, tmp_path / "predict_out" / scan.name, progress=False, tta=False)  # the bundle has no TTA
     ours = nib.load(str(tmp_path / "predict_out" / scan.name))
     theirs = nib.load(str(tmp_path / "bundle_out" / scan.name.replace(".nii.gz", "_seg.nii.gz")))
     original = nib.load(str(scan))

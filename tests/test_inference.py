@@ -26,7 +26,7 @@ def run_dir(tiny_msd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def predicted(run_dir: Path) -> list[dict]:
-    return I.predict_run(run_dir)  # data_dir "" = the dataset the run was trained on
+    return I.predict_run(run_dir, tta=False)  # data_dir "" = the dataset the run was trained on
 
 
 def test_predictions_open_with_the_input_shape_and_affine(run_dir: Path, predicted: list[dict]) -> None:
@@ -65,6 +65,19 @@ def test_probability_mask_tta_and_keep_largest(run_dir: Path, predicted: list[di
     assert both["mask"].shape == both["probability"].shape == shape
     assert ndimage.label(both["mask"], structure=np.ones((3, 3, 3)))[1] <= 1
     assert not np.allclose(both["probability"], plain["probability"])  # the flips changed something
+
+
+def test_flip_members_are_in_plane_and_average_to_the_tta_probability(run_dir: Path, predicted: list[dict]) -> None:
+    """Identity first, then one flip per in-plane axis (never head-foot); their mean is the TTA probability."""
+    model, config = I.load_run(run_dir, device="cpu")
+    image_path = predicted[0]["image"]
+    plain = I.predict_case(model, config, image_path, members=True)
+    tta = I.predict_case(model, config, image_path, tta=True)
+    assert I.TTA_AXES == (0, 1) and len(plain["members"]) == 3
+    np.testing.assert_allclose(plain["members"][0], plain["probability"], atol=1e-6)  # the mask stays untouched
+    np.testing.assert_allclose(np.mean(plain["members"], axis=0), tta["probability"], atol=1e-5)
+    with pytest.raises(ValueError, match="tta_axes must be distinct axes"):
+        I.predict_case(model, config, image_path, tta=True, tta_axes=(0, 3))
 
 
 def test_largest_component_keeps_the_biggest_blob() -> None:

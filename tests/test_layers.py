@@ -47,12 +47,13 @@ LAYERS: dict[str, int] = {
     "splits": 0,  # train/validation, folds, holdout
     # layer 1
     "data": 1,
+    "qc": 1,  # the quality-control signals: imports metrics and viz only
     "config": 1,
     "curves": 1,  # TensorBoard curves of a run (log_dir): imports viz
     # layer 2
     "plan": 2,
     "inference": 2,
-    "qc": 2,
+    "qc_run": 2,  # a run's qc.json: fitted by training, applied by predict
     "shifts": 2,  # test shifts (MR artefacts, failures) of an MSD folder: imports data
     # layer 3
     "train": 3,

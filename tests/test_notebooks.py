@@ -25,7 +25,7 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 NUMBERED = [p for p in NOTEBOOKS if re.match(r"\d\d_", p.name)]
 NB01 = NOTEBOOK_DIR / "01_explore_data.ipynb"
 NB03 = NOTEBOOK_DIR / "03_train.ipynb"
-CONTRACT_FILES = ("best_model.pt", "last.pt", "config.json", "split.json", "history.csv", "metrics.json")
+CONTRACT_FILES = ("best_model.pt", "last.pt", "config.json", "split.json", "history.csv", "metrics.json", "qc.json")
 METRIC_KEYS = {"best_val_dice", "best_epoch", "epochs_run", "train_seconds", "device", "amp"}
 MAX_CODE_LINES = 25  # docs/contract.md asks for about 15; this is the hard cap
 CELL_TIMEOUT_S = 900  # a hung cell fails the test instead of hanging it (training takes ~5 min on 2 cores)
@@ -277,6 +277,7 @@ def test_notebook_03_rejects_a_bad_parameter(tmp_path: Path) -> None:
 
 NB04 = NOTEBOOK_DIR / "04_evaluate.ipynb"
 EVAL_COLUMNS = ["case", "dice", "iou", "precision", "recall", "hd95_mm", "assd_mm", "volume_ml_pred", "volume_ml_true"]
+EVAL_COLUMNS += ["quality_score", "needs_review", "review_reasons"]  # the run's QC (qc.json), section 7.4
 
 
 @pytest.mark.slow

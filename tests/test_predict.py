@@ -99,7 +99,8 @@ def test_folder_of_nifti_through_the_command_line(run_dir: Path, tiny_msd: Path,
         mask_img, image = nib.load(tmp_path / "masks" / f.name), nib.load(f)
         assert mask_img.shape == image.shape and np.allclose(mask_img.affine, image.affine)
         mask = np.asanyarray(mask_img.dataobj)
-        expected = inference.predict_case(model, config, f, keep_largest=True)["mask"]
+        tta = inference.run_tta(run_dir)  # the run's own flip-TTA decision, followed by default
+        expected = inference.predict_case(model, config, f, tta=tta, keep_largest=True)["mask"]
         np.testing.assert_array_equal(mask, expected)
         saved = json.loads(P.report_path(tmp_path / "masks" / f.name).read_text())
         assert saved == report and saved["keep_largest"] is True

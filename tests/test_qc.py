@@ -210,7 +210,7 @@ def test_flag_by_score_and_by_plausibility(reference):
     ok = qc.flag(good, model, threshold, plausible)
     assert ok == {"quality_score": ok["quality_score"], "needs_review": False, "reasons": []}
     low = qc.flag(bad, model, threshold)
-    assert low["needs_review"] and re.fullmatch(r"quality score 0\.\d\d .* below the review threshold 0\.50",
+    assert low["needs_review"] and re.fullmatch(r"quality score 0\.\d{3} .* below the review threshold 0\.500",
                                                 low["reasons"][0])  # fmt: skip
     shifted = qc.plausibility(_sphere((CENTRE[0] + 15, *CENTRE[1:]), 10.0), SPACING, reference)
     assert qc.flag(good, model, 0.5, shifted)["reasons"] == shifted["violations"]

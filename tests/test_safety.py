@@ -336,7 +336,7 @@ def run_copy(run_dir: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     "tool, name",
-    [("predict", n) for n in ("best_model.pt", "config.json", "metrics.json", "postprocessing.json")]
+    [("predict", n) for n in ("best_model.pt", "config.json", "metrics.json", "postprocessing.json", "qc.json")]
     + [("export", n) for n in ("best_model.pt", "config.json", "metrics.json")],  # export reads no postprocessing
 )
 def test_damaged_run_files_end_in_one_line_naming_them(run_copy, scans, tmp_path, capsys, name, tool) -> None:

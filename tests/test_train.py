@@ -20,7 +20,7 @@ from heartseg_utils import recipe as R
 from heartseg_utils import runs
 from heartseg_utils import train as T
 
-CONTRACT_FILES = ("best_model.pt", "last.pt", "config.json", "split.json", "history.csv", "metrics.json")
+CONTRACT_FILES = ("best_model.pt", "last.pt", "config.json", "split.json", "history.csv", "metrics.json", "qc.json")
 
 
 def _history(run_dir: Path) -> list[dict]:
@@ -225,8 +225,12 @@ def test_roi_larger_than_the_volume_trains_and_says_so(tiny_config: dict, capsys
 
 
 def test_postprocessing_is_decided_on_the_validation_cases(tiny_config: dict) -> None:
-    """nnU-Net's rule: keep the largest component only if it raises the validation Dice; inference follows it."""
+    """Flip TTA, then nnU-Net's rule (the largest component), each kept only if it raises the validation Dice."""
+    import nibabel as nib
+    import numpy as np
+
     from heartseg_utils import inference
+    from heartseg_utils.metrics import dice
 
     metrics = T.run_training({**tiny_config, "amp": "off"})
     run = Path(tiny_config["run_dir"])
@@ -234,8 +238,18 @@ def test_postprocessing_is_decided_on_the_validation_cases(tiny_config: dict) ->
     assert post["cases"] == 2 and 0.0 <= post["val_dice_raw"] <= 1.0
     assert post["keep_largest"] == (post["val_dice_largest_component"] > post["val_dice_raw"])
     assert metrics["keep_largest"] == post["keep_largest"] == inference.run_keep_largest(run)
-    # the raw score is the best epoch's validation Dice, recomputed from best_model.pt
-    assert abs(post["val_dice_raw"] - metrics["best_val_dice"]) < 1e-4
+    # the decision scores the masks inference makes: predict_case on each validation scan, on the scan's own grid
+    model, config = inference.load_run(run, "cpu")
+    cases = inference.split_items(run)  # the validation scans of split.json
+    scores = [
+        dice(inference.predict_case(model, config, c["image"], tta=tta)["mask"], nib.load(c["label"]).get_fdata())
+        for c in cases
+        for tta in (False, True)
+    ]
+    assert post["val_dice_no_tta"] == pytest.approx(np.mean(scores[0::2]), abs=1e-5)
+    assert post["val_dice_tta"] == pytest.approx(np.mean(scores[1::2]), abs=1e-5)
+    assert post["tta"] == (post["val_dice_tta"] > post["val_dice_no_tta"]) == inference.run_tta(run)
+    assert post["tta_axes"] == [0, 1] and metrics["tta"] == post["tta"]
     (run / "postprocessing.json").write_text(json.dumps({**post, "keep_largest": not post["keep_largest"]}))
     assert inference.run_keep_largest(run) != post["keep_largest"]
     (run / "postprocessing.json").unlink()

@@ -1,0 +1,219 @@
+"""A run's quality control, ``qc.json``: fitted on its validation cases at the end of training, applied by predict.
+
+Introduced in notebook 04 (issue 23). :mod:`heartseg_utils.qc` holds the signals; this module puts them together
+the one way training (:func:`fit`) and prediction (:func:`assess`) share, so a new scan is scored exactly as the
+validation cases were: every mask is measured in RAS orientation (axis permutations and flips only, so a scan
+stored in another orientation is measured like the training labels), the body is the scan's voxels above
+:data:`BODY_FRACTION` of its 99th intensity percentile, the probability is temperature-scaled before the
+uncertainty is measured, and the flip members (identity and one flip per TTA axis) give the disagreement.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from heartseg_utils import metrics, qc
+
+VERSION = 2  # 2: only severe plausibility violations flag alone; an empty mask scores 0
+BODY_FRACTION = 0.1  # body = voxels above this fraction of the scan's 99th intensity percentile
+REGION_VOXELS = 5  # calibration is measured within this many voxels of the truth or the prediction
+FAIL_BELOW = 0.5  # a case with Dice below this is a failure the flag must catch
+MIN_CASES = 3  # the quality model needs at least this many validation cases
+
+
+def to_ras(volume: Any, affine: Any) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The array reoriented to RAS by axis permutations and flips (no resampling), and its voxel size in mm."""
+    from nibabel import orientations as ornt
+
+    affine = np.asarray(affine, dtype=np.float64)
+    start = ornt.io_orientation(affine)
+    to_canonical = ornt.ornt_transform(start, ornt.axcodes2ornt(("R", "A", "S")))
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    spacing = tuple(float(zooms[int(np.flatnonzero(start[:, 0] == axis)[0])]) for axis in range(3))
+    return ornt.apply_orientation(np.asarray(volume), to_canonical), spacing  # type: ignore[return-value]
+
+
+def body_mask(image: Any) -> np.ndarray:
+    """The body: voxels above :data:`BODY_FRACTION` of the image's 99th percentile (air and noise are below)."""
+    values = np.asarray(image, dtype=np.float32)
+    return values > BODY_FRACTION * float(np.percentile(values, 99))
+
+
+def read_scan(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A 3D NIfTI's voxels (first channel of a 4D file) and affine."""
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    data = np.asanyarray(image.dataobj)
+    return (data[..., 0] if data.ndim == 4 else data), image.affine
+
+
+def training_reference(items: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """:func:`qc.label_statistics` of the training labels (``items``: ``image`` and ``label`` paths), in RAS."""
+    labels, spacings, bodies = [], [], []
+    for item in items:
+        label, affine = read_scan(item["label"])
+        image, _ = read_scan(item["image"])
+        ras, spacing = to_ras(label != 0, affine)
+        labels.append(ras)
+        spacings.append(spacing)
+        bodies.append(to_ras(body_mask(image), affine)[0])
+    return qc.label_statistics(labels, spacings, bodies)
+
+
+def signals(
+    probability: Any,
+    mask: Any,
+    affine: Any,
+    reference: Mapping[str, Any],
+    *,
+    image: Any = None,
+    members: Sequence[Any] | None = None,
+    temperature: float = 1.0,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """One scan's quality features (:func:`qc.qc_features`) and its plausibility check, as :func:`fit` measures them.
+
+    Args:
+        probability: foreground probability on the scan's grid (what the mask was thresholded from).
+        mask: the final mask (after any post-processing), same grid.
+        affine: the scan's affine.
+        reference: ``qc.json``'s ``reference`` (:func:`training_reference`).
+        image: the scan's voxels, for the body box; None = the whole array.
+        members: the flip members' probabilities (identity first), for the disagreement; None = no TTA signal.
+        temperature: divides the foreground logit before the uncertainty is measured.
+    """
+    p = qc.apply_temperature(probability, temperature) if temperature != 1.0 else probability
+    uncertain = qc.uncertainty(p, mask, members)
+    ras_mask, spacing = to_ras(np.asarray(mask) != 0, affine)
+    body = None if image is None else to_ras(body_mask(image), affine)[0]
+    checked = qc.plausibility(ras_mask, spacing, reference, body)
+    return qc.qc_features(uncertain, checked), checked
+
+
+def calibrate(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Temperature scaling of the validation probabilities near each mask, with the ECE before and after.
+
+    The temperature is used (``value``) only where it lowers the validation ECE; otherwise ``value`` is 1.
+    """
+    regions = [qc.near_mask(np.asarray(c["label"]) | np.asarray(c["mask"]), REGION_VOXELS) for c in cases]
+    probs = [np.asarray(c["probability"])[r] for c, r in zip(cases, regions)]
+    labels = [np.asarray(c["label"])[r] for c, r in zip(cases, regions)]
+    fitted = qc.fit_temperature(probs, labels, kind="probability")
+    before = qc.expected_calibration_error(probs, labels)
+    after = qc.expected_calibration_error([qc.apply_temperature(p, fitted) for p in probs], labels)
+    return {
+        "value": fitted if after < before else 1.0,
+        "fitted": fitted,
+        "ece_before": before,
+        "ece_after": after,
+        "n_voxels": int(sum(p.size for p in probs)),
+        "region": f"voxels within {REGION_VOXELS} voxels of the truth or the prediction of each validation case",
+        "rule": "use the fitted temperature only if it lowers the validation ECE",
+    }
+
+
+def fit(cases: Sequence[Mapping[str, Any]], reference: Mapping[str, Any], **decisions: Any) -> dict[str, Any]:
+    """The content of ``qc.json`` from the validation cases, as training writes it (docs/contract.md).
+
+    Args:
+        cases: one dict per validation case: ``case``, ``probability`` (what the final mask came from), ``mask``
+            (final, after post-processing), ``label``, ``affine``, ``image`` and ``members`` (flip members).
+        reference: :func:`training_reference` of the training labels.
+        decisions: recorded as they are (e.g. ``tta``, ``keep_largest``, ``tta_axes``: how the masks were made).
+
+    Returns:
+        ``{"version", "reference", "temperature" (:func:`calibrate`), "quality_model" (or None with fewer than
+        :data:`MIN_CASES` cases), "threshold", "validation": [per case: case, dice, loo score, needs_review,
+        reasons], "fail_below", "decisions", "note"}``.
+    """
+    if not cases:
+        raise ValueError("qc_run.fit needs at least one validation case")
+    temperature = calibrate(cases)
+    found = [
+        signals(
+            c["probability"],
+            c["mask"],
+            c["affine"],
+            reference,
+            image=c.get("image"),
+            members=c.get("members"),
+            temperature=temperature["value"],
+        )
+        for c in cases
+    ]
+    dice = [metrics.dice(c["mask"], c["label"]) for c in cases]
+    model = threshold = None
+    note = f"quality model fitted on {len(cases)} validation cases; threshold chosen on leave-one-out scores"
+    if len(cases) >= MIN_CASES:
+        model = qc.fit_quality_model([f for f, _ in found], dice)
+        threshold = qc.choose_threshold(model["loo_scores"], dice, FAIL_BELOW)
+    else:
+        note = f"{len(cases)} validation case(s) < {MIN_CASES}: no quality model; only plausibility rules flag"
+    record = {"version": VERSION, "reference": reference, "temperature": temperature, "quality_model": model}
+    record.update(threshold=threshold, fail_below=FAIL_BELOW, decisions=dict(decisions), note=note)
+    verdicts = [verdict(record, f, p) for f, p in found]
+    loo = model["loo_scores"] if model else [None] * len(cases)
+    record["validation"] = [
+        {"case": c.get("case"), "dice": d, "loo_score": s, "needs_review": v["needs_review"], "reasons": v["reasons"]}
+        for c, d, s, v in zip(cases, dice, loo, verdicts)
+    ]
+    return record
+
+
+def verdict(record: Mapping[str, Any], features: Mapping[str, float], checked: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"quality_score", "needs_review", "reasons"}`` of one scan (:func:`qc.flag`; score None without a model).
+
+    An empty mask scores 0: every training label has a foreground, so its Dice is 0 whatever the signals say
+    (an empty mask has no uncertainty to measure, and a linear model would extrapolate it to a good score).
+    """
+    if record.get("quality_model"):
+        result = qc.flag(features, record["quality_model"], record["threshold"], checked)
+        if checked["measurements"]["n_components"] == 0:
+            result["quality_score"] = 0.0
+        return result
+    reasons = list(checked.get("severe", checked["violations"]))
+    return {"quality_score": None, "needs_review": bool(reasons), "reasons": reasons}
+
+
+def assess(
+    record: Mapping[str, Any],
+    probability: Any,
+    mask: Any,
+    affine: Any,
+    *,
+    image: Any = None,
+    members: Sequence[Any] | None = None,
+) -> dict[str, Any]:
+    """One new scan's quality control with a run's ``qc.json``: what predict writes into the scan's report.
+
+    Returns:
+        ``{"fitted": True, "quality_score", "needs_review", "reasons", "threshold", "temperature", "signals",
+        "measurements"}`` (all JSON-serialisable).
+    """
+    temperature = float(record["temperature"]["value"])
+    features, checked = signals(
+        probability, mask, affine, record["reference"], image=image, members=members, temperature=temperature
+    )
+    threshold = record.get("threshold")
+    return {
+        "fitted": True,
+        **verdict(record, features, checked),
+        "threshold": None if threshold is None else float(threshold["threshold"]),
+        "temperature": temperature,
+        "signals": features,
+        "measurements": checked["measurements"],
+    }
+
+
+def not_fitted(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The QC block of a report for a run without ``qc.json`` (trained before QC existed)."""
+    return {
+        "fitted": False,
+        "quality_score": None,
+        "needs_review": None,
+        "reasons": [f"QC is not fitted: {run_dir} has no qc.json (trained before QC existed); retrain to get it"],
+    }
