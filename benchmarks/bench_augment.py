@@ -74,6 +74,30 @@ def run_arm(src: Path, shifted: dict[str, Path], out: Path, mr: bool, seed: int,
     return row
 
 
+def augmentation_ms(src: Path, repeats: int = 20) -> dict[str, float]:
+    """Milliseconds the random part of the training pipeline takes per volume, without and with the MR artefacts
+    (notebook 03's reference layout: 2.5 mm, 48^3 patches, 2 per volume), on one cached case."""
+    import time
+
+    import monai.transforms as mt
+
+    from heartseg_utils.data import load_datalist
+    from heartseg_utils.transforms import get_transforms
+
+    out = {}
+    for mr in (False, True):
+        pipe = get_transforms("train", pixdim=(2.5, 2.5, 2.74), roi_size=(48, 48, 48), mr_artefacts=mr)
+        first = next(i for i, t in enumerate(pipe.transforms) if isinstance(t, mt.Randomizable))
+        cached = mt.Compose(pipe.transforms[:first])(load_datalist(src)[0])
+        rest = mt.Compose(pipe.transforms[first:])
+        rest.set_random_state(seed=0)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            rest(dict(cached))
+        out[f"mr_artefacts={mr}"] = round((time.perf_counter() - start) / repeats * 1e3, 1)
+    return out
+
+
 def table(rows: list[dict]) -> str:
     """The markdown table: one line per run, Dice clean and per shift, and the epoch time."""
     cols = ["clean", *TEST_SHIFTS]
@@ -92,10 +116,14 @@ def main() -> None:
     parser.add_argument("--max_epochs", type=int, default=40)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", default="runs/bench_augment")
+    parser.add_argument("--time_only", action="store_true", help="only time the augmentations (no training)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     src, shifted = make_data(out, args.variant)
+    print("random part of the training pipeline, ms per volume:", augmentation_ms(src), flush=True)
+    if args.time_only:
+        return
     rows = []
     for seed in args.seeds:
         for mr in (False, True):

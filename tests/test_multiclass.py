@@ -206,7 +206,9 @@ def test_binary_runs_keep_todays_files(tiny_config: dict) -> None:
     assert list(_history(run_dir)[0]) == list(runs.HISTORY_FIELDS)
     assert "best_val_dice_per_class" not in result
     post = runs.read_json(run_dir / runs.POSTPROCESSING)
-    assert set(post) == {"keep_largest", "val_dice_raw", "val_dice_largest_component", "cases", "rule"}
+    assert isinstance(post["keep_largest"], bool) and not {"keep_largest_values", "classes"} & set(post)
+    assert {"tta", "tta_axes", "val_dice_raw", "val_dice_largest_component"} <= set(post)  # the binary decisions
+    assert (run_dir / runs.QC).is_file()  # binary runs fit their quality control
 
 
 # --------------------------------------------------------------------------------------------------
