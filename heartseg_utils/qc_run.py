@@ -210,10 +210,12 @@ def assess(
 
 
 def not_fitted(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The QC block of a report for a run without ``qc.json`` (trained before QC existed)."""
+    """The QC block of a report for a run without ``qc.json``: trained before QC existed, or multi-class (its QC
+    is not fitted yet)."""
+    why = "multi-class runs have no QC yet, or it was trained before QC existed; a binary run retrained gets one"
     return {
         "fitted": False,
         "quality_score": None,
         "needs_review": None,
-        "reasons": [f"QC is not fitted: {run_dir} has no qc.json (trained before QC existed); retrain to get it"],
+        "reasons": [f"QC is not fitted: {run_dir} has no qc.json ({why})"],
     }
