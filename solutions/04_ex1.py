@@ -14,8 +14,10 @@ for name, kwargs in options.items():
     rows_w[name] = metrics.evaluate_case(res["mask"], truth_w, spacing_w)
 print(pd.DataFrame(rows_w).T[["dice", "hd95_mm", "assd_mm", "volume_ml_pred"]].round(3))
 decided = json.loads((run / "postprocessing.json").read_text())
-print(f"training decided on its validation cases: tta {decided.get('tta')} "
-      f"(Dice {decided.get('val_dice_no_tta')} without, {decided.get('val_dice_tta')} with)")
+print(
+    f"training decided on its validation cases: tta {decided.get('tta')} "
+    f"(Dice {decided.get('val_dice_no_tta')} without, {decided.get('val_dice_tta')} with)"
+)
 # Training flips along axis 0 (left-right) and turns patches by quarter turns in the axial plane; together these
 # also give the front-back flip. It never turns the heart upside down: a head-foot flip (axis 2) shows the network
 # something it never saw, and averaging that copy in usually costs Dice. A flip it did see changes Dice much
