@@ -476,24 +476,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--input", required=True, help="a NIfTI file, a folder of NIfTI files, or a DICOM series folder"
     )
     parser.add_argument("--output", required=True, help="a .nii.gz file for one input, else a folder")
-    parser.add_argument(
-        "--tta",
-        nargs="?",
-        const="true",
-        default="auto",
-        choices=("auto", "true", "false"),
-        help="average over in-plane flips (1 + 2 passes): auto (default) = the run's decision from its validation "
-        "cases (postprocessing.json); a bare --tta = true",
-    )
-    parser.add_argument(
-        "--keep_largest",
-        nargs="?",
-        const="true",
-        default="auto",
-        choices=("auto", "true", "false"),
-        help="keep only the largest connected component: auto (default) = the run's decision from its validation "
-        "cases (postprocessing.json); a bare --keep_largest = true",
-    )
+    for flag, what in (
+        ("tta", "average over in-plane flips (1 + 2 passes)"),
+        ("keep_largest", "keep only the largest connected component"),
+    ):
+        parser.add_argument(
+            f"--{flag}",
+            nargs="?",
+            const="true",
+            default="auto",
+            choices=("auto", "true", "false"),
+            help=f"{what}: auto (default) = the run's decision from its validation cases (postprocessing.json); "
+            f"a bare --{flag} = true",
+        )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--channel", type=int, default=None, help="the channel to segment in 4D scans (from 0)")
