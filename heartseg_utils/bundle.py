@@ -6,7 +6,8 @@ Introduced in notebook 07. ``python -m heartseg_utils.export --run_dir R --forma
 ``python -m monai.bundle run --config_file configs/inference.json --bundle_root . --dataset_dir D --output_dir O``.
 Unlike the ONNX file, it holds ``transforms.get_transforms("infer")``'s preprocessing, the sliding window, the
 foreground probability mapped back to the scan's grid, the 0.5 threshold and the run's post-processing decision. It
-leaves out test-time augmentation, mixed precision (it runs in float32), DICOM and 4D inputs, scan checks, reports.
+follows the run's flip-TTA decision (``postprocessing.json``), and leaves out mixed precision (it runs in float32),
+DICOM and 4D inputs, scan checks and reports.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from heartseg_utils import runs, scans
 from heartseg_utils.config import transforms_from_config
 from heartseg_utils.data import load_dataset_json
-from heartseg_utils.inference import load_run, run_keep_largest
+from heartseg_utils.inference import TTA_AXES, load_run, run_keep_largest, run_tta
 from heartseg_utils.models import logits_to_probability, model_kwargs, required_divisor
 
 BUNDLE_DIR = "bundle"  # inside run_dir/export/
@@ -97,15 +98,16 @@ def preprocessing(config: dict[str, Any]) -> list[dict[str, Any]]:
 def postprocessing(config: dict[str, Any], keep_largest: bool | list[int]) -> list[dict[str, Any]]:
     """``inference.predict_case``'s steps after the network as bundle components. Introduced in notebook 07.
 
-    The foreground probability (softmax channel 1, or the sigmoid of one channel) is mapped back onto the scan's grid
-    with ``Invertd`` (bilinear), thresholded at 0.5, reduced to its largest component if the run decided so, saved.
-    A multi-class run (:func:`class_postprocessing`) maps every class probability back and takes the argmax.
+    The network's probabilities (:func:`probability_expression`: softmax, or the sigmoid of one channel, averaged
+    over the flips of TTA where the run uses it) give the foreground probability (channel 1 of two), mapped back
+    onto the scan's grid with ``Invertd`` (bilinear), thresholded at 0.5, reduced to its largest component if the
+    run decided so, saved. A multi-class run (:func:`class_postprocessing`) maps every class probability back and
+    takes the argmax.
     """
     if config.get("label_mode") == "multiclass":
         return class_postprocessing(config, keep_largest)
     two = int(config["out_channels"]) > 1
-    steps = [_t("Activationsd", "pred", softmax=two, sigmoid=not two)]
-    steps += [_t("Lambdad", "pred", func="$lambda p: p[1:2]")] if two else []  # the foreground channel
+    steps = [_t("Lambdad", "pred", func="$lambda p: p[1:2]")] if two else []  # the foreground channel
     invert = {"transform": "@preprocessing", "orig_keys": "image", "nearest_interp": False, "to_tensor": True}
     steps += [_t("Invertd", "pred", **invert), _t("AsDiscreted", "pred", threshold=0.5)]
     if keep_largest:
@@ -116,13 +118,13 @@ def postprocessing(config: dict[str, Any], keep_largest: bool | list[int]) -> li
 
 
 def class_postprocessing(config: dict[str, Any], keep_largest: bool | list[int]) -> list[dict[str, Any]]:
-    """A multi-class run's steps after the network: softmax, ``Invertd`` of every class channel, argmax, the largest
+    """A multi-class run's steps after the probabilities: ``Invertd`` of every class channel, argmax, the largest
     component of the classes the run decided (``keep_largest_values``), class k -> the dataset's ``label_values[k]``,
     saved as uint8 (int16 above 255). Introduced in notebook 07."""
     values = [int(v) for v in config["label_values"]]
     kept = [k for k, v in enumerate(values) if k and (keep_largest is True or v in (keep_largest or ()))]
     invert = {"transform": "@preprocessing", "orig_keys": "image", "nearest_interp": False, "to_tensor": True}
-    steps = [_t("Activationsd", "pred", softmax=True), _t("Invertd", "pred", **invert)]
+    steps = [_t("Invertd", "pred", **invert)]
     steps.append(_t("AsDiscreted", "pred", argmax=True))
     if kept:
         steps.append(_t("KeepLargestConnectedComponentd", "pred", applied_labels=kept, is_onehot=False, connectivity=3))
@@ -133,18 +135,31 @@ def class_postprocessing(config: dict[str, Any], keep_largest: bool | list[int])
     return [*steps, _t("SaveImaged", "pred", **save)]
 
 
-def inference_config(config: dict[str, Any], keep_largest: bool | list[int]) -> dict[str, Any]:
+def probability_expression(config: dict[str, Any], tta: bool) -> str:
+    """The bundle's ``probability``: a batch's class probabilities, as ``inference.predict_case`` computes them.
+
+    Softmax over the channels (the sigmoid of a single channel), of the identity and, with ``tta``, of the image
+    flipped along each of ``inference.TTA_AXES`` (flipped back), averaged. The result keeps the image's metadata.
+    """
+    activation = "torch.softmax(o, 1)" if int(config["out_channels"]) > 1 else "torch.sigmoid(o)"
+    flips = [[]] + ([[int(a) + 2] for a in TTA_AXES] if tta else [])  # dims of (N, C, x, y, z)
+    each = f"[torch.flip((lambda o: {activation})(@inferer(torch.flip(x, d), @network)), d) for d in {flips}]"
+    return f"$lambda x: monai.data.MetaTensor(torch.stack({each}).mean(0).as_tensor(), meta=x.meta)"
+
+
+def inference_config(config: dict[str, Any], keep_largest: bool | list[int], tta: bool = False) -> dict[str, Any]:
     """``configs/inference.json``: the model zoo's layout (``dataset_dir``, ``datalist``, ``evaluator``, ``run``).
 
     Introduced in notebook 07. ``dataset_dir`` is an MSD folder (its ``imagesTs/``) or a folder of NIfTI files;
     ``datalist``, ``output_dir``, ``device`` and ``num_workers`` can be overridden on the command line. The
     ``evaluator`` is a plain loop (MONAI's ``SupervisedEvaluator`` needs pytorch-ignite, not a dependency here).
+    ``tta``: average over the identity and the flips of ``inference.TTA_AXES`` (the run's ``postprocessing.json``).
     """
     folders = "(os.path.join(@dataset_dir, 'imagesTs'), @dataset_dir)"  # an MSD folder's test images, or any folder
     nifti = (
         f"[f for d in {folders} for f in sorted(glob.glob(os.path.join(d, '*'))) if f.endswith(('.nii', '.nii.gz'))]"
     )
-    predict = "monai.data.decollate_batch({**b, 'pred': @inferer(b['image'].to(@device), @network).cpu()})"
+    predict = "monai.data.decollate_batch({**b, 'pred': @probability(b['image'].to(@device)).cpu()})"
     loop = "sum(1 for b in @dataloader for item in @predict(b) if @postprocessing(item) is not None)"
     window = {"roi_size": [int(r) for r in config["roi_size"]], "sw_batch_size": int(config["sw_batch_size"])}
     window.update(overlap=float(config["sw_overlap"]), mode="constant")
@@ -165,6 +180,7 @@ def inference_config(config: dict[str, Any], keep_largest: bool | list[int]) -> 
             "monai.data.DataLoader", dataset="@dataset", batch_size=1, shuffle=False, num_workers="@num_workers"
         ),
         "inferer": _c("monai.inferers.SlidingWindowInferer", **window),
+        "probability": probability_expression(config, tta),
         "postprocessing": _c("monai.transforms.Compose", transforms=postprocessing(config, keep_largest)),
         "predict": f"$lambda b: {predict}",
         "evaluator": f"$types.SimpleNamespace(run=torch.no_grad()(lambda: {loop}))",
@@ -254,19 +270,22 @@ def metadata(run_dir: str | os.PathLike[str], config: dict[str, Any], check: dic
             "val_min_dice": metrics.get("best_val_dice_min"),
         },
         "intended_use": f"Teaching and research on {card['label']} segmentation; not for diagnostic use",
-        "limitations": _LIMITS,
+        "limitations": _limits(bool(post.get("tta"))),
         "network_data_format": _data_format(config, card["label"]),
         "heartseg": {"written_by": WRITTEN_BY, "run_dir": str(run), "metrics": metrics, "check": check}
         | {"training_config": runs.read_json(run / runs.CONFIG), "postprocessing": post},
     }
 
 
-_LIMITS = (
-    "Validated only on the run's own validation cases (eval_metrics); a run on synthetic phantoms says nothing about "
-    "real scans. Unlike `python -m heartseg_utils.predict` the bundle runs in float32 (predict follows the precision "
-    "the run trained in), has no test-time augmentation, reads 3D NIfTI only (no DICOM series, no 4D scans), does not "
-    "check scans for NaN voxels or broken headers, and writes no volume report."
-)
+def _limits(tta: bool) -> str:
+    """metadata.json's ``limitations``: what the bundle leaves out, and its TTA as the run decided."""
+    tta_line = "uses the run's flip TTA" if tta else "uses no test-time augmentation (the run decided against it)"
+    return (
+        "Validated only on the run's own validation cases (eval_metrics); a run on synthetic phantoms says nothing "
+        "about real scans. Unlike `python -m heartseg_utils.predict` the bundle runs in float32 (predict follows the "
+        f"precision the run trained in), {tta_line}, reads 3D NIfTI only (no DICOM series, no 4D scans), does not "
+        "check scans for NaN voxels or broken headers, and writes no volume report or quality control."
+    )
 
 
 def check_bundle(
@@ -448,7 +467,7 @@ def export_bundle(
     check_bundle_dir(out, overwrite=overwrite)
     network_def(runs.read_run_config(run))  # an unsupported network is refused before its weights are read
     model, config = load_run(run, "cpu")
-    inference = inference_config(config, run_keep_largest(run))
+    inference = inference_config(config, run_keep_largest(run), run_tta(run))
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:

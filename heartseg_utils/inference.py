@@ -140,7 +140,8 @@ def predict_case(
     Returns:
         ``{"probability": float32 (x, y, z), "mask": uint8 (x, y, z), "affine": (4, 4), "spacing": (mm,) * 3,
         "precision": "bfloat16" or "float32"}`` on the original image's grid, with ``"members"``: a list of
-        float32 (x, y, z) maps, when ``members``. For a multi-class run (``config`` ``label_mode``
+        float32 (x, y, z) maps, when ``members`` (a multi-class run adds ``"class_members"``, (members, K, x, y, z)
+        float32: each member's probability of each class). For a multi-class run (``config`` ``label_mode``
         ``"multiclass"``) ``mask`` is a label map holding the dataset's label values (the class with the highest
         probability; uint8, int16 above 255), ``probability`` the probability of any foreground class and
         ``probabilities`` (K, x, y, z) that of each class, in the order of ``label_values[1:]``.
@@ -169,6 +170,8 @@ def predict_case(
         result = {"probability": prob[0], "mask": largest_component(mask) if keep_largest else mask}
     if members:  # each member's probability of any foreground class
         result["members"] = [member.sum(axis=0).clip(0.0, 1.0) for member in probs]
+        if config.get("label_mode") == "multiclass":  # and of each class: (members, K, x, y, z)
+            result["class_members"] = probs
     return {
         **result,
         "affine": reference.affine,
@@ -259,6 +262,68 @@ def decide_inference(
         "if that raises it",
     }
     return post, probabilities, largest if keep else masks
+
+
+def decide_class_inference(
+    members: list[np.ndarray],
+    labels: list[np.ndarray],
+    label_values: Sequence[int],
+    names: Sequence[str],
+    tta_axes: tuple[int, ...] = TTA_AXES,
+) -> tuple[dict[str, Any], list[np.ndarray], list[np.ndarray]]:
+    """:func:`decide_inference` for a multi-class run: flip TTA on the macro Dice, the largest component per class.
+
+    Introduced in notebook 03. Flip TTA is used if it raises the mean over the classes of their mean validation
+    Dice; then each class keeps only its largest 26-connected component where that raises the class's own mean
+    Dice (nnU-Net's rule, class by class: removing one class's pieces leaves the others unchanged).
+
+    Args:
+        members: per validation case, :func:`predict_case`'s ``class_members`` (members, K, x, y, z).
+        labels: each case's label map (the dataset's values) on the same grid.
+        label_values: ``config.json`` ``label_values`` (background first); ``names`` the K class names.
+
+    Returns:
+        ``(postprocessing.json's content, each case's class probabilities (K, ...), each case's final label map)``.
+    """
+    from heartseg_utils.metrics import class_dice
+
+    values = [int(v) for v in label_values[1:]]
+
+    def maps(probabilities: list[np.ndarray]) -> list[np.ndarray]:
+        return [class_label_map(p, label_values)["mask"] for p in probabilities]
+
+    def per_class(masks: list[np.ndarray]) -> np.ndarray:  # each class's mean Dice over the cases
+        return np.mean([class_dice(m, t, values) for m, t in zip(masks, labels)], axis=0)
+
+    plain, averaged = [m[0] for m in members], [np.mean(m, axis=0) for m in members]
+    no_tta, with_tta = per_class(maps(plain)), per_class(maps(averaged))
+    use_tta = bool(with_tta.mean() > no_tta.mean())
+    probabilities = averaged if use_tta else plain
+    raw_masks = maps(probabilities)
+    raw = with_tta if use_tta else no_tta
+    largest = per_class([largest_component(m, values) for m in raw_masks])
+    keep = [v for v, w, k in zip(values, raw, largest) if k > w]
+    masks = [largest_component(m, keep) for m in raw_masks] if keep else raw_masks
+    classes = {
+        name: {"label_value": v, "keep_largest": v in keep, "val_dice_raw": round(float(w), 6)}
+        | {"val_dice_largest_component": round(float(k), 6)}
+        for name, v, w, k in zip(names, values, raw, largest)
+    }
+    post = {
+        "keep_largest": bool(keep),
+        "keep_largest_values": keep,
+        "classes": classes,
+        "val_dice_raw": round(float(raw.mean()), 6),
+        "val_dice_postprocessed": round(float(np.maximum(raw, largest).mean()), 6),
+        "tta": use_tta,
+        "tta_axes": list(tta_axes),
+        "val_dice_no_tta": round(float(no_tta.mean()), 6),
+        "val_dice_tta": round(float(with_tta.mean()), 6),
+        "cases": len(labels),
+        "rule": "use flip TTA if it raises the macro mean validation Dice; then, per class, keep only its largest "
+        "connected component if that raises the class's mean validation Dice",
+    }
+    return post, probabilities, masks
 
 
 def run_tta(run_dir: str | os.PathLike[str]) -> bool:

@@ -317,18 +317,16 @@ def quality_report(
 ) -> dict[str, Any]:
     """The report's QC keys: ``quality_score``, ``needs_review``, ``review_reasons`` and the details in ``qc``.
 
-    With the run's ``qc.json`` (``record``) the scan is scored as the validation cases were (``qc_run.assess``);
-    a run without one gives None for the score and the flag, and ``qc.fitted`` false with the reason.
+    With the run's ``qc.json`` (``record``) the scan is scored as the validation cases were
+    (``qc_run.assess_prediction``: each class of a multi-class run on its own); a run without one gives None for
+    the score and the flag, and ``qc.fitted`` false with the reason.
     """
     from heartseg_utils import qc_run
 
     if record is None:
         block = qc_run.not_fitted(run_dir if run_dir is not None else "the run")
     else:
-        voxels = qc_run.read_scan(image)[0]
-        block = qc_run.assess(
-            record, result["probability"], result["mask"], result["affine"], image=voxels, members=result["members"]
-        )
+        block = qc_run.assess_prediction(record, result, qc_run.read_scan(image)[0])
     head = {"quality_score": block["quality_score"], "needs_review": block["needs_review"]}
     return {**head, "review_reasons": block["reasons"], "qc": block}
 

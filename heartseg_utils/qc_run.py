@@ -52,17 +52,24 @@ def read_scan(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     return (data[..., 0] if data.ndim == 4 else data), image.affine
 
 
-def training_reference(items: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """:func:`qc.label_statistics` of the training labels (``items``: ``image`` and ``label`` paths), in RAS."""
-    labels, spacings, bodies = [], [], []
+def training_reference(items: Iterable[Mapping[str, Any]], values: Sequence[int] | None = None) -> Any:
+    """:func:`qc.label_statistics` of the training labels (``items``: ``image`` and ``label`` paths), in RAS.
+
+    ``values`` None: of the foreground (label != 0). A list of label values (a multi-class run): ``{value:
+    statistics of that class}``, each file read once.
+    """
+    keys = [None] if values is None else [int(v) for v in values]
+    labels: dict[Any, list[np.ndarray]] = {key: [] for key in keys}
+    spacings, bodies = [], []
     for item in items:
         label, affine = read_scan(item["label"])
         image, _ = read_scan(item["image"])
-        ras, spacing = to_ras(label != 0, affine)
-        labels.append(ras)
-        spacings.append(spacing)
+        for key in keys:
+            labels[key].append(to_ras(label != 0 if key is None else label == key, affine)[0])
+        spacings.append(to_ras(label, affine)[1])
         bodies.append(to_ras(body_mask(image), affine)[0])
-    return qc.label_statistics(labels, spacings, bodies)
+    found = {key: qc.label_statistics(masks, spacings, bodies) for key, masks in labels.items()}
+    return found[None] if values is None else found
 
 
 def signals(
@@ -164,6 +171,49 @@ def fit(cases: Sequence[Mapping[str, Any]], reference: Mapping[str, Any], **deci
     return record
 
 
+def class_case(case: Mapping[str, Any], k: int, value: int) -> dict[str, Any]:
+    """A multi-class case (``probabilities`` (K, ...), label-map ``mask`` and ``label``, ``class_members``) seen as
+    class ``k`` (label value ``value``) against everything else: what :func:`fit` and :func:`assess` take."""
+    members = case.get("class_members")
+    label = case.get("label")
+    return {
+        "case": case.get("case"),
+        "probability": np.asarray(case["probabilities"][k]),
+        "mask": np.asarray(case["mask"]) == value,
+        "label": None if label is None else np.asarray(label) == value,
+        "affine": case["affine"],
+        "image": case.get("image"),
+        "members": None if members is None else [np.asarray(m[k]) for m in members],
+    }
+
+
+def fit_classes(
+    cases: Sequence[Mapping[str, Any]],
+    references: Mapping[int, Mapping[str, Any]],
+    classes: Mapping[int, str],
+    **decisions: Any,
+) -> dict[str, Any]:
+    """``qc.json`` of a multi-class run: one :func:`fit` per class, that class against everything else.
+
+    Args:
+        cases: as :func:`fit`'s, with ``probabilities`` (K, ...) and ``class_members`` (members, K, ...) instead of
+            ``probability`` and ``members``, and ``mask`` and ``label`` label maps (the dataset's values).
+        references: :func:`training_reference` with the class values: ``{value: statistics}``.
+        classes: ``{label value: name}`` without background, in the order of the probabilities.
+
+    Returns:
+        ``{"version", "label_mode": "multiclass", "classes": {name: {"label_value", ...a binary qc.json}},
+        "decisions", "note"}``.
+    """
+    per_class = {}
+    for k, (value, name) in enumerate(classes.items()):
+        record = fit([class_case(c, k, value) for c in cases], references[value], **decisions)
+        per_class[name] = {"label_value": int(value), **record}
+    note = f"one quality model per class ({len(classes)} classes), each fitted on {len(cases)} validation cases"
+    record = {"version": VERSION, "label_mode": "multiclass", "classes": per_class, "decisions": dict(decisions)}
+    return {**record, "note": note}
+
+
 def verdict(record: Mapping[str, Any], features: Mapping[str, float], checked: Mapping[str, Any]) -> dict[str, Any]:
     """``{"quality_score", "needs_review", "reasons"}`` of one scan (:func:`qc.flag`; score None without a model).
 
@@ -209,10 +259,60 @@ def assess(
     }
 
 
+def assess_classes(
+    record: Mapping[str, Any],
+    probabilities: Any,
+    mask: Any,
+    affine: Any,
+    *,
+    image: Any = None,
+    class_members: Any = None,
+) -> dict[str, Any]:
+    """:func:`assess` of a multi-class scan: each class against its own record in ``qc.json``'s ``classes``.
+
+    The scan needs review if any class does (each reason starts with the class's name); its quality score is the
+    lowest class score (None if a class has no quality model); ``classes`` holds every class's :func:`assess` block.
+    """
+    case = {"probabilities": probabilities, "mask": mask, "affine": affine, "image": image}
+    case["class_members"] = class_members
+    blocks = {}
+    for k, (name, sub) in enumerate(record["classes"].items()):
+        one = class_case(case, k, int(sub["label_value"]))
+        blocks[name] = assess(sub, one["probability"], one["mask"], affine, image=image, members=one["members"])
+    scores = [b["quality_score"] for b in blocks.values()]
+    return {
+        "fitted": True,
+        "quality_score": None if None in scores else min(scores),
+        "needs_review": any(b["needs_review"] for b in blocks.values()),
+        "reasons": [f"{name}: {reason}" for name, b in blocks.items() for reason in b["reasons"]],
+        "classes": blocks,
+    }
+
+
+def assess_prediction(record: Mapping[str, Any], result: Mapping[str, Any], image: Any = None) -> dict[str, Any]:
+    """The QC block of one ``inference.predict_case`` result (``members=True``), binary or multi-class.
+
+    ``image`` is the scan's voxels (for the body box). A multi-class ``qc.json`` scores each class
+    (:func:`assess_classes`); a binary one the foreground (:func:`assess`).
+    """
+    if record.get("label_mode") == "multiclass":
+        if "probabilities" not in result:
+            raise ValueError("a multi-class qc.json needs a multi-class prediction (its per-class probabilities)")
+        return assess_classes(
+            record,
+            result["probabilities"],
+            result["mask"],
+            result["affine"],
+            image=image,
+            class_members=result.get("class_members"),
+        )
+    members = result.get("members")
+    return assess(record, result["probability"], result["mask"], result["affine"], image=image, members=members)
+
+
 def not_fitted(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The QC block of a report for a run without ``qc.json``: trained before QC existed, or multi-class (its QC
-    is not fitted yet)."""
-    why = "multi-class runs have no QC yet, or it was trained before QC existed; a binary run retrained gets one"
+    """The QC block of a report for a run without ``qc.json``: one trained before QC existed."""
+    why = "it was trained before QC existed; retrained, it gets one"
     return {
         "fitted": False,
         "quality_score": None,

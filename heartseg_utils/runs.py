@@ -170,9 +170,16 @@ def read_qc(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     path = Path(run_dir).expanduser() / QC
     if not path.is_file():
         return None
-    record = _read_object(path, needs="reference")
-    if not isinstance(record.get("temperature"), dict) or "quality_model" not in record:
-        raise ValueError(f"{path} lacks temperature or quality_model: retrain the run, or delete the file (no QC)")
+    record = _read_object(path)
+    parts = record.get("classes") if record.get("label_mode") == "multiclass" else {"": record}
+    if not isinstance(parts, dict) or not parts:
+        raise ValueError(f"{path} is multi-class but has no classes: retrain the run, or delete the file (no QC)")
+    for name, part in parts.items():
+        where = f" (class {name!r})" if name else ""
+        if not isinstance(part, dict) or not all(k in part for k in ("reference", "quality_model")):
+            raise ValueError(f"{path}{where} lacks reference or quality_model: retrain the run, or delete it (no QC)")
+        if not isinstance(part.get("temperature"), dict):
+            raise ValueError(f"{path}{where} lacks temperature: retrain the run, or delete the file (no QC)")
     return record
 
 

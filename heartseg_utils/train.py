@@ -41,7 +41,12 @@ from heartseg_utils.config import (
     transforms_from_config,
 )
 from heartseg_utils.curves import Curves, open_curves
-from heartseg_utils.inference import decide_inference, largest_component, predict_case, sliding_window_logits
+from heartseg_utils.inference import (
+    decide_class_inference,
+    decide_inference,
+    predict_case,
+    sliding_window_logits,
+)
 from heartseg_utils.metrics import class_dice, dice
 from heartseg_utils.models import count_parameters, logits_to_mask
 from heartseg_utils.precision import amp_decision, autocast, dtype_name, resolve_device
@@ -444,18 +449,16 @@ def decide_postprocessing(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
     Introduced in notebook 03. The best checkpoint predicts every validation scan as inference does
     (``inference.predict_case`` on the file, back on the scan's own grid), with the flip members of
     ``inference.TTA_AXES``. Flip TTA is used if it raises the mean foreground Dice; then the largest 26-connected
-    component is kept if that raises it (nnU-Net's rule). Inference (notebooks 04 and 07, ``python -m
-    heartseg_utils.predict``) follows both unless told otherwise. The final masks fit ``qc.json``
-    (``qc_run.fit``: plausibility from the training labels, temperature, quality model, review threshold).
+    component is kept if that raises it (nnU-Net's rule; a multi-class run decides it per class,
+    ``inference.decide_class_inference``). Inference (notebooks 04 and 07, ``python -m heartseg_utils.predict``)
+    follows both unless told otherwise. The final masks fit ``qc.json`` (``qc_run.fit``: plausibility from the
+    training labels, temperature, quality model, review threshold; ``qc_run.fit_classes``: one per class).
 
     Returns:
-        ``(postprocessing.json, qc.json)`` contents; a multi-class run gets :func:`decide_class_postprocessing`
-        and no ``qc.json`` (its QC signals are binary for now).
+        ``(postprocessing.json, qc.json)`` contents.
     """
     from monai.data import set_track_meta
 
-    if run.cfg.label_mode == "multiclass":  # per-class largest component; no TTA decision or QC yet
-        return decide_class_postprocessing(run), None
     net = copy.deepcopy(run.net)
     runs.load_weights(run.run_dir / runs.BEST, net, run.ddp.device)
     config = {**config_dict(run.cfg), "trained_with": {"device": str(run.ddp.device), "amp": dtype_name(run.amp_dtype)}}
@@ -465,63 +468,33 @@ def decide_postprocessing(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
         results = [predict_case(net, config, item["image"], members=True) for item in items]
     finally:
         set_track_meta(False)
-    labels = [qc_run.read_scan(item["label"])[0] != 0 for item in items]
-    post, probabilities, masks = decide_inference([r["members"] for r in results], labels)
+    labels = [qc_run.read_scan(item["label"])[0] for item in items]
     cases = [
-        {
-            "case": item["case"],
-            "probability": p,
-            "mask": m,
-            "label": t,
-            "affine": r["affine"],
-            "image": qc_run.read_scan(item["image"])[0],
-            "members": r["members"],
-        }
-        for item, r, p, m, t in zip(items, results, probabilities, masks, labels)
+        {"case": item["case"], "affine": r["affine"], "image": qc_run.read_scan(item["image"])[0], "label": t}
+        for item, r, t in zip(items, results, labels)
     ]
-    reference = qc_run.training_reference(run.train_ds.data)
+    if run.cfg.label_mode == "multiclass":
+        return _decide_classes(run, config, results, cases)
+    post, probabilities, masks = decide_inference([r["members"] for r in results], [t != 0 for t in labels])
+    for case, r, p, m in zip(cases, results, probabilities, masks):
+        case.update(probability=p, mask=m, label=case["label"] != 0, members=r["members"])
     decided = {k: post[k] for k in ("tta", "keep_largest", "tta_axes")}
-    return post, qc_run.fit(cases, reference, **decided)
+    return post, qc_run.fit(cases, qc_run.training_reference(run.train_ds.data), **decided)
 
 
-def decide_class_postprocessing(run: Run) -> dict[str, Any]:
-    """nnU-Net's largest-component rule for each class of a multi-class run, decided on the validation cases.
-
-    Introduced in notebook 03. The best checkpoint predicts every validation volume; for each class the mean Dice of
-    its raw mask is compared with that of its largest 26-connected component, and the class keeps only its largest
-    component where that is higher. ``postprocessing.json`` gets ``keep_largest_values`` (the label values that do),
-    ``classes`` (each class's two Dice) and ``keep_largest`` (true if any class does).
-    """
-    net = copy.deepcopy(run.net)
-    runs.load_weights(run.run_dir / runs.BEST, net, run.ddp.device)
-    classes = list(range(1, len(run.cfg.label_values)))
-    raw, largest = [], []
-    cases = ({key: item[key][None] for key in ("image", "label")} for item in run.val_ds)  # batches of one
-    for mask, label in validation_masks(net, cases, run.cfg, run.ddp.device, run.amp_dtype):
-        m, t = mask[0, 0].cpu().numpy(), label[0, 0].cpu().numpy()
-        raw.append(class_dice(m, t, classes))
-        largest.append(class_dice(largest_component(m, classes), t, classes))
-    without, kept = (torch.tensor(s, dtype=torch.float64).mean(dim=0).tolist() for s in (raw, largest))
-    names = class_names(config_dict(run.cfg))
-    decided = {
-        name: {
-            "label_value": v,
-            "keep_largest": k > w,
-            "val_dice_raw": round(w, 6),
-            "val_dice_largest_component": round(k, 6),
-        }
-        for (v, name), w, k in zip(names.items(), without, kept)
-    }
-    chosen = [max(w, k) for w, k in zip(without, kept)]
-    return {
-        "keep_largest": any(d["keep_largest"] for d in decided.values()),
-        "keep_largest_values": [d["label_value"] for d in decided.values() if d["keep_largest"]],
-        "classes": decided,
-        "val_dice_raw": round(sum(without) / len(without), 6),
-        "val_dice_postprocessed": round(sum(chosen) / len(chosen), 6),
-        "cases": len(run.val_ds),
-        "rule": "per class: keep only its largest connected component if that raises the class's mean validation Dice",
-    }
+def _decide_classes(
+    run: Run, config: dict[str, Any], results: list[dict[str, Any]], cases: list[dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`decide_postprocessing` of a multi-class run: per-class decisions and one QC record per class."""
+    names = class_names(config)
+    post, probabilities, masks = decide_class_inference(
+        [r["class_members"] for r in results], [c["label"] for c in cases], config["label_values"], list(names.values())
+    )
+    for case, r, p, m in zip(cases, results, probabilities, masks):
+        case.update(probabilities=p, mask=m, class_members=r["class_members"])
+    decided = {k: post[k] for k in ("tta", "keep_largest", "keep_largest_values", "tta_axes")}
+    references = qc_run.training_reference(run.train_ds.data, list(names))
+    return post, qc_run.fit_classes(cases, references, names, **decided)
 
 
 def run_training(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
@@ -594,8 +567,7 @@ def train_and_decide(data: Data, run_dir: Path, ddp: distributed.Distributed) ->
     }
     if ddp.master:
         runs.write_json(post, run_dir / runs.POSTPROCESSING)
-        if qc_record is not None:  # multi-class runs have none yet
-            runs.write_json(qc_record, run_dir / runs.QC)
+        runs.write_json(qc_record, run_dir / runs.QC)
         runs.write_json(metrics, run_dir / runs.METRICS)
     return metrics
 

@@ -102,7 +102,7 @@ def test_the_bundle_runner_predicts_what_predict_predicts(
     scan = min((tiny_msd / "imagesTs").iterdir())
     seen = _run_bundle(run / "export" / bundle.BUNDLE_DIR, tiny_msd, tmp_path / "bundle_out")
     assert seen["heartseg_modules"] == []  # MONAI alone ran it
-    predict(run, scan, tmp_path / "predict_out" / scan.name, progress=False, tta=False)  # the bundle has no TTA
+    predict(run, scan, tmp_path / "predict_out" / scan.name, progress=False)  # both follow the run's TTA decision
     ours = nib.load(str(tmp_path / "predict_out" / scan.name))
     theirs = nib.load(str(tmp_path / "bundle_out" / scan.name.replace(".nii.gz", "_seg.nii.gz")))
     original = nib.load(str(scan))
@@ -171,7 +171,31 @@ def test_every_supported_network_takes_the_package_weights_strictly(name: str, k
 def test_one_output_channel_is_a_sigmoid_without_channel_selection() -> None:
     steps = bundle.postprocessing({"out_channels": 1}, keep_largest=False)
     names = [s["_target_"].rsplit(".", 1)[1] for s in steps]
-    assert names == ["Activationsd", "Invertd", "AsDiscreted", "SaveImaged"] and steps[0]["sigmoid"] is True
+    assert names == ["Invertd", "AsDiscreted", "SaveImaged"]
+    assert "torch.sigmoid" in bundle.probability_expression({"out_channels": 1}, tta=False)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_the_bundle_probability_averages_the_runs_flips(tta: bool) -> None:
+    """MONAI's ConfigParser evaluates the bundle's ``probability``: softmax of the identity, plus with TTA the
+    in-plane flips flipped back, averaged (a network that is not flip-symmetric tells them apart)."""
+    from monai.bundle import ConfigParser
+    from monai.data import MetaTensor
+
+    ramp = "$lambda x: torch.cat([x * torch.linspace(0, 2, x.shape[2]).view(1, 1, -1, 1, 1), -x], 1)"
+    parser = ConfigParser({"inferer": {"_target_": "monai.inferers.SimpleInferer"}, "network": ramp})
+    parser["probability"] = bundle.probability_expression({"out_channels": 2}, tta=tta)
+    x = MetaTensor(torch.rand(1, 1, 6, 5, 4, generator=torch.Generator().manual_seed(0)), meta={"case": "c"})
+    got = parser.get_parsed_content("probability")(x)
+
+    def net(v: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(torch.cat([v * torch.linspace(0, 2, v.shape[2]).view(1, 1, -1, 1, 1), -v], 1), 1)
+
+    members = [net(x.as_tensor())] + [net(x.as_tensor().flip(d)).flip(d) for d in ([2], [3])][: 2 if tta else 0]
+    torch.testing.assert_close(got.as_tensor(), torch.stack(members).mean(0))
+    assert got.meta["case"] == "c"  # the image's metadata is kept for Invertd and SaveImaged
+    if tta:  # the flips change the answer: a test that would pass without them says nothing
+        assert not torch.allclose(got.as_tensor(), members[0])
 
 
 def test_unsupported_and_foreign_runs_are_refused(bundled: tuple[Path, dict], tmp_path: Path, capsys) -> None:

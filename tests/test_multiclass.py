@@ -173,6 +173,53 @@ def test_predict_writes_label_maps_with_the_dataset_values(multi_run: tuple[Path
         )
     assert sum(c["n_voxels"] for c in report["classes"].values()) == report["n_voxels"]
     assert "right ventricle" in predict.format_report(report)
+    assert report["qc"]["fitted"] and list(report["qc"]["classes"]) == list(report["classes"])  # QC per class
+
+
+def test_a_multiclass_run_decides_flip_tta_on_the_macro_dice(multi_run: tuple[Path, dict]) -> None:
+    run_dir, result = multi_run
+    post = runs.read_json(run_dir / runs.POSTPROCESSING)
+    assert post["tta"] is (post["val_dice_tta"] > post["val_dice_no_tta"]) and result["tta"] is post["tta"]
+    assert post["val_dice_raw"] == pytest.approx(post["val_dice_tta" if post["tta"] else "val_dice_no_tta"], abs=1e-6)
+    assert inference.run_tta(run_dir) is post["tta"]
+
+
+def test_a_multiclass_run_fits_quality_control_per_class(multi_run: tuple[Path, dict]) -> None:
+    """qc.json holds one binary QC record per class: its own training ranges, temperature and validation scores."""
+    run_dir, _ = multi_run
+    record = runs.read_qc(run_dir)
+    assert record["label_mode"] == "multiclass" and list(record["classes"]) == list(LABELS.values())[1:]
+    volumes = []
+    for value, (name, sub) in enumerate(record["classes"].items(), start=1):
+        assert sub["label_value"] == value and len(sub["validation"]) == 2, name  # TINY: 2 validation cases
+        assert sub["temperature"]["ece_after"] >= 0 and sub["reference"]["n_cases"] == 4, name
+        volumes.append(sub["reference"]["measurements"]["volume_ml"]["median"])
+    assert len(set(volumes)) == len(volumes)  # each class measured on its own label, not the union
+
+
+def test_qc_flags_the_class_that_went_missing(multi_run: tuple[Path, dict]) -> None:
+    """The same scan with one class erased: only that class's reasons appear, named, and the scan needs review."""
+    from heartseg_utils import qc_run
+
+    run_dir, _ = multi_run
+    record, (model, config) = runs.read_qc(run_dir), inference.load_run(run_dir)
+    scan = Path(config["dataset_dir"]) / "imagesTs" / "la_007.nii.gz"
+    result = inference.predict_case(model, config, scan, members=True)
+    assert result["class_members"].shape[:2] == (3, 3)  # identity + 2 in-plane flips, 3 classes
+    voxels = qc_run.read_scan(scan)[0]
+    as_is = qc_run.assess_prediction(record, result, voxels)
+    erased = {**result, "mask": np.where(result["mask"] == 2, 0, result["mask"])}
+    block = qc_run.assess_prediction(record, erased, voxels)
+    assert block["needs_review"] and block["classes"]["myocardium"]["needs_review"]
+    named = [r for r in block["reasons"] if r.startswith("myocardium: ")]
+    assert any("empty mask" in r for r in named), named
+    for name in ("left ventricle", "right ventricle"):  # the other classes are scored exactly as before
+        assert block["classes"][name] == as_is["classes"][name], name
+    assert set(block["reasons"]) - set(as_is["reasons"]) == set(named) - set(as_is["reasons"])
+    fitted = all(sub["quality_model"] for sub in record["classes"].values())  # TINY's 2 validation cases: none
+    assert block["quality_score"] == (0.0 if fitted else None)  # an empty class scores 0, the scan its lowest
+    with pytest.raises(ValueError, match="multi-class qc.json needs a multi-class prediction"):
+        qc_run.assess_prediction(record, {k: v for k, v in result.items() if k != "probabilities"}, voxels)
 
 
 def test_values_other_than_0_to_k_come_back_in_predictions(multi_msd: Path, tmp_path: Path) -> None:
@@ -291,6 +338,7 @@ def test_notebooks_03_and_04_train_and_score_every_class(multi_msd: Path, tmp_pa
     assert "val_dice_right_ventricle" in _history(run_dir)[0]
     table = pd.read_csv(run_dir / "evaluation.csv")
     assert list(table.columns[:3]) == ["case", "class", "label_value"]
+    assert table["needs_review"].notna().all() and {"quality_score"} <= set(table.columns)  # QC per class
     split = runs.read_split(run_dir)
     assert sorted(set(table["case"])) == sorted(split["validation"]) and len(table) == 3 * len(split["validation"])
     classes = C.class_names(saved)

@@ -121,7 +121,13 @@ def test_run_files_without_qc_or_tta_read_as_not_fitted(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="needs tta true or false"):
         runs.read_tta(tmp_path)
     runs.write_json({"reference": {}}, tmp_path / runs.QC)
+    with pytest.raises(ValueError, match="qc.json lacks reference or quality_model"):
+        runs.read_qc(tmp_path)
+    runs.write_json({"reference": {}, "quality_model": None}, tmp_path / runs.QC)
     with pytest.raises(ValueError, match="qc.json lacks temperature"):
+        runs.read_qc(tmp_path)
+    runs.write_json({"label_mode": "multiclass", "classes": {"lv": {"reference": {}}}}, tmp_path / runs.QC)
+    with pytest.raises(ValueError, match=r"qc.json \(class 'lv'\) lacks reference or quality_model"):
         runs.read_qc(tmp_path)
 
 
