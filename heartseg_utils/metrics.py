@@ -231,16 +231,18 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def sanity_check(prediction: Any, body_mask: Any = None, *, max_fraction: float = 0.05) -> list[str]:
-    """Warnings about a predicted mask that cannot be a left atrium; an empty list means nothing looks wrong.
+def sanity_check(prediction: Any, body_mask: Any = None, *, max_fraction: float | None = 0.05) -> list[str]:
+    """Warnings about a predicted mask that cannot be right; an empty list means nothing looks wrong.
 
     Introduced in notebook 04. Flags an empty mask, a mask covering every voxel, and a mask covering more than
-    ``max_fraction`` of the body (or of the whole volume without ``body_mask``); the atrium fills under 1 %.
+    ``max_fraction`` of the body (or of the whole volume without ``body_mask``): the default 5 % is a left-atrium
+    rule (the atrium fills under 1 %); None skips it (another target, or a run whose ``qc.json`` knows the
+    training labels' sizes: ``predict.size_rule``).
 
     Args:
         prediction: predicted mask (non-zero = foreground), 3D or (1, x, y, z).
         body_mask: optional mask of the body (same shape); the fraction is measured inside it.
-        max_fraction: largest plausible foreground fraction.
+        max_fraction: largest plausible foreground fraction; None = no size rule.
 
     Returns:
         A list of human-readable warnings.
@@ -258,7 +260,7 @@ def sanity_check(prediction: Any, body_mask: Any = None, *, max_fraction: float 
             "every voxel is foreground: the all-foreground failure (recall 1, precision = foreground share)"
         )
     fraction = np.count_nonzero(p & region) / max(int(np.count_nonzero(region)), 1)
-    if n and fraction > max_fraction:
+    if n and max_fraction is not None and fraction > max_fraction:
         warnings.append(
             f"foreground covers {fraction:.1%} of {where} (> {max_fraction:.0%}): implausibly large for a "
             "left atrium; check the threshold, the loss and the label values"

@@ -271,7 +271,7 @@ def _predict_prepared(
         "n_voxels": int(np.count_nonzero(result["mask"])),
         "shape": list(result["mask"].shape),
         "spacing_mm": [round(s, 4) for s in result["spacing"]],
-        "warnings": metrics.sanity_check(result["mask"]),
+        "warnings": metrics.sanity_check(result["mask"], max_fraction=size_rule(config, record)),
         "tta": tta,
         "keep_largest": keep_largest,
         "channel": options.get("channel"),
@@ -286,6 +286,15 @@ def _predict_prepared(
     if report["needs_review"]:
         print(review_warning(report), file=sys.stderr)
     return report
+
+
+def size_rule(config: dict[str, Any], record: dict[str, Any] | None) -> float | None:
+    """``metrics.sanity_check``'s ``max_fraction`` for a run: the fixed left-atrium rule (5 %) only where nothing
+    better is known. A run with ``qc.json`` judges the size against its own training labels' range (``qc``), and a
+    multi-class run's structures (a whole heart fills much of a cine scan) are not an atrium: None, no fixed rule."""
+    if record is not None or config.get("label_mode") == "multiclass":
+        return None
+    return 0.05
 
 
 def class_volumes(mask: np.ndarray, spacing: Any, config: dict[str, Any]) -> dict[str, Any]:

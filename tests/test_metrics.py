@@ -131,6 +131,8 @@ def test_sanity_check_flags_all_foreground_empty_and_oversized():
     big = M.sanity_check(_cube(shape, (5, 5, 5), (15, 15, 8)), body_mask=body)  # 30 % of the body, 4 % of the volume
     assert len(big) == 1 and "30.0% of the body" in big[0]
     assert M.sanity_check(_cube(shape, (5, 5, 5), (15, 15, 8))) == []
+    assert M.sanity_check(_cube(shape, (5, 5, 5), (15, 15, 8)), body_mask=body, max_fraction=None) == []
+    assert len(M.sanity_check(np.zeros(shape), max_fraction=None)) == 1  # the empty rule stays
 
 
 def test_bad_inputs_are_clear_errors():

@@ -111,10 +111,20 @@ def test_folder_of_nifti_through_the_command_line(run_dir: Path, tiny_msd: Path,
 def test_sanity_warnings_reach_the_report(run_dir: Path, scan: Path, tmp_path: Path, monkeypatch) -> None:
     from heartseg_utils import metrics
 
-    monkeypatch.setattr(metrics, "sanity_check", lambda mask: ["every voxel is foreground: a test warning"])
+    rules = []
+    monkeypatch.setattr(
+        metrics, "sanity_check", lambda mask, **kw: rules.append(kw) or ["every voxel is foreground: a test warning"]
+    )
     (report,) = P.predict(run_dir, scan, tmp_path / "m.nii.gz", progress=False)
     assert report["warnings"] == ["every voxel is foreground: a test warning"]
+    assert rules == [{"max_fraction": None}]  # the run has qc.json: its training labels judge the size
     assert "WARNING: every voxel is foreground" in P.format_report(report)
+
+
+def test_the_fixed_left_atrium_size_rule_applies_only_without_anything_better() -> None:
+    assert P.size_rule({"label_mode": "binary"}, None) == 0.05  # a run from before qc.json
+    assert P.size_rule({"label_mode": "binary"}, {"reference": {}}) is None
+    assert P.size_rule({"label_mode": "multiclass"}, None) is None  # a whole heart is no atrium
 
 
 def _series(tmp_path: Path, name: str, scan: Path, seed: int) -> Path:
