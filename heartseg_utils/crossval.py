@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from heartseg_utils.data import split_cases
-from heartseg_utils.inference import load_run, predict_case
-from heartseg_utils.metrics import dice
+from heartseg_utils.inference import class_label_map, load_run, predict_case
+from heartseg_utils.metrics import class_dice, dice
 from heartseg_utils.train import run_training
 
 # arm name -> overrides of the training config ("train") or of predict_case's options ("infer")
@@ -82,14 +82,17 @@ def train_folds(
     ]
 
 
-def _score(mask: np.ndarray, item: dict) -> dict[str, float]:
-    """Foreground Dice of a mask against the item's label (:func:`metrics.dice`: both empty = 1)."""
+def _score(mask: np.ndarray, item: dict, config: dict[str, Any] | None = None) -> dict[str, float]:
+    """Dice of a mask against the item's label (:func:`metrics.dice`: both empty = 1): of the foreground, or for
+    a multi-class run (``config`` ``label_mode``) the mean over the classes of ``metrics.class_dice``."""
     import nibabel as nib
 
-    truth = np.asanyarray(nib.load(item["label"]).dataobj) != 0
+    truth = np.asanyarray(nib.load(item["label"]).dataobj)
     if np.shape(mask) != truth.shape:
         raise ValueError(f"prediction {np.shape(mask)} and label {item['label']} {truth.shape} differ")
-    return {"dice": dice(mask, truth)}
+    if config and config.get("label_mode") == "multiclass":
+        return {"dice": float(np.mean(class_dice(mask, truth, [int(v) for v in config["label_values"][1:]])))}
+    return {"dice": dice(np.asarray(mask) != 0, truth != 0)}
 
 
 def evaluate_folds(
@@ -108,7 +111,7 @@ def evaluate_folds(
         model, config = load_run(fold_dir(root, arm, k), device)
         for item in split_cases(fold_dir(root, arm, k), key):
             mask = predict_case(model, config, item["image"], **_arm(arm).get("infer", {}))["mask"]
-            rows.append({"arm": arm, "fold": k, "case": item["case"], **_score(mask, item)})
+            rows.append({"arm": arm, "fold": k, "case": item["case"], **_score(mask, item, config)})
     return rows
 
 
@@ -124,7 +127,8 @@ def evaluate_ensemble(root: str | os.PathLike[str], arm: str, n_folds: int, *, d
     """Score each fold model and their probability-averaged ensemble on the holdout cases no fold trained on.
 
     Introduced in notebook 05. The members' probabilities (on each image's own grid, via ``predict_case``) are
-    averaged with :func:`average_probabilities` and thresholded at 0.5.
+    averaged with :func:`average_probabilities` and thresholded at 0.5; a multi-class run's class probabilities
+    are averaged and each voxel takes the likeliest class (``inference.class_label_map``), scored by the macro Dice.
 
     Returns:
         One row per (member, case): ``member`` ("fold_k" or "ensemble"), ``case`` and ``dice``.
@@ -135,13 +139,23 @@ def evaluate_ensemble(root: str | os.PathLike[str], arm: str, n_folds: int, *, d
         raise ValueError(
             f"{fold_dir(root, arm, 0) / 'split.json'} has no holdout cases: train with holdout_fraction > 0"
         )
+    config = members[0][1]
+    multiclass = config.get("label_mode") == "multiclass"
+    key = "probabilities" if multiclass else "probability"
     rows = []
     for item in holdout:
-        probs = [predict_case(m, c, item["image"], **_arm(arm).get("infer", {}))["probability"] for m, c in members]
-        for k, p in enumerate(probs):
-            rows.append({"member": f"fold_{k}", "case": item["case"], **_score(p >= 0.5, item)})
-        rows.append({"member": "ensemble", "case": item["case"], **_score(average_probabilities(probs) >= 0.5, item)})
+        probs = [predict_case(m, c, item["image"], **_arm(arm).get("infer", {}))[key] for m, c in members]
+        masks = [_to_mask(p, config) for p in probs] + [_to_mask(average_probabilities(probs), config)]
+        for name, mask in zip([f"fold_{k}" for k in range(len(probs))] + ["ensemble"], masks):
+            rows.append({"member": name, "case": item["case"], **_score(mask, item, config)})
     return rows
+
+
+def _to_mask(probability: np.ndarray, config: dict[str, Any]) -> np.ndarray:
+    """The 0.5 threshold of a foreground probability, or a multi-class run's label map of (K, ...) probabilities."""
+    if config.get("label_mode") == "multiclass":
+        return class_label_map(probability, config["label_values"])["mask"]
+    return probability >= 0.5
 
 
 def ablation_table(

@@ -98,3 +98,20 @@ def test_ablation_table_pairs_gains_by_fold() -> None:
     assert not crossval.ablation_table({"baseline": [0.5], "x": [0.9]})[1]["exceeds_noise"]  # n = 1: never
     with pytest.raises(ValueError, match="pair the same folds"):
         crossval.ablation_table({"baseline": [0.5, 0.6], "x": [0.9]})
+
+
+def test_a_multiclass_study_is_scored_by_the_macro_dice(tmp_path: Path) -> None:
+    """Swapping two classes leaves the union perfect; the multi-class score (and the ensemble's label map) see it."""
+    import nibabel as nib
+
+    truth = np.zeros((6, 6, 4), np.uint8)
+    truth[1:3, 1:3, 1:3], truth[3:5, 3:5, 1:3] = 1, 2
+    nib.save(nib.Nifti1Image(truth, np.eye(4)), tmp_path / "label.nii.gz")
+    item, config = {"label": str(tmp_path / "label.nii.gz")}, {"label_mode": "multiclass", "label_values": [0, 1, 2]}
+    swapped = np.where(truth == 1, 2, np.where(truth == 2, 1, 0))
+    assert crossval._score(swapped, item)["dice"] == 1.0  # the binary score: any structure vs background
+    assert crossval._score(swapped, item, config)["dice"] == 0.0
+    assert crossval._score(truth, item, config)["dice"] == 1.0
+    probabilities = np.stack([(truth == 1) * 0.9, (truth == 2) * 0.9]).astype(np.float32)  # (K, x, y, z)
+    np.testing.assert_array_equal(crossval._to_mask(probabilities, config), truth)
+    np.testing.assert_array_equal(crossval._to_mask(probabilities[0], {}), truth == 1)
