@@ -65,8 +65,9 @@ def training_reference(items: Iterable[Mapping[str, Any]], values: Sequence[int]
         label, affine = read_scan(item["label"])
         image, _ = read_scan(item["image"])
         for key in keys:
-            labels[key].append(to_ras(label != 0 if key is None else label == key, affine)[0])
-        spacings.append(to_ras(label, affine)[1])
+            ras, spacing = to_ras(label != 0 if key is None else label == key, affine)
+            labels[key].append(ras)
+        spacings.append(spacing)  # one grid for every class
         bodies.append(to_ras(body_mask(image), affine)[0])
     found = {key: qc.label_statistics(masks, spacings, bodies) for key, masks in labels.items()}
     return found[None] if values is None else found
