@@ -221,8 +221,17 @@ def show_planes(
     return fig
 
 
-def _render_png(rgb: np.ndarray, title: str, classes: dict[int, str] | None = None, colours: Any = None) -> str:
-    """Draw one RGB slice with matplotlib (no pyplot, no global state) and return base64 PNG text."""
+def _render_png(
+    rgb: np.ndarray,
+    title: str,
+    classes: dict[int, str] | None = None,
+    colours: Any = None,
+    plane: str | None = None,
+) -> str:
+    """Draw one RGB slice with matplotlib (no pyplot, no global state) and return base64 PNG text.
+
+    With ``plane``, the picture's edges carry :func:`orientation_letters`.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -230,8 +239,10 @@ def _render_png(rgb: np.ndarray, title: str, classes: dict[int, str] | None = No
     ax = fig.add_axes((0.02, 0.02, 0.96, 0.9), title=title)
     ax.imshow(rgb)
     ax.axis("off")
-    if classes:
-        add_class_legend(ax, classes, colours)
+    if plane is not None:
+        orientation_letters(ax, plane)
+    if classes:  # in a corner, off the letters on the edges' middles
+        add_class_legend(ax, classes, colours, **({"loc": "lower right"} if plane is not None else {}))
     buf = io.BytesIO()
     FigureCanvasAgg(fig).print_png(buf)
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -245,6 +256,7 @@ def slice_scrubber(
     alpha: float = 0.4,
     prediction: Any = None,
     classes: dict[int, str] | None = None,
+    letters: bool = True,
 ):
     """Interactive viewer: choose a plane, scrub through slices, toggle the label overlay and its opacity.
 
@@ -260,6 +272,8 @@ def slice_scrubber(
         prediction: optional 3D mask drawn in red (yellow where it overlaps the label); added in notebook 04.
         classes: ``{label value: name}``: label maps (also found by their values) are drawn one colour per class
             with a legend, the prediction as outlines over the filled truth (:func:`label_rgb`).
+        letters: write the patient directions on the picture's edges (:func:`orientation_letters`, true for a
+            RAS+ volume; pass False for a volume in another orientation, whose picture shows index order only).
 
     Returns:
         an ipywidgets VBox with attributes ``plane``, ``slider``, ``overlay``, ``opacity``, ``output``.
@@ -293,7 +307,8 @@ def slice_scrubber(
         predicted = plane_slice(pred, p, i) if show and pred is not None else None
         draw = functools.partial(label_rgb, colours=colours) if multi else overlay_rgb
         rgb = draw(plane_slice(vol, p, i), truth, predicted, alpha=opacity.value, window=window)
-        state["png"] = _render_png(rgb, f"{p} slice {i} / {slider.max}", classes if show else None, colours)
+        shown = classes if show else None
+        state["png"] = _render_png(rgb, f"{p} slice {i} / {slider.max}", shown, colours, p if letters else None)
         output.outputs = (
             {
                 "output_type": "display_data",

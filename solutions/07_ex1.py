@@ -1,4 +1,5 @@
 # Solution to exercise 1 of notebook 07: runs in the notebook's namespace (after its cells).
+true_ml = metrics.volume_ml(truth, saved["spacing_mm"])  # every foreground voxel (all classes of a label map)
 for name, flag in (("plain", False), ("tta", True)):
     (r,) = predict.predict(
         run,

@@ -1,5 +1,5 @@
 # Solution to exercise 3 of notebook 07: runs in the notebook's namespace (after its cells).
-onnx_ml = metrics.volume_ml(p_onnx[0, 0] >= 0.5, config["pixdim"])
+onnx_ml = metrics.volume_ml(p_onnx[0].sum(axis=0) >= 0.5, config["pixdim"])  # any class (binary: the one)
 print(
     f"ONNX on the network grid ({config['pixdim']} mm): {onnx_ml:.1f} mL | report on the scan grid: "
     f"{nifti_report['volume_ml']:.1f} mL"

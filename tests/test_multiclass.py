@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -313,10 +314,19 @@ def test_the_exports_carry_the_classes(multi_fp32_run: Path, multi_msd: Path, tm
 # --------------------------------------------------------------------------------------------------
 # Notebooks 03 and 04 on a multi-label folder
 # --------------------------------------------------------------------------------------------------
+def _stdout(notebook: Path) -> str:
+    """Everything an executed notebook printed (its stream outputs), in cell order."""
+    import nbformat
+
+    cells = nbformat.read(str(notebook), as_version=4).cells
+    streams = [o for c in cells if c.cell_type == "code" for o in c.outputs if o.get("name") == "stdout"]
+    return "".join(o["text"] for o in streams)
+
+
 @pytest.mark.slow
-def test_notebooks_03_and_04_train_and_score_every_class(multi_msd: Path, tmp_path: Path) -> None:
+def test_notebooks_03_04_07_train_score_and_use_every_class(multi_msd: Path, tmp_path: Path) -> None:
     """03 with data_dir set (and a short run) trains a multi-class model; 04's per-class evaluation.csv is what the
-    saved label maps give when scored again here."""
+    saved label maps give when scored again here; 07 prints each class's volume from predict's reports."""
     import pandas as pd
     import papermill
 
@@ -324,7 +334,8 @@ def test_notebooks_03_and_04_train_and_score_every_class(multi_msd: Path, tmp_pa
 
     common = {"kernel_name": "python3", "cwd": str(tmp_path), "progress_bar": False}
     short = {"data_dir": str(multi_msd), "time_budget_min": 0, "max_epochs": 3, "roi_size": [32, 32, 32]}
-    for name, parameters in (("03_train", short), ("04_evaluate", {"cases_to_show": 1})):
+    steps = (("03_train", short), ("04_evaluate", {"cases_to_show": 1}), ("07_use_the_model", {"max_test_cases": 1}))
+    for name, parameters in steps:
         papermill.execute_notebook(
             str(REPO / "notebooks" / f"{name}.ipynb"),
             str(tmp_path / f"{name}_out.ipynb"),
@@ -353,6 +364,20 @@ def test_notebooks_03_and_04_train_and_score_every_class(multi_msd: Path, tmp_pa
     summary = json.loads((run_dir / "evaluation_summary.json").read_text())
     assert set(summary["classes"]) == set(classes.values())
     assert summary["macro"]["dice"] == pytest.approx(table.groupby("class")["dice"].mean().mean())
+    printed = _stdout(tmp_path / "07_use_the_model_out.ipynb")
+    out = tmp_path / "runs" / "07_use_the_model"
+    [test_report] = [json.loads(f.read_text()) for f in (out / "test").glob("*.heartseg.json")]
+    dicom_report = json.loads(predict.report_path(out / "phantom" / "mask_from_dicom.nii.gz").read_text())
+    for report in (test_report, dicom_report):  # the gallery's and the report's lines: one volume per class
+        assert list(report["classes"]) == list(classes.values())
+        for name, entry in report["classes"].items():
+            assert f"{name} {entry['volume_ml']:.1f} mL" in printed, (name, report["input"])
+    for name in classes.values():  # each class against the phantom's truth, and the export compared per class
+        reported = f"{name}: reported {dicom_report['classes'][name]['volume_ml']:.1f} mL, true "
+        assert re.search(rf"^{re.escape(reported)}[0-9.]+ mL \| Dice [0-9.]+", printed, re.M), name
+        assert re.search(rf"^{re.escape(name)}: largest probability difference [0-9.e+-]+$", printed, re.M), name
+    predicted = set(np.unique(np.asanyarray(nib.load(out / "phantom" / "mask_from_nifti.nii.gz").dataobj)).tolist())
+    assert {f.name for f in (out / "phantom").glob("mask*.stl")} == {f"mask_{v}.stl" for v in predicted - {0}}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -220,3 +220,48 @@ def test_orientation_letters_name_the_edges_plane_slice_draws() -> None:
     assert letters["axial"]["P"][1] < 0.5 < letters["axial"]["A"][1]  # P at the bottom, where the voxel is
     assert set(letters["sagittal"]) == set("APSI") and set(letters["coronal"]) == set("RLSI")
     plt.close(fig)
+
+
+def test_smoothing_rounds_the_staircase_off_and_keeps_the_size():
+    """Taubin smoothing: the vertices of a voxel ball end closer to one sphere, of about the same radius."""
+    verts, faces = surface.mask_surface(_ball(8), (1.0, 1.0, 1.0))
+    smooth, same_faces = surface.mask_surface(_ball(8), (1.0, 1.0, 1.0), smooth=20)
+    assert np.array_equal(faces, same_faces) and smooth.shape == verts.shape
+    raw_r, smooth_r = (np.linalg.norm(v - v.mean(axis=0), axis=1) for v in (verts, smooth))
+    assert smooth_r.std() < 0.5 * raw_r.std()  # the steps are gone
+    assert abs(smooth_r.mean() - raw_r.mean()) < 0.3  # without shrinking (plain averaging loses about a voxel)
+
+
+def test_far_regions_find_the_added_piece_and_say_where_it_is():
+    truth, pred = _ball(8), _ball(8)
+    pred[28:34, 18:22, 18:22] = 1  # a bump on the +x side
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    fig = surface.plot_surfaces(pred, truth, None, affine=affine, smooth=10, min_mm=2.0)
+    (pv, pf), (tv, tf) = fig.surfaces["pred"], fig.surfaces["truth"]
+    [bump, *rest] = surface.far_regions(pv, pf, fig.distances_mm["pred"], 2.0)
+    assert bump["centre"][0] > pv.mean(axis=0)[0] + 10 and bump["max_mm"] > 4  # out along +x, the bump
+    under = surface.far_regions(tv, tf, fig.distances_mm["truth"], 2.0)  # only where the bump covers the ball
+    assert all(r["n_vertices"] < bump["n_vertices"] / 4 and r["centre"][0] > tv.mean(axis=0)[0] for r in under)
+    assert surface.direction_words([23.2, -10.0, 4.4]) == "23 mm R, 10 mm P, 4 mm S"
+    labels = [ax.get_xlabel() for ax in fig.axes if ax.name == "3d"]
+    assert labels == ["x (mm) → R"] * 2  # world RAS mm: the axis says where it grows
+    for ax in (a for a in fig.axes if a.name == "3d"):
+        assert len(ax.get_yticks()) <= 5  # few ticks: the labels of a short axis do not collide
+    assert fig.axes[-1].get_ylim()[0] == pytest.approx(2.0)  # the colour bar starts at min_mm: agreement
+    plt.close(fig)
+
+
+def test_class_surfaces_draw_into_a_given_axis():
+    labels = np.zeros((12, 12, 8), np.uint8)
+    labels[2:6, 2:6, 2:6], labels[7:10, 7:10, 3:6] = 1, 3
+    fig = plt.figure()
+    left, right = (fig.add_subplot(1, 2, i, projection="3d") for i in (1, 2))
+    same = surface.plot_class_surfaces(labels, (1.0, 1.0, 1.0), {1: "lv", 3: "rv"}, ax=right, smooth=5)
+    assert same is fig and sorted(right.surfaces) == [1, 3] and not left.collections
+    plt.close(fig)
+
+
+def test_the_scrubber_writes_the_patient_directions(volume):
+    image, label = volume
+    with_letters, without = (viz.slice_scrubber(image, label, letters=flag) for flag in (True, False))
+    assert _png(with_letters) != _png(without)  # the letters are drawn on the picture (R/L, A/P for axial)
