@@ -7,11 +7,7 @@ for kind in ("gibbs", "rician"):
     for it in copies[:1]:  # one case per kind keeps it quick (three network passes each); drop [:1] for all
         s = predict_scan(kind, it)
         image = qc_run.read_scan(s["image"])[0]
-        checked = (
-            qc_run.assess(record, s["probability"], s["mask"], s["affine"], image=image, members=s["members"])
-            if record
-            else {}
-        )
+        checked = qc_run.assess_prediction(record, {**s, "mask": s["label_map"]}, image) if record else {}
         before = next(c for c in scans if c["kind"] == "clean" and c["case"] == s["case"])
         score = checked.get("quality_score")
         print(

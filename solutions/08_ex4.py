@@ -1,14 +1,14 @@
 # Solution to exercise 4 of notebook 08: runs in the notebook's namespace (after its cells).
-if not record or not record["threshold"] or scored["quality_score"].isna().any():
-    print("this run has no quality score and threshold: nothing to choose")
+if not binary_qc or not record["threshold"] or scored["quality_score"].isna().any():
+    print("this run has no single quality score and threshold (none, or one per class): nothing to compare")
 else:
-    values = scored["quality_score"].to_numpy(dtype=float)
-    mine = qc.choose_threshold(values.tolist(), dice.tolist(), qc_run.FAIL_BELOW)
+    scores_here = scored["quality_score"].to_numpy(dtype=float)
+    mine = qc.choose_threshold(scores_here.tolist(), dice.tolist(), qc_run.FAIL_BELOW)
     for name, t in (
         ("chosen on these scans", mine["threshold"]),
         ("the run's (validation)", record["threshold"]["threshold"]),
     ):
-        below = values < t
+        below = scores_here < t
         print(
             f"{name}: threshold {t:.3f} catches {int((below & is_failure).sum())} of {int(is_failure.sum())} failures "
             f"and flags {int((below & good).sum())} of {int(good.sum())} good scans (score alone, no plausibility rule)"

@@ -324,9 +324,10 @@ def _stdout(notebook: Path) -> str:
 
 
 @pytest.mark.slow
-def test_notebooks_03_04_07_train_score_and_use_every_class(multi_msd: Path, tmp_path: Path) -> None:
+def test_notebooks_03_04_07_08_train_score_and_use_every_class(multi_msd: Path, tmp_path: Path) -> None:
     """03 with data_dir set (and a short run) trains a multi-class model; 04's per-class evaluation.csv is what the
-    saved label maps give when scored again here; 07 prints each class's volume from predict's reports."""
+    saved label maps give when scored again here; 07 prints each class's volume from predict's reports; 08 scores
+    every scan with the per-class qc.json and reports the macro Dice."""
     import pandas as pd
     import papermill
 
@@ -335,6 +336,7 @@ def test_notebooks_03_04_07_train_score_and_use_every_class(multi_msd: Path, tmp
     common = {"kernel_name": "python3", "cwd": str(tmp_path), "progress_bar": False}
     short = {"data_dir": str(multi_msd), "time_budget_min": 0, "max_epochs": 3, "roi_size": [32, 32, 32]}
     steps = (("03_train", short), ("04_evaluate", {"cases_to_show": 1}), ("07_use_the_model", {"max_test_cases": 1}))
+    steps += (("08_trust", {"max_cases": 1, "shift_kinds": ["inversion"]}),)
     for name, parameters in steps:
         papermill.execute_notebook(
             str(REPO / "notebooks" / f"{name}.ipynb"),
@@ -378,6 +380,9 @@ def test_notebooks_03_04_07_train_score_and_use_every_class(multi_msd: Path, tmp
         assert re.search(rf"^{re.escape(name)}: largest probability difference [0-9.e+-]+$", printed, re.M), name
     predicted = set(np.unique(np.asanyarray(nib.load(out / "phantom" / "mask_from_nifti.nii.gz").dataobj)).tolist())
     assert {f.name for f in (out / "phantom").glob("mask*.stl")} == {f"mask_{v}.stl" for v in predicted - {0}}
+    trust = _stdout(tmp_path / "08_trust_out.ipynb")
+    assert "multi-class run, classes [1, 2, 3]" in trust and "qc.json: one record per class" in trust
+    assert re.search(r"^The flag caught \d+ of \d+ failures", trust, re.M)  # scored by the per-class qc.json
 
 
 # --------------------------------------------------------------------------------------------------
