@@ -35,12 +35,14 @@ CHOICES: dict[str, Any] = {
     "amp": AMP_CHOICES,
     "label_mode": LABEL_MODES,
 }
+QC_SHIFTS = ("inversion", "miss_heart", "bias_field")  # the failures quality control's threshold is fitted on
 _LITERAL_FIELDS = (
     "roi_size",
     "pixdim",
     "model_kwargs",
     "label_values",
     "label_names",
+    "qc_shifts",
 )  # papermill's -p and the command line pass them as text
 
 
@@ -89,6 +91,7 @@ class TrainConfig:
     label_mode: str = "auto"  # "auto" (binary for one foreground label in dataset.json) | "binary" | "multiclass"
     label_values: Any = "auto"  # multiclass: the dataset's label values in class order, 0 first; "auto" = all
     label_names: Any = "auto"  # one name per class (dataset.json's "labels"); "auto" = from dataset.json
+    qc_shifts: Any = field(default_factory=lambda: list(QC_SHIFTS))  # shifted validation copies for QC; [] = none
 
     def __post_init__(self) -> None:
         for name in _LITERAL_FIELDS:
@@ -106,6 +109,11 @@ class TrainConfig:
         check_numbers(self)
         check_roi(self)
         check_labels(self)
+        if not isinstance(self.qc_shifts, (list, tuple)) or not all(isinstance(k, str) for k in self.qc_shifts):
+            raise ValueError(
+                f"qc_shifts must be a list of shift names (heartseg_utils.shifts.SHIFTS), got {self.qc_shifts!r}"
+            )
+        self.qc_shifts = list(self.qc_shifts)
 
     @property
     def out_channels(self) -> int:

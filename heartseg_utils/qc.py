@@ -338,6 +338,7 @@ def fit_quality_model(
     *,
     alpha: float = 0.25,
     names: Sequence[str] | None = None,
+    groups: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """A small ridge regression of validation Dice on standardised features: the quality model of ``qc.json``.
 
@@ -352,6 +353,8 @@ def fit_quality_model(
         dice: each case's Dice.
         alpha: ridge penalty on the standardised weights (0.25 keeps 80 % of a lone feature's slope; 1 halves it).
         names: the features to use; None = those every case has, sorted.
+        groups: one key per case (e.g. the source case of a shifted copy); the leave-one-out refits leave out
+            every case of a group together, so a copy never vouches for its original. None = each case alone.
 
     Returns:
         JSON-serialisable ``{"kind": "ridge", "features", "means", "scales", "weights", "intercept", "alpha",
@@ -368,10 +371,13 @@ def fit_quality_model(
 
     means, scales, w = _ridge(X, y, alpha)
     fitted = predict(X, means, scales, w, float(y.mean()))
+    keys = np.asarray([str(g) for g in groups] if groups is not None else [str(i) for i in range(len(y))])
+    if keys.shape != y.shape or len(set(keys.tolist())) < 3:
+        raise ValueError(f"fit_quality_model needs one group per case and >= 3 groups, got {keys.tolist()}")
     loo = np.empty_like(y)
-    for i in range(len(y)):
-        keep = np.arange(len(y)) != i
-        loo[i] = predict(X[i : i + 1], *_ridge(X[keep], y[keep], alpha), float(y[keep].mean()))[0]
+    for key in dict.fromkeys(keys.tolist()):
+        out = keys == key
+        loo[out] = predict(X[out], *_ridge(X[~out], y[~out], alpha), float(y[~out].mean()))
     fit = {"n_cases": len(y), "train_mae": float(np.abs(fitted - y).mean()), "loo_mae": float(np.abs(loo - y).mean())}
     model = {"kind": "ridge", "features": names, "means": means.tolist(), "scales": scales.tolist(), "alpha": alpha}
     return {**model, "weights": w.tolist(), "intercept": float(y.mean()), **fit, "loo_scores": loo.tolist()}

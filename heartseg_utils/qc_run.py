@@ -124,52 +124,81 @@ def calibrate(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def fit(cases: Sequence[Mapping[str, Any]], reference: Mapping[str, Any], **decisions: Any) -> dict[str, Any]:
+def _signals_of(case: Mapping[str, Any], reference: Mapping[str, Any], temperature: float) -> Any:
+    """:func:`signals` of one case dict of :func:`fit`."""
+    return signals(
+        case["probability"],
+        case["mask"],
+        case["affine"],
+        reference,
+        image=case.get("image"),
+        members=case.get("members"),
+        temperature=temperature,
+    )
+
+
+def fit(
+    cases: Sequence[Mapping[str, Any]],
+    reference: Mapping[str, Any],
+    *,
+    shifted: Sequence[Mapping[str, Any]] = (),
+    **decisions: Any,
+) -> dict[str, Any]:
     """The content of ``qc.json`` from the validation cases, as training writes it (docs/contract.md).
 
     Args:
         cases: one dict per validation case: ``case``, ``probability`` (what the final mask came from), ``mask``
             (final, after post-processing), ``label``, ``affine``, ``image`` and ``members`` (flip members).
         reference: :func:`training_reference` of the training labels.
+        shifted: shifted copies of the validation cases (``heartseg_utils.shifts``), the same keys plus ``kind``
+            (``case`` names the source case). Without them every validation case may be good and nothing places
+            the threshold; with them the quality model and the threshold also see failures. A copy with an empty
+            mask scores 0 (:func:`verdict`) and is left out of the model's fit; every copy counts for the
+            threshold. The temperature is fitted on the validation cases only.
         decisions: recorded as they are (e.g. ``tta``, ``keep_largest``, ``tta_axes``: how the masks were made).
 
     Returns:
         ``{"version", "reference", "temperature" (:func:`calibrate`), "quality_model" (or None with fewer than
         :data:`MIN_CASES` cases), "threshold", "validation": [per case: case, dice, loo score, needs_review,
-        reasons], "fail_below", "decisions", "note"}``.
+        reasons], "shifted" (the same per copy, with its kind), "fail_below", "decisions", "note"}``.
     """
     if not cases:
         raise ValueError("qc_run.fit needs at least one validation case")
     temperature = calibrate(cases)
-    found = [
-        signals(
-            c["probability"],
-            c["mask"],
-            c["affine"],
-            reference,
-            image=c.get("image"),
-            members=c.get("members"),
-            temperature=temperature["value"],
-        )
-        for c in cases
-    ]
-    dice = [metrics.dice(c["mask"], c["label"]) for c in cases]
+    everything = [*cases, *shifted]
+    found = [_signals_of(c, reference, temperature["value"]) for c in everything]
+    dice = [metrics.dice(c["mask"], c["label"]) for c in everything]
     model = threshold = None
-    note = f"quality model fitted on {len(cases)} validation cases; threshold chosen on leave-one-out scores"
+    loo = [None] * len(everything)
     if len(cases) >= MIN_CASES:
-        model = qc.fit_quality_model([f for f, _ in found], dice)
-        threshold = qc.choose_threshold(model["loo_scores"], dice, FAIL_BELOW)
-    else:
-        note = f"{len(cases)} validation case(s) < {MIN_CASES}: no quality model; only plausibility rules flag"
+        used = [i for i, (f, p) in enumerate(found) if i < len(cases) or p["measurements"]["n_components"] > 0]
+        groups = [everything[i].get("case", i) for i in used]
+        model = qc.fit_quality_model([found[i][0] for i in used], [dice[i] for i in used], groups=groups)
+        for i, score in zip(used, model["loo_scores"]):
+            loo[i] = score
+        loo = [0.0 if s is None else s for s in loo]  # an empty shifted mask scores 0
+        threshold = qc.choose_threshold(loo, dice, FAIL_BELOW)
     record = {"version": VERSION, "reference": reference, "temperature": temperature, "quality_model": model}
-    record.update(threshold=threshold, fail_below=FAIL_BELOW, decisions=dict(decisions), note=note)
-    verdicts = [verdict(record, f, p) for f, p in found]
-    loo = model["loo_scores"] if model else [None] * len(cases)
-    record["validation"] = [
-        {"case": c.get("case"), "dice": d, "loo_score": s, "needs_review": v["needs_review"], "reasons": v["reasons"]}
-        for c, d, s, v in zip(cases, dice, loo, verdicts)
-    ]
+    record.update(threshold=threshold, fail_below=FAIL_BELOW, decisions=dict(decisions), note=_note(cases, shifted))
+    rows = []
+    for c, d, s, (f, p) in zip(everything, dice, loo, found):
+        v = verdict(record, f, p)
+        rows.append({"case": c.get("case"), "dice": d, "loo_score": s, "needs_review": v["needs_review"]})
+        rows[-1].update({"kind": c["kind"]} if "kind" in c else {}, reasons=v["reasons"])
+    record.update(validation=rows[: len(cases)], shifted=rows[len(cases) :])
     return record
+
+
+def _note(cases: Sequence[Mapping[str, Any]], shifted: Sequence[Mapping[str, Any]]) -> str:
+    """``qc.json``'s one-line account of what the quality model and the threshold were fitted on."""
+    if len(cases) < MIN_CASES:
+        return f"{len(cases)} validation case(s) < {MIN_CASES}: no quality model; only plausibility rules flag"
+    kinds = sorted({c["kind"] for c in shifted})
+    copies = f" and {len(shifted)} shifted copies of them ({', '.join(kinds)})" if shifted else ""
+    return (
+        f"quality model fitted on {len(cases)} validation cases{copies}; threshold chosen on leave-one-case-out "
+        "scores (a case and its copies are left out together)"
+    )
 
 
 def class_case(case: Mapping[str, Any], k: int, value: int) -> dict[str, Any]:
@@ -192,6 +221,8 @@ def fit_classes(
     cases: Sequence[Mapping[str, Any]],
     references: Mapping[int, Mapping[str, Any]],
     classes: Mapping[int, str],
+    *,
+    shifted: Sequence[Mapping[str, Any]] = (),
     **decisions: Any,
 ) -> dict[str, Any]:
     """``qc.json`` of a multi-class run: one :func:`fit` per class, that class against everything else.
@@ -201,6 +232,7 @@ def fit_classes(
             ``probability`` and ``members``, and ``mask`` and ``label`` label maps (the dataset's values).
         references: :func:`training_reference` with the class values: ``{value: statistics}``.
         classes: ``{label value: name}`` without background, in the order of the probabilities.
+        shifted: shifted copies of the validation cases, as ``cases`` plus ``kind`` (:func:`fit`).
 
     Returns:
         ``{"version", "label_mode": "multiclass", "classes": {name: {"label_value", ...a binary qc.json}},
@@ -208,9 +240,11 @@ def fit_classes(
     """
     per_class = {}
     for k, (value, name) in enumerate(classes.items()):
-        record = fit([class_case(c, k, value) for c in cases], references[value], **decisions)
+        copies = [{**class_case(c, k, value), "kind": c["kind"]} for c in shifted]
+        record = fit([class_case(c, k, value) for c in cases], references[value], shifted=copies, **decisions)
         per_class[name] = {"label_value": int(value), **record}
-    note = f"one quality model per class ({len(classes)} classes), each fitted on {len(cases)} validation cases"
+    copies = f" and {len(shifted)} shifted copies" if shifted else ""
+    note = f"one quality model per class ({len(classes)} classes), each fitted on {len(cases)} validation cases{copies}"
     record = {"version": VERSION, "label_mode": "multiclass", "classes": per_class, "decisions": dict(decisions)}
     return {**record, "note": note}
 

@@ -125,6 +125,39 @@ def _write_case(item: dict, dst: Path, kind: str, seed: int) -> dict:
     return {"image": f"./imagesTr/{name}", "label": f"./labelsTr/{Path(item['label']).name}"}
 
 
+def shifted_items(items: list[dict], dst_dir: str | os.PathLike[str], kind: str, seed: int = 0) -> list[dict]:
+    """Write shifted copies of labelled items (``image``, ``label``, ``case``) into a new folder; return their items.
+
+    Training uses it for quality control (``qc_run.fit``'s ``shifted``): copies of its validation cases in a
+    temporary folder. Item i gets ``seed + i``, as in :func:`write_shifted`.
+
+    Args:
+        items: datalist entries with absolute ``image`` and ``label`` paths (read only).
+        dst_dir: a new or empty folder, outside the items' folders.
+        kind: a key of :data:`SHIFTS`.
+        seed: seeds the artefacts.
+
+    Returns:
+        One item per input with the same ``case``, ``kind``, and absolute ``image`` and ``label`` paths in ``dst_dir``.
+    """
+    dst = Path(dst_dir).expanduser().resolve()
+    if kind not in SHIFTS:
+        raise ValueError(f"unknown shift {kind!r}; choose one of {sorted(SHIFTS)}")
+    if dst.exists() and any(dst.iterdir()):
+        raise ValueError(f"{dst} is not empty: choose a new folder")
+    sources = {Path(item[key]).resolve().parent for item in items for key in ("image", "label")}
+    if any(dst == src or src in dst.parents for src in sources):
+        raise ValueError(f"{dst} is inside an input folder: the inputs are never written to")
+    for sub in ("imagesTr", "labelsTr"):
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, item in enumerate(items):
+        written = _write_case(item, dst, kind, seed + i)
+        paths = {key: str(dst / written[key]) for key in ("image", "label")}
+        out.append({"case": item.get("case", Path(item["image"]).name), "kind": kind, **paths})
+    return out
+
+
 def write_shifted(src_dir: str | os.PathLike[str], dst_dir: str | os.PathLike[str], kind: str, seed: int = 0) -> Path:
     """Write a copy of an MSD folder's labelled cases with one shift applied to every scan.
 

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from heartseg_utils import cli, distributed, plan, qc_run, runs, splits
+from heartseg_utils import cli, distributed, plan, qc_run, runs, shifts, splits
 from heartseg_utils.config import (
     PLANNED_FIELDS,
     TrainConfig,
@@ -474,16 +474,44 @@ def decide_postprocessing(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
         for item, r, t in zip(items, results, labels)
     ]
     if run.cfg.label_mode == "multiclass":
-        return _decide_classes(run, config, results, cases)
+        return _decide_classes(run, net, config, results, cases)
     post, probabilities, masks = decide_inference([r["members"] for r in results], [t != 0 for t in labels])
     for case, r, p, m in zip(cases, results, probabilities, masks):
         case.update(probability=p, mask=m, label=case["label"] != 0, members=r["members"])
     decided = {k: post[k] for k in ("tta", "keep_largest", "tta_axes")}
-    return post, qc_run.fit(cases, qc_run.training_reference(run.train_ds.data), **decided)
+    copies = shifted_cases(run, net, config, tta=post["tta"], keep_largest=post["keep_largest"])
+    for c in copies:
+        c.update(label=c["label"] != 0)
+    return post, qc_run.fit(cases, qc_run.training_reference(run.train_ds.data), shifted=copies, **decided)
+
+
+def shifted_cases(run: Run, net: torch.nn.Module, config: dict[str, Any], **decided: Any) -> list[dict[str, Any]]:
+    """Shifted copies of the validation scans (``cfg.qc_shifts``), predicted as inference will (``decided``).
+
+    Quality control's threshold needs failures to sit between, and validation rarely has one: an inverted
+    contrast or a crop that misses the heart shows what a failed mask looks like. The copies are written to a
+    temporary folder (removed after); the dataset is only read. Each becomes a case dict of ``qc_run.fit``.
+    """
+    import tempfile
+
+    from monai.data import set_track_meta
+
+    items, cases = list(run.val_ds.data), []
+    with tempfile.TemporaryDirectory(prefix="heartseg_qc_") as tmp:
+        set_track_meta(True)
+        try:
+            for kind in run.cfg.qc_shifts:
+                for item in shifts.shifted_items(items, Path(tmp) / kind, kind, run.cfg.seed):
+                    r = predict_case(net, config, item["image"], members=True, **decided)
+                    image, label = qc_run.read_scan(item["image"])[0], qc_run.read_scan(item["label"])[0]
+                    cases.append({**r, "case": item["case"], "kind": kind, "image": image, "label": label})
+        finally:
+            set_track_meta(False)
+    return cases
 
 
 def _decide_classes(
-    run: Run, config: dict[str, Any], results: list[dict[str, Any]], cases: list[dict[str, Any]]
+    run: Run, net: torch.nn.Module, config: dict[str, Any], results: list[dict[str, Any]], cases: list[dict[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """:func:`decide_postprocessing` of a multi-class run: per-class decisions and one QC record per class."""
     names = class_names(config)
@@ -494,7 +522,8 @@ def _decide_classes(
         case.update(probabilities=p, mask=m, class_members=r["class_members"])
     decided = {k: post[k] for k in ("tta", "keep_largest", "keep_largest_values", "tta_axes")}
     references = qc_run.training_reference(run.train_ds.data, list(names))
-    return post, qc_run.fit_classes(cases, references, names, **decided)
+    copies = shifted_cases(run, net, config, tta=post["tta"], keep_largest=post["keep_largest_values"])
+    return post, qc_run.fit_classes(cases, references, names, shifted=copies, **decided)
 
 
 def run_training(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
@@ -513,6 +542,8 @@ def run_training(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     from monai.data import set_track_meta
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig(**config)
+    if unknown := [k for k in cfg.qc_shifts if k not in shifts.SHIFTS]:
+        raise ValueError(f"qc_shifts: unknown shift(s) {unknown}; choose among {sorted(shifts.SHIFTS)}")
     run_dir = Path(cfg.run_dir)
     runs.check_run_dir(run_dir, config_dict(cfg), resume=cfg.resume, overwrite=cfg.overwrite)
     ddp = distributed.setup(resolve_device(cfg.device))  # DDP: rank 0 of 1 without torchrun

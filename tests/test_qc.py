@@ -286,3 +286,20 @@ def test_bad_inputs_fail_clearly():
         qc.uncertainty(np.zeros(SHAPE), mask=np.zeros((2, 2, 2)))
     with pytest.raises(ValueError, match="one score per Dice"):
         qc.choose_threshold([0.1], [0.2, 0.3])
+
+
+def test_the_leave_one_out_scores_leave_a_whole_group_out() -> None:
+    """With groups, a case's score comes from a fit without any case of its group: a copy cannot vouch for it."""
+    rng = np.random.default_rng(0)
+    features = [{"a": float(x), "b": float(rng.normal())} for x in np.linspace(0, 1, 6)]
+    dice = [0.2 + 0.6 * f["a"] for f in features]
+    groups = ["p", "p", "q", "q", "r", "r"]
+    grouped = qc.fit_quality_model(features, dice, groups=groups)
+    for i in (0, 2, 4):  # refit by hand without the group of case i
+        out = [j for j in range(6) if groups[j] != groups[i]]
+        rest = qc.fit_quality_model([features[j] for j in out], [dice[j] for j in out])
+        assert grouped["loo_scores"][i] == pytest.approx(qc.quality_score(features[i], rest), abs=1e-9)
+    plain = qc.fit_quality_model(features, dice)
+    assert not np.allclose(plain["loo_scores"], grouped["loo_scores"])
+    with pytest.raises(ValueError, match=">= 3 groups"):
+        qc.fit_quality_model(features, dice, groups=["p"] * 3 + ["q"] * 3)

@@ -87,6 +87,34 @@ def test_fit_writes_every_part_and_assess_scores_a_new_scan() -> None:
     assert moved["needs_review"] and any("centroid along y" in r for r in moved["reasons"])
 
 
+def _failed_copy(case: dict, kind: str, shift: int) -> dict:
+    """A copy of a case whose mask slid ``shift`` voxels off its label: a confident failure (low Dice)."""
+    moved = np.roll(case["mask"], shift, axis=0)
+    p = np.where(moved, 0.99, 0.01).astype(np.float32)
+    return {**case, "kind": kind, "mask": moved, "probability": p, "members": [p, np.roll(p, 3, axis=1)]}
+
+
+def test_shifted_failures_place_the_threshold_that_good_cases_alone_cannot() -> None:
+    """Four good validation cases leave the fallback threshold; failed copies give it something to sit between,
+    the fit leaves each case out with its copies, and an empty copy scores 0 without entering the model."""
+    cases = [_over_confident_case(s, r) for s, r in enumerate((7.0, 8.0, 9.0, 8.5))]
+    reference = qc.label_statistics([c["label"] for c in cases], [(1.5, 1.5, 2.0)] * 4, [c["image"] for c in cases])
+    alone = qc_run.fit(cases, reference)
+    assert alone["threshold"]["reason"].startswith("no validation case had Dice") and alone["shifted"] == []
+    copies = [_failed_copy(c, "slid", 10 + i) for i, c in enumerate(cases)]
+    empty = {**cases[0], "kind": "erased", "mask": np.zeros(SHAPE, bool), "probability": np.zeros(SHAPE, np.float32)}
+    record = qc_run.fit(cases, reference, shifted=[*copies, empty])
+    assert record["quality_model"]["n_cases"] == 8  # the empty copy is not in the model
+    assert record["threshold"]["n_cases"] == 9 and record["threshold"]["n_failures"] == 5
+    assert record["threshold"]["reason"].startswith("halfway between the highest-scoring failure")
+    assert record["threshold"]["failures_caught"] == 5
+    assert [r["kind"] for r in record["shifted"]] == ["slid"] * 4 + ["erased"]
+    assert record["shifted"][-1]["loo_score"] == 0.0 and record["shifted"][-1]["needs_review"]
+    assert all(r["dice"] < 0.5 for r in record["shifted"]) and "4 shifted" not in record["note"]
+    assert "5 shifted copies of them (erased, slid)" in record["note"]
+    json.dumps(record)
+
+
 def test_only_a_severe_violation_flags_by_itself() -> None:
     """Just past a range edge, or a speck beside a clean mask: a violation, not a flag; far outside: a flag."""
     labels = [_ball(r) for r in (7.0, 7.5, 8.0, 8.5)]
@@ -144,6 +172,11 @@ def test_training_writes_qc_json_that_predict_applies(run_dir: Path, tiny_msd: P
     assert record["reference"]["n_cases"] == len(runs.read_split(run_dir)["train"])
     assert {"ece_before", "ece_after", "value", "fitted"} <= set(record["temperature"])
     assert len(record["validation"]) == len(runs.read_split(run_dir)["validation"])
+    n_val, kinds = len(record["validation"]), runs.read_json(run_dir / runs.CONFIG)["qc_shifts"]
+    assert [r["kind"] for r in record["shifted"]] == [k for k in kinds for _ in range(n_val)]  # one copy per case
+    assert {r["case"] for r in record["shifted"]} == {r["case"] for r in record["validation"]}
+    assert n_val < qc_run.MIN_CASES and record["threshold"] is None  # the tiny split: plausibility rules only
+    assert all(isinstance(r["needs_review"], bool) and r["dice"] < 1.0 for r in record["shifted"])
     scan = min((tiny_msd / "imagesTs").glob("*.nii.gz"))
     (report,) = predict.predict(run_dir, scan, tmp_path / "m.nii.gz", progress=False)
     assert report["qc"]["fitted"] and isinstance(report["needs_review"], bool)

@@ -65,3 +65,21 @@ def test_write_shifted_copies_the_cases_and_reads_the_source_only(tiny_msd: Path
         write_shifted(tiny_msd, tiny_msd / "inside", "gibbs")
     with pytest.raises(ValueError, match="unknown shift"):
         write_shifted(tiny_msd, tmp_path / "other", "blur")
+
+
+def test_shifted_items_copy_chosen_items_into_a_new_folder(tiny_msd: Path, tmp_path: Path) -> None:
+    """What training's quality control uses: copies of given items (absolute paths, case and kind), source untouched."""
+    from heartseg_utils.shifts import shifted_items
+
+    before, items = tree_digest(tiny_msd), load_datalist(tiny_msd)[:2]
+    copies = shifted_items(items, tmp_path / "qc" / "inversion", "inversion", seed=3)
+    assert tree_digest(tiny_msd) == before
+    assert [(c["case"], c["kind"]) for c in copies] == [(i["case"], "inversion") for i in items]
+    for c, i in zip(copies, items):
+        assert Path(c["image"]).is_absolute() and Path(c["image"]).parent == tmp_path / "qc" / "inversion" / "imagesTr"
+        np.testing.assert_array_equal(nib.load(c["label"]).get_fdata(), nib.load(i["label"]).get_fdata())
+        assert not np.allclose(nib.load(c["image"]).get_fdata(), nib.load(i["image"]).get_fdata())
+    with pytest.raises(ValueError, match="not empty"):
+        shifted_items(items, tmp_path / "qc" / "inversion", "inversion")
+    with pytest.raises(ValueError, match="inside an input folder"):
+        shifted_items(items, tiny_msd / "imagesTr" / "copies", "inversion")

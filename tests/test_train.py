@@ -319,3 +319,13 @@ def test_resume_with_more_epochs_replans_the_schedule(tiny_config: dict) -> None
     T.run_training({**cfg, "max_epochs": 3, "resume": True})
     lrs = [float(row["lr"]) for row in _history(Path(cfg["run_dir"]))]
     assert lrs[0] == 0.01 and lrs[1] == pytest.approx(0.01 * R.poly_decay(1 / 3)) and lrs[2] > 0
+
+
+def test_an_unknown_qc_shift_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from heartseg_utils.train import run_training
+
+    with pytest.raises(ValueError, match=r"qc_shifts: unknown shift\(s\) \['blur'\]"):
+        run_training({"data_dir": str(tmp_path / "none"), "run_dir": str(tmp_path / "run"), "qc_shifts": ["blur"]})
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="qc_shifts must be a list"):
+        run_training({"run_dir": str(tmp_path / "run"), "qc_shifts": "inversion"})
