@@ -472,7 +472,9 @@ def review_line(report: dict[str, Any]) -> str:
     scored = f"quality score {score:.2f}" if score is not None else "no quality model"
     if report["needs_review"]:
         return f"NEEDS REVIEW ({scored}): " + "; ".join(report["review_reasons"])
-    return f"QC passed ({scored}, predicted Dice; no severe plausibility violation)"
+    if score is None:
+        return "QC passed (no quality model: plausibility rules only, none severely violated)"
+    return f"QC passed (quality score {score:.2f}, the predicted Dice; no severe plausibility violation)"
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -198,3 +198,14 @@ def test_notebook_07_in_the_series(series: dict) -> None:
     assert report["kind"] == "dicom" and report["volume_ml"] > 0 and not report["warnings"]
     info = json.loads((work / "runs" / "03_train" / "export" / "export.json").read_text())
     assert info["check"]["max_abs_diff"] <= 1e-3 and "model.onnx" in info["files"]
+
+
+def test_the_review_line_says_what_passed() -> None:
+    """A passed scan says whether a quality model scored it or only the plausibility rules were checked."""
+    from heartseg_utils.predict import review_line
+
+    assert review_line({"needs_review": False, "quality_score": 0.871}).startswith("QC passed (quality score 0.87,")
+    assert "plausibility rules only" in review_line({"needs_review": False, "quality_score": None})
+    flagged = review_line({"needs_review": True, "quality_score": 0.2, "review_reasons": ["volume too small"]})
+    assert flagged == "NEEDS REVIEW (quality score 0.20): volume too small"
+    assert review_line({"needs_review": None, "review_reasons": ["QC is not fitted"]}).startswith("QC not fitted")
