@@ -19,6 +19,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from heartseg_utils.config import QC_SHIFTS
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -235,6 +237,17 @@ def test_notebook_03_defaults_fulfil_the_run_dir_contract(trained_run_dir: Path)
     model = model_from_config(config)
     model.load_state_dict(torch.load(trained_run_dir / "best_model.pt", weights_only=True)["model"], strict=True)
     assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"]
+
+
+def test_notebook_03_fits_its_review_threshold_with_failed_shifted_copies(trained_run_dir: Path) -> None:
+    """The default run's qc.json: its validation cases and a copy of each per default shift; the threshold is placed
+    between a failure and a higher score (not the no-failure fallback), and it catches every failure it saw."""
+    record = json.loads((trained_run_dir / "qc.json").read_text())
+    n_val = len(record["validation"])
+    assert [r["kind"] for r in record["shifted"]] == [k for k in QC_SHIFTS for _ in range(n_val)]
+    assert record["threshold"]["n_cases"] == n_val * (1 + len(QC_SHIFTS)) and record["threshold"]["n_failures"] >= 1
+    assert record["threshold"]["reason"].startswith("halfway between the highest-scoring failure")
+    assert record["threshold"]["failures_caught"] == record["threshold"]["n_failures"]
 
 
 @pytest.mark.slow
