@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="do not set HEARTSEG_NO_BF16 (the machine decides)")
     args = parser.parse_args()
     work = Path(args.out).expanduser().resolve()
-    work.mkdir(parents=True, exist_ok=False)
+    work.mkdir(parents=True, exist_ok=bool(args.only))  # --only may continue a series in its folder
     if not args.bf16:
         os.environ["HEARTSEG_NO_BF16"] = "1"  # the kernels inherit it
     head = {
@@ -139,8 +139,17 @@ def main() -> None:
             continue
         rows.append(run_one(nb, work))
         print(json.dumps(rows[-1]), flush=True)
+        partial = work / "series_partial.json"  # every finished notebook, in case a later one fails
+        partial.write_text(json.dumps(rows, indent=1))
     head["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    (work / "series.json").write_text(json.dumps({"head": head, "rows": rows}, indent=1))
+    saved = work / "series.json"
+    if saved.is_file():  # an --only run replaces its notebooks' rows and keeps the others
+        done = {r["notebook"] for r in rows}
+        rows = sorted(
+            [r for r in json.loads(saved.read_text())["rows"] if r["notebook"] not in done] + rows,
+            key=lambda r: r["notebook"],
+        )
+    saved.write_text(json.dumps({"head": head, "rows": rows}, indent=1))
     print(markdown(rows, head))
 
 
