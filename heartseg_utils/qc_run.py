@@ -18,7 +18,7 @@ import numpy as np
 
 from heartseg_utils import metrics, qc
 
-VERSION = 2  # 2: only severe plausibility violations flag alone; an empty mask scores 0
+VERSION = 3  # 2: only severe violations flag alone, an empty mask scores 0; 3: shifted validation copies in the fit
 BODY_FRACTION = 0.1  # body = voxels above this fraction of the scan's 99th intensity percentile
 REGION_VOXELS = 5  # calibration is measured within this many voxels of the truth or the prediction
 FAIL_BELOW = 0.5  # a case with Dice below this is a failure the flag must catch
