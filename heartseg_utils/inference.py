@@ -23,8 +23,9 @@ from heartseg_utils.models import logits_to_probability, probability_to_classes
 from heartseg_utils.precision import amp_decision, autocast, resolve_device
 
 SPLITS = ("validation", "all", "test")
-# flip TTA uses the flips training's augmentation shows: RandFlipd on axis 0 and RandRotate90d in the (0, 1) plane
-# (which flips within it); never the head-foot axis 2, which the network never saw reversed (issue 25)
+# flip TTA uses the flips training's augmentation shows: RandFlipd on axis 0, and RandRotate90d in the (0, 1) plane
+# (which flips within it) or, for a patch that is not square in-plane, RandFlipd on axis 1; never the head-foot
+# axis 2, which the network never saw reversed (issue 25)
 TTA_AXES = (0, 1)
 
 

@@ -245,7 +245,9 @@ def _deterministic(
         xforms.append(mt.Lambdad(keys="label", func=binarize_label if label_values is None else classes))
     return xforms + [
         mt.Orientationd(keys=keys, axcodes="RAS", labels=None),
-        mt.Spacingd(keys=keys, pixdim=spacing, mode=modes),
+        # scale_extent: n voxels of s mm become round(n * s / pixdim), the planner's resampled_shape (without it
+        # 96 slices of 1.37 mm at 2.74 mm give 48 or 49 by float rounding, and 49 pads to 64)
+        mt.Spacingd(keys=keys, pixdim=spacing, mode=modes, scale_extent=True),
         mt.CropForegroundd(
             keys=keys,
             source_key="image",
@@ -283,8 +285,10 @@ def _random(mt: Any, roi: tuple[int, ...], num_samples: int, elastic: bool, n_cl
         _crop(mt, roi, num_samples, n_classes),
         mt.RandFlipd(keys=keys, spatial_axis=0, prob=0.5),
     ]
-    if roi[0] == roi[1]:  # a quarter turn of a non-square patch would change its shape
+    if roi[0] == roi[1]:  # quarter turns (with the flip above they also give the front-back flip)
         xforms.append(mt.RandRotate90d(keys=keys, spatial_axes=(0, 1), prob=0.5))
+    else:  # a quarter turn would change a non-square patch's shape: flip front-back instead, so that both
+        xforms.append(mt.RandFlipd(keys=keys, spatial_axis=1, prob=0.5))  # in-plane flips of TTA were trained
     xforms.append(
         mt.RandAffined(
             keys=keys,

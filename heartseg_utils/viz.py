@@ -356,8 +356,11 @@ def orientation_letters(ax: Any, plane: str, *, color: str = "yellow") -> None:
     """
     if plane not in ORIENTATION_LETTERS:
         raise ValueError(f"plane must be one of {sorted(ORIENTATION_LETTERS)}; got {plane!r}")
+    from matplotlib import patheffects
+
     left, right, top, bottom = ORIENTATION_LETTERS[plane]
-    style = {"transform": ax.transAxes, "color": color, "fontsize": 11, "fontweight": "bold"}
+    outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]  # readable on a bright body edge too
+    style = {"transform": ax.transAxes, "color": color, "fontsize": 11, "fontweight": "bold", "path_effects": outline}
     for text, x, y, ha, va in ((left, 0.02, 0.5, "left", "center"), (right, 0.98, 0.5, "right", "center"),
                                (top, 0.5, 0.98, "center", "top"), (bottom, 0.5, 0.02, "center", "bottom")):  # fmt: skip
         ax.text(x, y, text, ha=ha, va=va, **style)

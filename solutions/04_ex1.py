@@ -18,8 +18,8 @@ print(
     f"training decided on its validation cases: tta {decided.get('tta')} "
     f"(Dice {decided.get('val_dice_no_tta')} without, {decided.get('val_dice_tta')} with)"
 )
-# Training flips along axis 0 (left-right) and turns patches by quarter turns in the axial plane; together these
-# also give the front-back flip. It never turns the heart upside down: a head-foot flip (axis 2) shows the network
+# Training flips along axis 0 (left-right) and either turns patches by quarter turns in the axial plane (a square
+# patch; with the flip these also give the front-back flip) or flips them front-back (a patch that is not square). It never turns the heart upside down: a head-foot flip (axis 2) shows the network
 # something it never saw, and averaging that copy in usually costs Dice. A flip it did see changes Dice much
 # less, a little up or down (printed above). TTA helps only with transforms the network learned to ignore.
 # keep_largest changes nothing when the prediction is already one blob.

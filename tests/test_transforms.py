@@ -135,6 +135,22 @@ def test_elastic_flag():
     assert Rand3DElasticd in names(T.get_transforms("train", pixdim=PIXDIM, elastic=True))
 
 
+def test_both_in_plane_flips_of_tta_are_trained_for_any_patch():
+    """A square patch gets quarter turns (which with the left-right flip give the front-back flip); a patch that is
+    not square in-plane, which a turn would reshape, gets the front-back flip itself. TTA flips axes 0 and 1."""
+    import monai.transforms as mt
+
+    from heartseg_utils.inference import TTA_AXES
+
+    def flips(roi):
+        chain = T.get_transforms("train", pixdim=PIXDIM, roi_size=roi).transforms
+        axes = {t.flipper.spatial_axis for t in chain if isinstance(t, mt.RandFlipd)}
+        return axes, any(isinstance(t, mt.RandRotate90d) for t in chain)
+
+    assert flips((16, 16, 16)) == ({0}, True)
+    assert flips((16, 24, 16)) == ({0, 1}, False) and set(TTA_AXES) == {0, 1}
+
+
 def test_mr_artefacts_flag_adds_monai_artefacts_that_keep_the_patch():
     import monai.transforms as mt
     from monai.transforms import RandBiasFieldd, RandGibbsNoised, RandKSpaceSpikeNoised
