@@ -141,6 +141,18 @@ def _describe(name: str) -> tuple[str, str, int]:
     }[name]
 
 
+def _range_reason(name: str, value: float, low: float, high: float) -> str:
+    """ "<measurement> <value> is above/below the training range <low>-<high>", with enough decimals that the value
+    never prints equal to the bound it crossed, and a share's range shown within [0, 1]."""
+    words, unit, dp = _describe(name)
+    side, bound = ("below", low) if value < low else ("above", high)
+    while dp < 4 and f"{value:.{dp}f}" == f"{bound:.{dp}f}":
+        dp += 1
+    if name == "largest_share":
+        low, high = max(low, 0.0), min(high, 1.0)
+    return f"{words} {value:.{dp}f}{unit} is {side} the training range {low:.{dp}f}-{high:.{dp}f}{unit}"
+
+
 def plausibility(mask: Any, spacing: Sequence[float], reference: Mapping[str, Any], body: Any = None) -> dict[str, Any]:
     """A predicted mask's measurements against the training ranges: a robust z-score and a flag for each.
 
@@ -169,11 +181,7 @@ def plausibility(mask: Any, spacing: Sequence[float], reference: Mapping[str, An
         z[name] = (value - s["median"]) / scale
         out_of_range[name] = not s["low"] <= value <= s["high"]
         if out_of_range[name]:
-            words, unit, dp = _describe(name)
-            side = "below" if value < s["low"] else "above"
-            violations.append(
-                f"{words} {value:.{dp}f}{unit} is {side} the training range {s['low']:.{dp}f}-{s['high']:.{dp}f}{unit}"
-            )
+            violations.append(_range_reason(name, value, s["low"], s["high"]))
     measured = {k: v if math.isfinite(v) else None for k, v in values.items()}
     severe = violations if empty else severe_violations(z, out_of_range, violations)
     return dict(

@@ -303,3 +303,13 @@ def test_the_leave_one_out_scores_leave_a_whole_group_out() -> None:
     assert not np.allclose(plain["loo_scores"], grouped["loo_scores"])
     with pytest.raises(ValueError, match=">= 3 groups"):
         qc.fit_quality_model(features, dice, groups=["p"] * 3 + ["q"] * 3)
+
+
+def test_a_range_reason_never_prints_the_value_equal_to_the_bound_it_crossed() -> None:
+    """0.5004 above 0.32-0.5003 must not read "0.50 is above 0.32-0.50"; a share's range stays within [0, 1]."""
+    from heartseg_utils.qc import _range_reason
+
+    text = _range_reason("centroid_y", 0.5004, 0.32, 0.5003)
+    assert text == "centroid along y (fraction of the body box) 0.5004 is above the training range 0.3200-0.5003"
+    assert _range_reason("largest_share", 0.53, 0.95, 1.05).endswith("0.53 is below the training range 0.95-1.00")
+    assert _range_reason("volume_ml", 30.0, 14.0, 23.1) == "volume 30.0 mL is above the training range 14.0-23.1 mL"
