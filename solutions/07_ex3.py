@@ -5,5 +5,6 @@ print(
     f"{nifti_report['volume_ml']:.1f} mL"
 )
 # The network's grid is coarser: each voxel is a bigger block, so the boundary is staircased differently.
-# The report may also keep only the largest component (the run's decision), may run in bf16 autocast, and its mask comes from the
+# The report may also keep only the largest component (the run's decision), may run in bf16 autocast (a bf16 CPU or a
+# GPU; its "precision" says), and its mask comes from the
 # probability resampled back (bilinear) to the finer scan grid before the 0.5 threshold.
