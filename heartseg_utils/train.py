@@ -415,6 +415,7 @@ def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]], curves: 
         if curves is not None:  # TensorBoard (log_dir): history.csv's row, one validation overlay
             curves.log_epoch(history[-1])
             curves.log_overlay(epoch, *first_validation_case(run))
+        bar.total = planned  # the planned epochs, re-estimated each epoch; min = the worst validation case
         bar.set_postfix(
             loss=f"{loss:.3f}", dice=f"{val_dice:.3f}", min=f"{val_min:.3f}", best=f"{state['best_val_dice']:.3f}"
         )
