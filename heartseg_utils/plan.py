@@ -471,13 +471,15 @@ def _fit_budget(
     if device == "cpu":
         limit = CPU_PATCH_VOXELS * scale
         patch, strides = fit_patch(median, spacing, lambda p, s: int(np.prod(p)) <= limit, divisor=divisor)
+        whole = fit_patch(median, spacing, lambda p, s: True, divisor=divisor)[0]  # the median shape, divisible
+        how = "shrunk along its longest side in mm" if patch != whole else "the median shape rounded to the divisor"
         return (
             patch,
             strides,
             2,
             (
                 f"the largest patch <= the median resampled shape {median} with at most {int(limit):,} voxels (the CPU "
-                f"time budget), shrunk along its longest side in mm: {int(np.prod(patch)):,} voxels"
+                f"time budget), {how}: {int(np.prod(patch)):,} voxels"
             ),
             ("2 volumes x 2 patches each = 4 patches per step, notebook 03's CPU setting (batch norm needs > 1)"),
         )

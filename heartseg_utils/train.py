@@ -415,7 +415,7 @@ def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]], curves: 
         if curves is not None:  # TensorBoard (log_dir): history.csv's row, one validation overlay
             curves.log_epoch(history[-1])
             curves.log_overlay(epoch, *first_validation_case(run))
-        bar.total = planned  # the planned epochs, re-estimated each epoch; min = the worst validation case
+        bar.total, bar.n = planned, epoch  # the planned epochs, re-estimated each epoch; min = the worst case
         bar.set_postfix(
             loss=f"{loss:.3f}", dice=f"{val_dice:.3f}", min=f"{val_min:.3f}", best=f"{state['best_val_dice']:.3f}"
         )
@@ -590,6 +590,13 @@ def train_and_decide(data: Data, run_dir: Path, ddp: distributed.Distributed) ->
         write_run_files(run, data, history, amp_reason)
     with open_curves(data.cfg.log_dir if ddp.master else "", purge_step=len(history) + 1) as curves:  # DDP: rank 0
         stopped = fit(run, state, history, curves)
+    if ddp.master and data.cfg.progress:
+        n_val, n_copies = len(run.val_ds.data), len(run.val_ds.data) * len(data.cfg.qc_shifts)
+        print(
+            f"deciding flip TTA and the largest component on {n_val} validation scans and fitting quality control "
+            f"(with {n_copies} shifted copies): {n_val + n_copies} predictions of 3 network passes",
+            flush=True,
+        )
     post, qc_record = decide_postprocessing(run) if ddp.master else (None, None)  # DDP: rank 0 decides
     post = distributed.broadcast(post, ddp)  # DDP
     metrics = {
