@@ -88,7 +88,13 @@ def preprocessing(config: dict[str, Any]) -> list[dict[str, Any]]:
         _t("LoadImaged", image_only=True),
         _t("EnsureChannelFirstd"),
         _t("Orientationd", axcodes="RAS", labels=None),
-        _t("Spacingd", pixdim=[float(p) for p in config["pixdim"]], mode="bilinear", scale_extent=True),
+        _t(
+            "Spacingd",
+            pixdim=[float(p) for p in config["pixdim"]],
+            mode="bilinear",
+            scale_extent=True,
+            align_corners=True,
+        ),
         _t("CropForegroundd", select_fn="$monai.transforms.utils.is_positive", **crop),  # image > 0: is_positive
         _t("NormalizeIntensityd", nonzero=True, channel_wise=True),
         _t("DivisiblePadd", k=divisor),

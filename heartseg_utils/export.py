@@ -187,7 +187,7 @@ def preprocessing_card(config: dict[str, Any]) -> dict[str, Any]:
         "not_included": {
             "orientation": "RAS (MONAI Orientationd axcodes='RAS')",
             "spacing_mm": [float(p) for p in config["pixdim"]],
-            "resampling": "bilinear for the image (Spacingd)",
+            "resampling": "bilinear for the image (Spacingd scale_extent=True, align_corners=True)",
             "crop": "to the bounding box of image > 0 (CropForegroundd)",
             "intensity": "z-score over the non-zero voxels, per channel (NormalizeIntensityd nonzero=True)",
             "padding": f"each spatial side (x, y, z) to a multiple of {divisor} (DivisiblePadd k={divisor})",
@@ -201,6 +201,9 @@ def preprocessing_card(config: dict[str, Any]) -> dict[str, Any]:
             if multiclass
             else "foreground probability >= 0.5",
             "back_to_the_scan": "undo padding, crop, spacing and orientation (MONAI Invertd) onto the input's grid",
+            "post_processing": "as the run's postprocessing.json decided: with tta, the mean probability over the "
+            "identity and one flip along each of tta_axes (flipped back); with keep_largest (a multi-class run: "
+            "keep_largest_values), the largest connected component",
         },
         **label_card(config),
         "model_name": config["model_name"],

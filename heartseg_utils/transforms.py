@@ -247,7 +247,7 @@ def _deterministic(
         mt.Orientationd(keys=keys, axcodes="RAS", labels=None),
         # scale_extent: n voxels of s mm become round(n * s / pixdim), the planner's resampled_shape (without it
         # 96 slices of 1.37 mm at 2.74 mm give 48 or 49 by float rounding, and 49 pads to 64)
-        mt.Spacingd(keys=keys, pixdim=spacing, mode=modes, scale_extent=True),
+        mt.Spacingd(keys=keys, pixdim=spacing, mode=modes, scale_extent=True, align_corners=True),  # MONAI: a pair
         mt.CropForegroundd(
             keys=keys,
             source_key="image",

@@ -17,6 +17,6 @@ for kind in ("gibbs", "rician"):
         for reason in checked.get("reasons", []):
             print(f"    {reason}")
 # Ringing and noise of this size change a few boundary voxels: the Dice moves a little and the score with it. A
-# scan is flagged only when its score falls below the run's threshold (placed between the validation cases and
-# their failed shifted copies, so a score that dips towards it can flag a scan whose Dice hardly moved: the false
-# alarms of section 4.2).
+# scan is flagged when its score falls below the run's threshold (placed between the validation cases and their
+# failed shifted copies) or when a measurement is far outside the training ranges: a false alarm of section 4.2
+# can come from either, and its printed reasons say which.
