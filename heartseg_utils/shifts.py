@@ -125,6 +125,16 @@ def _write_case(item: dict, dst: Path, kind: str, seed: int) -> dict:
     return {"image": f"./imagesTr/{name}", "label": f"./labelsTr/{Path(item['label']).name}"}
 
 
+def _new_folder(dst: Path, kind: str) -> None:
+    """Check the shift and that ``dst`` is new or empty, then create its imagesTr/ and labelsTr/."""
+    if kind not in SHIFTS:
+        raise ValueError(f"unknown shift {kind!r}; choose one of {sorted(SHIFTS)}")
+    if dst.exists() and any(dst.iterdir()):
+        raise ValueError(f"{dst} is not empty: choose a new folder")
+    for sub in ("imagesTr", "labelsTr"):
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+
+
 def shifted_items(items: list[dict], dst_dir: str | os.PathLike[str], kind: str, seed: int = 0) -> list[dict]:
     """Write shifted copies of labelled items (``image``, ``label``, ``case``) into a new folder; return their items.
 
@@ -141,15 +151,10 @@ def shifted_items(items: list[dict], dst_dir: str | os.PathLike[str], kind: str,
         One item per input with the same ``case``, ``kind``, and absolute ``image`` and ``label`` paths in ``dst_dir``.
     """
     dst = Path(dst_dir).expanduser().resolve()
-    if kind not in SHIFTS:
-        raise ValueError(f"unknown shift {kind!r}; choose one of {sorted(SHIFTS)}")
-    if dst.exists() and any(dst.iterdir()):
-        raise ValueError(f"{dst} is not empty: choose a new folder")
     sources = {Path(item[key]).resolve().parent for item in items for key in ("image", "label")}
     if any(dst == src or src in dst.parents for src in sources):
         raise ValueError(f"{dst} is inside an input folder: the inputs are never written to")
-    for sub in ("imagesTr", "labelsTr"):
-        (dst / sub).mkdir(parents=True, exist_ok=True)
+    _new_folder(dst, kind)
     out = []
     for i, item in enumerate(items):
         written = _write_case(item, dst, kind, seed + i)
@@ -174,16 +179,11 @@ def write_shifted(src_dir: str | os.PathLike[str], dst_dir: str | os.PathLike[st
         ``dataset.json`` that records the shift.
     """
     src, dst = Path(src_dir).expanduser().resolve(), Path(dst_dir).expanduser().resolve()
-    if kind not in SHIFTS:
-        raise ValueError(f"unknown shift {kind!r}; choose one of {sorted(SHIFTS)}")
     if dst == src or src in dst.parents:
         raise ValueError(f"{dst} is {src} or inside it: the source folder is never written to")
-    if dst.exists() and any(dst.iterdir()):
-        raise ValueError(f"{dst} is not empty: choose a new folder")
     meta = data.load_dataset_json(src)
     items = data.load_datalist(src, "training")
-    for sub in ("imagesTr", "labelsTr"):
-        (dst / sub).mkdir(parents=True, exist_ok=True)
+    _new_folder(dst, kind)
     training = [_write_case(item, dst, kind, seed + i) for i, item in enumerate(items)]
     out = {k: v for k, v in meta.items() if k not in ("training", "test", "numTraining", "numTest")}
     out.update(training=training, test=[], numTraining=len(training), numTest=0)
