@@ -42,6 +42,7 @@ from heartseg_utils.config import (
 )
 from heartseg_utils.curves import Curves, open_curves
 from heartseg_utils.inference import (
+    TTA_AXES,
     decide_class_inference,
     decide_inference,
     predict_case,
@@ -594,7 +595,7 @@ def train_and_decide(data: Data, run_dir: Path, ddp: distributed.Distributed) ->
         n_val, n_copies = len(run.val_ds.data), len(run.val_ds.data) * len(data.cfg.qc_shifts)
         print(
             f"deciding flip TTA and the largest component on {n_val} validation scans and fitting quality control "
-            f"(with {n_copies} shifted copies): {n_val + n_copies} predictions of 3 network passes",
+            f"(with {n_copies} shifted copies): {n_val + n_copies} predictions of {1 + len(TTA_AXES)} network passes",
             flush=True,
         )
     post, qc_record = decide_postprocessing(run) if ddp.master else (None, None)  # DDP: rank 0 decides
