@@ -11,7 +11,7 @@ steps-vs-Dice curve). Rows:
     scale:<s>    the planner's layout with the 3D MONAI UNet at budget scale s (plan.CPU_SCALES; 1 = 48^3 at 2.5 mm):
                  a larger s gives finer voxels and a bigger patch, so fewer steps fit the budget
     2d:<s>       that layout with a 2D UNet: in-plane kernels only and no pooling of the thick (slice) axis
-                 (plan.planned_network(..., "2d"), what CPU plans use for thick slices)
+                 (architecture.planned_network(..., "2d"), what CPU plans use for thick slices)
     dynunet:<s>  that layout with nnU-Net's DynUNet (3 x 3 x 1 kernels on levels where the slices are thick)
 
 Usage:
@@ -50,23 +50,23 @@ def _explicit(layout: dict, name: str, kwargs: dict) -> dict:
 
 def _at_scale(fp: dict, scale: float) -> dict:
     """The planner's CPU layout (spacing, patch, UNet) at one budget scale of plan.CPU_SCALES."""
-    from heartseg_utils import plan
+    from heartseg_utils import fingerprints, plan
 
     fixed = {"pixdim": None, "roi_size": None, "divisor": None, "num_samples": 2, "gpu_memory_gib": None}
-    return plan.layout(fp, plan.target_spacing(fp)[0], "cpu", scale, {**fixed, "model": ("unet", {})})
+    return plan.layout(fp, fingerprints.target_spacing(fp)[0], "cpu", scale, {**fixed, "model": ("unet", {})})
 
 
 def row_settings(row: str, fp: dict, args: argparse.Namespace) -> dict:
     """The training settings of one benchmark row: "planned", "today", "scale:<s>", "2d:<s>" or "dynunet:<s>"."""
-    from heartseg_utils import plan
+    from heartseg_utils import architecture, plan
 
     if row == "planned":
         return {"pixdim": "auto", "roi_size": "auto", "batch_size": "auto", "model_name": "auto"}
     kind, scale = ("scale", plan.budget_scale(args.time_budget_min)) if row == "today" else row.split(":")
     layout = _at_scale(fp, float(scale))  # the previous planner = the 3D UNet at the budget-proportional scale
-    strides = plan.pooling_strides(layout["roi_size"], layout["pixdim"])  # as fit_patch planned them
+    strides = architecture.pooling_strides(layout["roi_size"], layout["pixdim"])  # as fit_patch planned them
     network = {"scale": "unet", "2d": "2d", "dynunet": "dynunet"}[kind]
-    name, kw = plan.planned_network(strides, layout["pixdim"], thick_slice_network=network)
+    name, kw = architecture.planned_network(strides, layout["pixdim"], thick_slice_network=network)
     return _explicit(layout, name, kw)
 
 
@@ -83,11 +83,11 @@ def steps_curve(history: list[dict], steps_per_epoch: int) -> dict:
 
 def run_row(row: str, folder: Path, args: argparse.Namespace) -> dict:
     """Train one row and return its table entry."""
-    from heartseg_utils import data, models, plan, train
+    from heartseg_utils import data, fingerprints, models, train
 
     items = data.validate_dataset(folder)
     n_val = max(1, round(0.2 * len(items)))
-    settings = row_settings(row, plan.fingerprint(items), args)
+    settings = row_settings(row, fingerprints.fingerprint(items), args)
     tag = row.replace(":", "_") + ("_nobf16" if os.environ.get("HEARTSEG_NO_BF16") else "")
     run_dir = Path(args.out) / f"{args.variant}_{tag}"
     t0 = time.perf_counter()

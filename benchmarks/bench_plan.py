@@ -34,7 +34,7 @@ def _notebook_parameters(folder: Path, run_dir: Path, args: argparse.Namespace) 
 
 def run_variant(variant: str, args: argparse.Namespace) -> dict:
     """Generate one variant, train on it in the chosen mode and return the table row."""
-    from heartseg_utils import data, plan, precision, synthetic, train
+    from heartseg_utils import data, fingerprints, plan, precision, synthetic, train
 
     folder = synthetic.make_synthetic_dataset(
         Path(args.out) / "data" / variant, n_train=args.n_train, n_test=0, seed=args.seed, variant=variant
@@ -51,7 +51,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     }
     device = str(precision.resolve_device(args.device))
     p = plan.make_plan(
-        plan.fingerprint(data.validate_dataset(folder)), device=device, time_budget_min=args.time_budget_min
+        fingerprints.fingerprint(data.validate_dataset(folder)), device=device, time_budget_min=args.time_budget_min
     )
     t0 = time.perf_counter()
     if args.mode == "plan":

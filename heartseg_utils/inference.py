@@ -4,22 +4,26 @@ Introduced in notebook 04. Everything needed comes from ``run_dir`` (``config.js
 ``split.json``): the model and the ``"infer"`` transforms are rebuilt from the config, and MONAI's ``Invertd``
 maps the foreground probability back onto the original image grid (undoing padding, crop, spacing and
 orientation) before it is thresholded at 0.5 and saved with the input image's shape and affine.
+
+Training's per-epoch validation (notebook 03) uses the same sliding window: :func:`validation_masks`,
+:func:`validate_classes`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from heartseg_utils import runs, scans
-from heartseg_utils.config import model_from_config, transforms_from_config
+from heartseg_utils import distributed, runs, scans
+from heartseg_utils.config import TrainConfig, config_dict, model_from_config, transforms_from_config
 from heartseg_utils.data import split_cases
-from heartseg_utils.models import logits_to_probability, probability_to_classes
+from heartseg_utils.metrics import class_dice, dice
+from heartseg_utils.models import logits_to_mask, logits_to_probability, probability_to_classes
 from heartseg_utils.precision import amp_decision, autocast, resolve_device
 
 SPLITS = ("validation", "all", "test")
@@ -67,6 +71,80 @@ def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, config: d
     return sliding_window_inference(
         image, config["roi_size"], config["sw_batch_size"], model, overlap=config["sw_overlap"]
     ).float()
+
+
+def validation_masks(
+    model: torch.nn.Module, batches: Any, cfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(mask, label)`` per whole validation volume: sliding-window inference, argmax. Notebook 03.
+
+    Binary runs get foreground masks (label > 0); multi-class runs class index maps (0..K) of both.
+    """
+    settings = config_dict(cfg)
+    binary = cfg.label_mode != "multiclass"
+    model.eval()
+    for batch in batches:
+        image, label = batch["image"].to(device), batch["label"].to(device)
+        with torch.no_grad(), autocast(device, amp_dtype):
+            logits = sliding_window_logits(model, image, settings)
+        yield logits_to_mask(logits), ((label > 0) if binary else label).to(torch.uint8)
+
+
+def case_scores(cfg: TrainConfig, mask: torch.Tensor, label: torch.Tensor) -> list[float]:
+    """One validation case's Dice: ``[foreground Dice]`` (binary), or one per class without background.
+
+    Introduced in notebook 03. Multi-class runs score each class k = 1..K of the class index maps
+    (:func:`metrics.class_dice`, the rule of MONAI's ``DiceMetric(include_background=False)``).
+    """
+    if cfg.label_mode != "multiclass":
+        return [dice(mask, label)]
+    return class_dice(mask, label, range(1, len(cfg.label_values)))
+
+
+def validate(
+    model: torch.nn.Module,
+    loader: Any,
+    cfg: TrainConfig,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    ddp: distributed.Distributed | None = None,
+) -> tuple[float, float]:
+    """Mean and minimum foreground Dice (:func:`metrics.dice`) over whole validation volumes. Notebook 03.
+
+    The minimum is the worst case: a mean of 0.8 can hide one case at 0.0, which the minimum shows.
+    Under torchrun (``ddp``) each process validates its share of the cases (possibly none); the Dice sums and
+    counts are added and the minima compared over all processes, so every process returns the same numbers.
+    A multi-class run's numbers are those of :func:`validate_classes` (a case's Dice = the mean over its classes).
+    """
+    mean, low, _ = validate_classes(model, loader, cfg, device, amp_dtype, ddp)
+    return mean, low
+
+
+def validate_classes(
+    model: torch.nn.Module,
+    loader: Any,
+    cfg: TrainConfig,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    ddp: distributed.Distributed | None = None,
+) -> tuple[float, float, list[float]]:
+    """:func:`validate` with the per-class means: ``(mean, worst case, [mean Dice of each class])``. Notebook 03.
+
+    Each case scores :func:`case_scores`; a class's Dice is its mean over the cases, the run's Dice the mean over
+    the classes (the macro mean: the number that picks the best checkpoint), the worst case the lowest class mean
+    of a case. A binary run has one class: all three are its foreground Dice.
+    """
+    n_classes = len(cfg.label_values) - 1 if cfg.label_mode == "multiclass" else 1
+    scores = [case_scores(cfg, *pair) for pair in validation_masks(model, loader, cfg, device, amp_dtype)]
+    sums = [float(sum(s[k] for s in scores)) for k in range(n_classes)]
+    count, low = float(len(scores)), min((sum(s) / len(s) for s in scores), default=1.0)
+    if ddp is not None:
+        *sums, count = distributed.reduce([*sums, count], ddp)  # DDP
+        low = distributed.reduce([low], ddp, "min")[0]  # DDP
+    if not count:
+        return 0.0, 0.0, [0.0] * n_classes
+    per_class = [total / count for total in sums]
+    return sum(per_class) / n_classes, low, per_class
 
 
 def _foreground_probability(

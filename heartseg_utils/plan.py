@@ -2,11 +2,11 @@
 
 Introduced in notebook 03. Three steps, each one a function a learner can call and print:
 
-1. :func:`fingerprint` reads the training cases once: voxel spacing (RAS order), shape after cropping to the
+1. ``fingerprints.fingerprint`` reads the training cases once: voxel spacing (RAS order), shape after cropping to the
    image foreground, intensities inside the label, foreground fraction and label values.
 2. :func:`make_plan` turns the fingerprint into a target spacing (``pixdim``), a patch (``roi_size``), a batch
-   and a MONAI UNet whose downsampling respects anisotropy, within a budget: GPU memory on CUDA, the time
-   budget on the CPU. ``plan["reasons"]`` says why each value was chosen, with the numbers.
+   and a MONAI UNet whose downsampling respects anisotropy (``architecture``), within a budget: GPU memory on
+   CUDA, the time budget on the CPU. ``plan["reasons"]`` says why each value was chosen, with the numbers.
 3. :func:`resolve_auto` replaces the ``"auto"`` values of a training configuration with the plan's; explicit
    values always win. :func:`plan_table` lays the plan out as rows for a notebook table.
 
@@ -24,21 +24,25 @@ from typing import Any
 
 import numpy as np
 
+from heartseg_utils.architecture import (
+    MIN_SIDE,
+    activation_bytes,
+    build_unet,
+    divisor_of,
+    planned_network,
+    pooling_strides,
+)
 from heartseg_utils.config import PLANNED_FIELDS, TrainConfig
-from heartseg_utils.models import get_model, required_divisor, stride_product
+from heartseg_utils.fingerprints import fingerprint, fmt_mm, resampled_shape, target_spacing
+from heartseg_utils.models import get_model, required_divisor
 from heartseg_utils.precision import resolve_device, train_step_seconds
 from heartseg_utils.transforms import resolve_pixdim
 
-ANISOTROPY = 3.0  # an axis this much coarser than the others is "thick-slice" (nnU-Net's threshold)
-MIN_SIDE = 3  # the deepest feature map keeps >= 3 voxels per side: one 3x3x3 convolution's reach
-MAX_POOLS = 5  # at most 5 downsamplings: 6 resolution levels
-CHANNEL_BASE, CHANNEL_CAP = 16, 320  # channels double per level from 16 (notebook 03's UNet), capped as nnU-Net
 CPU_REFERENCE_MIN = 4.5  # notebook 03's CPU time budget, which the CPU sizes below are calibrated for
 CPU_VOLUME_VOXELS = 64**3  # median resampled volume for that budget: the default phantom at 2.5 mm
 CPU_PATCH_VOXELS = 48**3  # patch for that budget: notebook 03's 48^3
 COARSEN_STEPS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)  # spacing multipliers tried on the CPU
 GPU_MAX_SIDE, GPU_MEMORY_FRACTION, GPU_OVERHEAD_BYTES = 128, 0.85, 2**30  # nnU-Net-like patches; CUDA context
-PERCENTILES = (0.5, 50.0, 99.5)
 # Planning by measured step time on the CPU (a run with a time budget); the figures behind each value are in
 # docs/benchmarks.md ("Planning by measured step time").
 CPU_STEPS = (
@@ -49,150 +53,6 @@ CPU_STEP_OVERHEAD = 1.15  # a real step (data, loss, optimiser) over the timed f
 CPU_SCALES = (4.0, 2.83, 2.0, 1.41, 1.0, 0.71, 0.5, 0.35, 0.25)  # budget scales tried, largest patch first
 THICK_SLICE_NETWORK = "2d"  # thick slices in a timed CPU plan: a 2D UNet won there (docs/benchmarks.md)
 GIB = 2**30
-
-
-def _ras_axes(img: Any) -> np.ndarray:
-    """For each voxel axis of a NIfTI image, the RAS world axis it runs along (as Orientationd reorders)."""
-    import nibabel as nib
-
-    return nib.orientations.io_orientation(img.affine)[:, 0].astype(int)
-
-
-def _intensity_stats(values: np.ndarray) -> dict[str, float] | None:
-    """Percentiles, mean and sd of foreground intensities (None when the label is empty)."""
-    if values.size == 0:
-        return None
-    pct = np.percentile(values, PERCENTILES)
-    stats = {f"p{p:g}": round(float(v), 4) for p, v in zip(PERCENTILES, pct)}
-    return {**stats, "mean": round(float(values.mean()), 4), "sd": round(float(values.std()), 4)}
-
-
-def _foreground_box(fg: np.ndarray) -> tuple[slice, ...]:
-    """Bounding box of the True voxels (the whole array when there are none)."""
-    if not fg.any():
-        return tuple(slice(0, n) for n in fg.shape)
-    box = []
-    for k in range(fg.ndim):
-        hit = np.flatnonzero(fg.any(axis=tuple(a for a in range(fg.ndim) if a != k)))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
-
-
-def _case_fingerprint(item: Mapping[str, Any], rng: np.random.Generator) -> tuple[dict[str, Any], np.ndarray]:
-    """One case's fingerprint and a sample (up to 10,000) of its foreground intensities for the pooled stats."""
-    import nibabel as nib
-
-    try:
-        img, lbl = nib.load(str(item["image"])), nib.load(str(item["label"]))
-        image, label = np.asanyarray(img.dataobj), np.asanyarray(lbl.dataobj)
-    except Exception as err:
-        raise ValueError(f"cannot read case {item.get('case')} ({item['image']}, {item['label']}): {err}") from err
-    if image.ndim == 4:
-        image = image[..., 0]  # first channel, as the fingerprint of a multi-channel scan
-    if image.shape != label.shape:
-        raise ValueError(f"{item['label']}: label shape {label.shape} differs from image shape {image.shape}")
-    axes, zooms = _ras_axes(img), img.header.get_zooms()[:3]
-    box = _foreground_box(image > 0)  # the pipeline's CropForegroundd(select_fn=image > 0)
-    spacing, shape, cropped = [0.0] * 3, [0] * 3, [0] * 3
-    for i in range(3):
-        spacing[axes[i]], shape[axes[i]] = round(float(zooms[i]), 4), int(image.shape[i])
-        cropped[axes[i]] = box[i].stop - box[i].start
-    lab = label[box] != 0
-    values = image[box][lab].astype(np.float64)
-    sample = rng.choice(values, size=min(values.size, 10_000), replace=False) if values.size else values
-    case = {
-        "case": str(item.get("case", item["image"])),
-        "spacing": spacing,
-        "shape": shape,
-        "cropped_shape": cropped,
-        "foreground_fraction": round(float(lab.mean()), 6),
-        "intensity": _intensity_stats(values),
-        "label_values": [int(v) for v in np.unique(label)],
-        "dtype": str(image.dtype),
-    }
-    return case, sample
-
-
-def fingerprint(items: list[dict], *, max_cases: int | None = None) -> dict[str, Any]:
-    """Describe the training cases the way nnU-Net's fingerprint does: geometry, intensities, labels.
-
-    Introduced in notebook 03. Reads every image and label once (or ``max_cases`` of them, evenly spread).
-
-    Args:
-        items: training items with ``"image"`` and ``"label"`` paths (and ``"case"``), as
-            ``data.validate_dataset`` returns.
-        max_cases: read at most this many cases (None = all).
-
-    Returns:
-        A JSON-serialisable dict: ``"cases"`` (per case: ``spacing`` in mm and ``shape``/``cropped_shape`` in
-        voxels, all in RAS axis order; ``foreground_fraction`` of the cropped volume; ``intensity``
-        percentiles 0.5/50/99.5, mean and sd inside the label; ``label_values``; ``dtype``), ``"median"``
-        (spacing, cropped_shape, foreground_fraction), ``"intensity"`` (pooled over all cases),
-        ``"label_values"`` (union) and ``"n_cases"``.
-    """
-    if not items:
-        raise ValueError("fingerprint needs at least one training item (got none); check the data folder.")
-    if max_cases is not None and max_cases < len(items):
-        if max_cases < 1:
-            raise ValueError(f"max_cases must be >= 1 or None, got {max_cases}")
-        items = [items[int(i)] for i in np.linspace(0, len(items) - 1, max_cases).round()]
-    rng = np.random.default_rng(0)
-    cases, samples = zip(*(_case_fingerprint(item, rng) for item in items))
-    median = {key: np.median([c[key] for c in cases], axis=0) for key in ("spacing", "cropped_shape")}
-    return {
-        "n_cases": len(cases),
-        "cases": list(cases),
-        "median": {
-            "spacing": [round(float(s), 4) for s in median["spacing"]],
-            "cropped_shape": [round(float(s)) for s in median["cropped_shape"]],
-            "foreground_fraction": round(float(np.median([c["foreground_fraction"] for c in cases])), 6),
-        },
-        "intensity": _intensity_stats(np.concatenate(samples)),
-        "label_values": sorted({v for c in cases for v in c["label_values"]}),
-    }
-
-
-def target_spacing(fp: Mapping[str, Any]) -> tuple[list[float], str]:
-    """nnU-Net's target spacing: the median per axis; the 10th percentile for a thick-slice axis.
-
-    Introduced in notebook 03. An axis counts as thick-slice when its median spacing is more than
-    ``ANISOTROPY`` (3) times the coarsest other axis and it has fewer than a third of the voxels of the
-    others; resampling it to the median would blur the thinner stacks, so its 10th percentile is used
-    (never finer than the other axes).
-
-    Args:
-        fp: a :func:`fingerprint`.
-
-    Returns:
-        ``(spacing, reason)``: three floats in mm (RAS order) and one sentence.
-    """
-    spacings = np.array([c["spacing"] for c in fp["cases"]], float)
-    sizes = np.array([c["cropped_shape"] for c in fp["cases"]], float)
-    target, size = np.median(spacings, axis=0), np.median(sizes, axis=0)
-    worst = int(np.argmax(target))
-    others = [i for i in range(3) if i != worst]
-    ratio = target[worst] / max(target[i] for i in others)
-    if ratio > ANISOTROPY and size[worst] * ANISOTROPY < min(size[i] for i in others):
-        p10 = max(float(np.percentile(spacings[:, worst], 10)), max(target[i] for i in others))
-        reason = (
-            f"median spacing {_fmt(target)} mm, but axis {'xyz'[worst]} is {ratio:.1f}x coarser than the others "
-            f"(> {ANISOTROPY:g}) with few voxels ({size[worst]:.0f}), so it takes the 10th percentile of its "
-            f"spacings, {p10:.3g} mm, as nnU-Net does for thick-slice data"
-        )
-        target[worst] = p10
-    else:
-        reason = f"median spacing over {len(spacings)} cases: {_fmt(target)} mm (nnU-Net's rule; no thick-slice axis)"
-    return [round(float(s), 4) for s in target], reason
-
-
-def _fmt(values: Sequence[float]) -> str:
-    return " x ".join(f"{float(v):.3g}" for v in values)
-
-
-def resampled_shape(fp: Mapping[str, Any], spacing: Sequence[float]) -> list[int]:
-    """Median shape (voxels, RAS) of the cropped cases after resampling to ``spacing``. Introduced in notebook 03."""
-    shapes = [np.array(c["cropped_shape"]) * np.array(c["spacing"]) / np.array(spacing, float) for c in fp["cases"]]
-    return [max(1, round(float(s))) for s in np.median(shapes, axis=0)]
 
 
 def budget_scale(time_budget_min: float) -> float:
@@ -212,8 +72,8 @@ def coarsen_for_cpu(
     then every axis by the same factor from ``COARSEN_STEPS``.
 
     Args:
-        fp: a :func:`fingerprint`.
-        spacing: the target spacing (from :func:`target_spacing`).
+        fp: a ``fingerprints.fingerprint``.
+        spacing: the target spacing (from ``fingerprints.target_spacing``).
         time_budget_min: the run's time budget in minutes (0 = 4.5).
         scale: the voxel budget's multiple of the 4.5-minute one, when measured step times chose it
             (:func:`plan_cpu_by_time`); None = in proportion to ``time_budget_min``.
@@ -228,7 +88,7 @@ def coarsen_for_cpu(
         return int(np.prod(resampled_shape(fp, s)))
 
     start = voxels(sp)
-    head = f"at {_fmt(spacing)} mm the median volume has {start:,} voxels, the CPU budget allows {int(limit):,}"
+    head = f"at {fmt_mm(spacing)} mm the median volume has {start:,} voxels, the CPU budget allows {int(limit):,}"
     if start <= limit:
         return [round(float(s), 4) for s in sp], f"{head}: kept"
     fine = sp < sp.max() / 2
@@ -242,160 +102,13 @@ def coarsen_for_cpu(
         if voxels(sp * f) <= limit:
             break
     cand = sp * f
-    return [round(float(s), 4) for s in cand], f"{head}: coarsened to {_fmt(cand)} mm ({voxels(cand):,} voxels)"
-
-
-def pooling_strides(
-    patch: Sequence[float], spacing: Sequence[float], *, exact: bool = False, max_pools: int = MAX_POOLS
-) -> list[list[int]]:
-    """nnU-Net's downsampling rule: per level, stride 2 on each axis that may still be pooled, else 1.
-
-    Introduced in notebook 03. An axis is pooled while its side stays >= ``MIN_SIDE`` voxels after pooling
-    and its current spacing is at most twice the finest spacing among the poolable axes, so a 10 mm axis
-    is not pooled until the in-plane spacing has caught up.
-
-    Args:
-        patch: patch size in voxels (x, y, z).
-        spacing: voxel size in mm.
-        exact: pool an axis only while its side stays an integer (for a given, fixed patch).
-        max_pools: most downsamplings.
-
-    Returns:
-        One ``[sx, sy, sz]`` per level (MONAI UNet's ``strides``).
-    """
-    side, sp, strides = np.array(patch, float), np.array(spacing, float), []
-    for _ in range(max_pools):
-        ok = side / 2 >= MIN_SIDE
-        if exact:
-            ok &= side % 2 == 0
-        if not ok.any():
-            break
-        ok &= sp <= 2 * sp[ok].min()
-        step = np.where(ok, 2, 1)
-        strides.append([int(s) for s in step])
-        side, sp = side / step, sp * step
-    return strides
-
-
-def divisor_of(strides: Sequence[Sequence[int] | int]) -> list[int]:
-    """Per-axis factor every input side must be divisible by: the product of the strides on that axis."""
-    return list(stride_product(strides))
-
-
-def unet_kwargs(strides: Sequence[Sequence[int]]) -> dict[str, Any]:
-    """MONAI UNet keyword arguments for these strides: channels 16, 32, ... (capped at 320), as notebook 03."""
-    channels = [min(CHANNEL_BASE * 2**i, CHANNEL_CAP) for i in range(len(strides) + 1)]
-    return {
-        "channels": channels,
-        "strides": [list(s) for s in strides],
-        "num_res_units": 2,
-        "norm": "batch",
-        "dropout": 0.2,
-    }
-
-
-def level_kernels(strides: Sequence[Sequence[int]], spacing: Sequence[float]) -> list[list[int]]:
-    """Per resolution level, the convolution kernel nnU-Net gives thick-slice data: 1 along an axis whose voxels
-    are more than twice the finest axis's at that level, else 3 (so 3 x 3 x 1 while the slices are thick).
-
-    Introduced in notebook 03. One entry per level (``len(strides) + 1``); a 1 skips the costly and, across 8 mm
-    slices, nearly useless convolution along that axis until pooling has brought the in-plane voxels close.
-    """
-    sp, kernels = np.array(spacing, float), []
-    for step in [*strides, None]:
-        kernels.append([1 if s > 2 * sp.min() else 3 for s in sp])
-        if step is not None:
-            sp = sp * np.array(step)
-    return kernels
-
-
-def planned_network(
-    strides: Sequence[Sequence[int]], spacing: Sequence[float], thick_slice_network: str = "unet"
-) -> tuple[str, dict[str, Any]]:
-    """The planned network's registry name and keyword arguments for these strides at this spacing. Notebook 03.
-
-    Near-isotropic data (no level would use a 3 x 3 x 1 kernel, :func:`level_kernels`): MONAI's UNet
-    (:func:`unet_kwargs`). Thick-slice data (the slices more than twice the in-plane voxels), by
-    ``thick_slice_network``:
-
-    - ``"2d"``: MONAI's UNet with 3 x 3 x 1 kernels on every level and no pooling across slices, a 2D UNet run on
-      every slice of the patch, along whichever axis is thick. On the realistic short-axis phantom it beat the 3D
-      UNet at every layout tried under a 12-minute CPU budget (docs/benchmarks.md), so timed CPU plans, which
-      get at least :data:`CPU_STEPS` steps, use it (:data:`THICK_SLICE_NETWORK`); nnU-Net also trains a 2D
-      network for such data. With about 100 steps at 3.75 mm in-plane it did worse than the 3D UNet, so the
-      untimed reference plan and GPU plans (not measured) keep the 3D UNet.
-    - ``"unet"`` (the default): the 3D UNet, whose strides skip the slice axis until the in-plane voxels catch up.
-    - ``"dynunet"``: nnU-Net's own network, MONAI's ``DynUNet``, with per-level kernels; it convolves twice at
-      full resolution where MONAI's UNet starts with a strided convolution, and its step measured about 4x slower.
-    """
-    kernels = level_kernels(strides, spacing)
-    if thick_slice_network == "unet" or all(k == [3, 3, 3] for k in kernels):
-        return "unet", unet_kwargs(strides)
-    if thick_slice_network == "2d":
-        thick = int(np.argmax(spacing))
-        flat = [[1 if a == thick else int(v) for a, v in enumerate(level)] for level in strides]
-        kernel = [1 if a == thick else 3 for a in range(3)]
-        return "unet", {**unet_kwargs([f for f in flat if 2 in f]), "kernel_size": kernel, "up_kernel_size": kernel}
-    filters = [min(CHANNEL_BASE * 2**i, CHANNEL_CAP) for i in range(len(strides) + 1)]
-    return "dynunet", {
-        "kernel_size": kernels,
-        "strides": [[1, 1, 1], *[list(s) for s in strides]],
-        "filters": filters,
-        "norm_name": "instance",
-        "res_block": True,
-    }
-
-
-def build_unet(model_kwargs: Mapping[str, Any], out_channels: int = 2, model_name: str = "unet"):
-    """The network a plan describes, from the model registry (``models.get_model``). Notebook 03."""
-    return get_model(model_name, out_channels=out_channels, **dict(model_kwargs))
-
-
-def activation_bytes(
-    model: Any, roi_size: Sequence[int], batch_size: int, *, in_channels: int = 1, bytes_per_value: int = 4
-) -> int:
-    """Estimate the activation memory of one forward pass without allocating it (PyTorch's meta device).
-
-    Introduced in notebook 06; the planner's GPU memory model (:func:`gpu_bytes`) uses it too. Sums the outputs of
-    every leaf module (convolutions, norms, activations), which is roughly what autograd keeps for the backward
-    pass. Weights, gradients and optimiser state come on top.
-
-    Args:
-        model: the network (it is not modified: a copy is moved to the meta device).
-        roi_size: patch size (x, y, z) in voxels.
-        batch_size: patches per batch.
-        in_channels: image channels.
-        bytes_per_value: 4 for float32, 2 for bf16/fp16 autocast.
-
-    Returns:
-        The estimate in bytes.
-    """
-    import copy
-
-    import torch
-
-    if batch_size < 1 or len(roi_size) != 3 or any(int(r) < 1 for r in roi_size):
-        raise ValueError(f"need batch_size >= 1 and 3 positive roi sides, got {batch_size}, {tuple(roi_size)}")
-    meta = copy.deepcopy(model).to("meta")
-    total = [0]
-
-    def count(_module: Any, _inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor):
-            total[0] += output.numel()
-
-    handles = [m.register_forward_hook(count) for m in meta.modules() if not list(m.children())]
-    try:
-        meta.train()
-        meta(torch.empty(batch_size, in_channels, *[int(r) for r in roi_size], device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0] * bytes_per_value
+    return [round(float(s), 4) for s in cand], f"{head}: coarsened to {fmt_mm(cand)} mm ({voxels(cand):,} voxels)"
 
 
 def gpu_bytes(model_kwargs: Mapping[str, Any], roi: Sequence[int], patches: int, model_name: str = "unet") -> int:
-    """Estimated GPU memory of one training step: activations (:func:`activation_bytes`, counted at 4 bytes as a
-    margin over bf16), fp32 weights + gradients + two AdamW moments, and 1 GiB of CUDA context and workspace."""
+    """Estimated GPU memory of one training step: activations (``architecture.activation_bytes``, counted at 4
+    bytes as a margin over bf16), fp32 weights + gradients + two AdamW moments, and 1 GiB of CUDA context
+    and workspace."""
     net = build_unet(model_kwargs, model_name=model_name)
     params = sum(p.numel() for p in net.parameters())
     return activation_bytes(net, roi, patches, bytes_per_value=4) + 16 * params + GPU_OVERHEAD_BYTES
@@ -500,7 +213,7 @@ def _fit_budget(
         (
             f"the largest patch <= the median resampled shape {median}, at most {GPU_MAX_SIDE} per side, whose step "
             f"fits {GPU_MEMORY_FRACTION:.0%} of {target / GPU_MEMORY_FRACTION / GIB:.0f} GiB (estimated with "
-            f"plan.activation_bytes)"
+            f"architecture.activation_bytes)"
         ),
         (
             f"{batch} volumes x {num_samples} patches per step: an estimated {gib:.1f} GiB of "
@@ -670,7 +383,7 @@ def make_plan(
     plan on every machine.
 
     Args:
-        fp: a :func:`fingerprint`.
+        fp: a ``fingerprints.fingerprint``.
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:0"`` and ``torch.device`` work too).
         time_budget_min: the run's time budget (CPU only; 0 = notebook 03's 4.5 minutes, never measured).
         gpu_memory_gib: GPU memory to plan for (None = what CUDA reports).

@@ -5,8 +5,9 @@ Introduced in notebook 03. ``run_training(config)`` is what notebook 03 calls an
 Launched by ``torchrun --nproc_per_node=N -m heartseg_utils.train ...`` the same loop runs data-parallel:
 the few lines that differ are marked ``# DDP`` and call :mod:`heartseg_utils.distributed` (docs/distributed.md).
 
-Read it top to bottom: the building blocks (seeding, one epoch, validation), the data and the pieces of a run,
-then :func:`fit`, the epoch loop, and :func:`run_training` over named steps. The recipe's registries live in
+Read it top to bottom: the building blocks (seeding, one epoch; the validation Dice is
+``inference.validate_classes``), the data and the pieces of a run, then :func:`fit`, the epoch loop, and
+:func:`run_training` over named steps. The recipe's registries live in
 :mod:`heartseg_utils.recipe`, the configuration in :mod:`heartseg_utils.config`, the precision decision in
 :mod:`heartseg_utils.precision` and every file of the run folder in :mod:`heartseg_utils.runs`.
 """
@@ -46,16 +47,16 @@ from heartseg_utils.inference import (
     decide_class_inference,
     decide_inference,
     predict_case,
-    sliding_window_logits,
+    validate_classes,
+    validation_masks,
 )
-from heartseg_utils.metrics import class_dice, dice
-from heartseg_utils.models import count_parameters, logits_to_mask
+from heartseg_utils.models import count_parameters
 from heartseg_utils.precision import amp_decision, autocast, dtype_name, resolve_device
 from heartseg_utils.recipe import DECAYS, OPTIMIZERS, SCHEDULERS, ProgressLR, make_loss, step_scheduler
 
 
 # --------------------------------------------------------------------------------------------------
-# Seeding, one epoch, validation
+# Seeding, one epoch, the first validation case
 # --------------------------------------------------------------------------------------------------
 def seed_epoch(seed: int, epoch: int, *datasets: Any, rank: int = 0) -> torch.Generator:
     """Reseed every random source from (seed, rank, epoch): a resumed run replays what it would have done.
@@ -96,34 +97,6 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype
     return total / max(n, 1)
 
 
-def validation_masks(
-    model: torch.nn.Module, batches: Any, cfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(mask, label)`` per whole validation volume: sliding-window inference, argmax. Notebook 03.
-
-    Binary runs get foreground masks (label > 0); multi-class runs class index maps (0..K) of both.
-    """
-    settings = config_dict(cfg)
-    binary = cfg.label_mode != "multiclass"
-    model.eval()
-    for batch in batches:
-        image, label = batch["image"].to(device), batch["label"].to(device)
-        with torch.no_grad(), autocast(device, amp_dtype):
-            logits = sliding_window_logits(model, image, settings)
-        yield logits_to_mask(logits), ((label > 0) if binary else label).to(torch.uint8)
-
-
-def case_scores(cfg: TrainConfig, mask: torch.Tensor, label: torch.Tensor) -> list[float]:
-    """One validation case's Dice: ``[foreground Dice]`` (binary), or one per class without background.
-
-    Introduced in notebook 03. Multi-class runs score each class k = 1..K of the class index maps
-    (:func:`metrics.class_dice`, the rule of MONAI's ``DiceMetric(include_background=False)``).
-    """
-    if cfg.label_mode != "multiclass":
-        return [dice(mask, label)]
-    return class_dice(mask, label, range(1, len(cfg.label_values)))
-
-
 def class_columns(cfg: TrainConfig) -> list[str]:
     """history.csv's per-class columns of a multi-class run, ``val_dice_<name>`` (none for a binary run).
 
@@ -137,52 +110,6 @@ def class_columns(cfg: TrainConfig) -> list[str]:
         column = "val_dice_" + ("".join(c if c.isalnum() else "_" for c in str(name).lower()).strip("_") or "class")
         columns.append(f"{column}_{value}" if column in columns or column in runs.HISTORY_FIELDS else column)
     return columns
-
-
-def validate(
-    model: torch.nn.Module,
-    loader: Any,
-    cfg: TrainConfig,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    ddp: distributed.Distributed | None = None,
-) -> tuple[float, float]:
-    """Mean and minimum foreground Dice (:func:`metrics.dice`) over whole validation volumes. Notebook 03.
-
-    The minimum is the worst case: a mean of 0.8 can hide one case at 0.0, which the minimum shows.
-    Under torchrun (``ddp``) each process validates its share of the cases (possibly none); the Dice sums and
-    counts are added and the minima compared over all processes, so every process returns the same numbers.
-    A multi-class run's numbers are those of :func:`validate_classes` (a case's Dice = the mean over its classes).
-    """
-    mean, low, _ = validate_classes(model, loader, cfg, device, amp_dtype, ddp)
-    return mean, low
-
-
-def validate_classes(
-    model: torch.nn.Module,
-    loader: Any,
-    cfg: TrainConfig,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    ddp: distributed.Distributed | None = None,
-) -> tuple[float, float, list[float]]:
-    """:func:`validate` with the per-class means: ``(mean, worst case, [mean Dice of each class])``. Notebook 03.
-
-    Each case scores :func:`case_scores`; a class's Dice is its mean over the cases, the run's Dice the mean over
-    the classes (the macro mean: the number that picks the best checkpoint), the worst case the lowest class mean
-    of a case. A binary run has one class: all three are its foreground Dice.
-    """
-    n_classes = len(cfg.label_values) - 1 if cfg.label_mode == "multiclass" else 1
-    scores = [case_scores(cfg, *pair) for pair in validation_masks(model, loader, cfg, device, amp_dtype)]
-    sums = [float(sum(s[k] for s in scores)) for k in range(n_classes)]
-    count, low = float(len(scores)), min((sum(s) / len(s) for s in scores), default=1.0)
-    if ddp is not None:
-        *sums, count = distributed.reduce([*sums, count], ddp)  # DDP
-        low = distributed.reduce([low], ddp, "min")[0]  # DDP
-    if not count:
-        return 0.0, 0.0, [0.0] * n_classes
-    per_class = [total / count for total in sums]
-    return sum(per_class) / n_classes, low, per_class
 
 
 def first_validation_case(run: Run) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

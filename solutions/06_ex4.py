@@ -10,7 +10,8 @@ for bytes_per_value, name in ((4, "fp32"), (2, "AMP")):
     fitting = [
         s
         for s in range(64, 257, 16)
-        if margin * plan.activation_bytes(unet, (s, s, s), 2, bytes_per_value=bytes_per_value) / 2**30 <= usable_gib
+        if margin * architecture.activation_bytes(unet, (s, s, s), 2, bytes_per_value=bytes_per_value) / 2**30
+        <= usable_gib
     ]
     print(f"{name}: largest side worth trying {max(fitting) if fitting else None}")
 # A lower bound + a margin gives a candidate, not a guarantee: run one training step at that size on the GPU with

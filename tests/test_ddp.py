@@ -183,7 +183,7 @@ def test_reduced_validation_dice_equals_one_process_validating_the_checkpoint(dd
     """Each process validated half of the cases; the all-reduced mean must be the plain mean over all cases."""
     from monai.data import DataLoader, Dataset
 
-    from heartseg_utils.inference import split_items
+    from heartseg_utils.inference import split_items, validate
 
     run = ddp_run["run"]
     saved = json.loads((run / "config.json").read_text())
@@ -193,7 +193,7 @@ def test_reduced_validation_dice_equals_one_process_validating_the_checkpoint(dd
     loader = DataLoader(
         Dataset(split_items(run, split="validation"), C.transforms_from_config(saved, "val")), batch_size=1
     )
-    dice, _ = T.validate(model, loader, cfg, torch.device("cpu"), None)
+    dice, _ = validate(model, loader, cfg, torch.device("cpu"), None)
     assert abs(dice - float(_history(run)[-1]["val_dice"])) < 1e-5
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from heartseg_utils import debug, models, plan
+from heartseg_utils import architecture, debug, models
 
 SMALL = {"channels": (4, 8, 16), "strides": (2, 2), "num_res_units": 1}
 
@@ -28,14 +28,14 @@ def test_track_grad_norms_logs_one_norm_per_step_and_stops_after_remove() -> Non
 
 def test_activation_estimate_scales_with_voxels_batch_and_precision() -> None:
     model = models.get_model("unet", **SMALL)
-    one = plan.activation_bytes(model, (16, 16, 16), 1)
+    one = architecture.activation_bytes(model, (16, 16, 16), 1)
     assert one > 0
-    assert plan.activation_bytes(model, (32, 32, 32), 1) == 8 * one  # every layer's output scales with voxels
-    assert plan.activation_bytes(model, (16, 16, 16), 2) == 2 * one
-    assert plan.activation_bytes(model, (16, 16, 16), 1, bytes_per_value=2) == one // 2
+    assert architecture.activation_bytes(model, (32, 32, 32), 1) == 8 * one  # every layer's output scales with voxels
+    assert architecture.activation_bytes(model, (16, 16, 16), 2) == 2 * one
+    assert architecture.activation_bytes(model, (16, 16, 16), 1, bytes_per_value=2) == one // 2
     assert next(model.parameters()).device.type == "cpu"  # the model itself is untouched
     with pytest.raises(ValueError, match="roi"):
-        plan.activation_bytes(model, (16, 16), 1)
+        architecture.activation_bytes(model, (16, 16), 1)
 
 
 def test_measured_cpu_peak_is_positive_and_grows_with_the_patch() -> None:
@@ -44,7 +44,7 @@ def test_measured_cpu_peak_is_positive_and_grows_with_the_patch() -> None:
     small = debug.measure_peak_memory(model, (16, 16, 16), 1)
     big = debug.measure_peak_memory(model, (64, 64, 64), 1)
     assert big["peak_mib"] > small["peak_mib"] >= 0 and big["method"]
-    assert big["peak_mib"] >= 0.5 * plan.activation_bytes(model, (64, 64, 64), 1) / 2**20
+    assert big["peak_mib"] >= 0.5 * architecture.activation_bytes(model, (64, 64, 64), 1) / 2**20
 
 
 def _history(loss, dice) -> pd.DataFrame:

@@ -45,11 +45,13 @@ LAYERS: dict[str, int] = {
     "scans": 0,  # one check of a scan file: validate_dataset and predict
     "cli": 0,  # the command-line boundary: one line per failure
     "splits": 0,  # train/validation, folds, holdout
+    "fingerprints": 0,  # the dataset fingerprint: numpy and nibabel only
     # layer 1
     "data": 1,
     "qc": 1,  # the quality-control signals: imports metrics and viz only
     "config": 1,
     "curves": 1,  # TensorBoard curves of a run (log_dir): imports viz
+    "architecture": 1,  # the planned network and its activation memory: imports models
     # layer 2
     "plan": 2,
     "inference": 2,

@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from heartseg_utils import architecture, data, fingerprints, plan, synthetic
 from heartseg_utils import config as C
-from heartseg_utils import data, plan, synthetic
 from heartseg_utils.transforms import median_spacing
 
 
@@ -49,7 +49,7 @@ def variant_sets(tmp_path_factory) -> dict:
             tmp_path_factory.mktemp(variant) / "ds", n_train=6, n_test=0, seed=5, variant=variant
         )
         items = data.validate_dataset(folder)
-        out[variant] = (folder, items, plan.fingerprint(items))
+        out[variant] = (folder, items, fingerprints.fingerprint(items))
     return out
 
 
@@ -59,13 +59,13 @@ def _strides_follow_the_rules(p: dict) -> None:
     in_plane = np.array(p["model_kwargs"].get("kernel_size", [3, 3, 3])) == 3  # a 2D UNet never pools its slice axis
     for level in p["model_kwargs"]["strides"]:
         pooled = np.array(level) == 2
-        assert pooled.any() and np.all(side[pooled] / 2 >= plan.MIN_SIDE), (level, side)
+        assert pooled.any() and np.all(side[pooled] / 2 >= architecture.MIN_SIDE), (level, side)
         assert not np.any(pooled & ~in_plane), (level, in_plane)
-        assert np.all(sp[pooled] <= 2 * sp[(side / 2 >= plan.MIN_SIDE) & in_plane].min() + 1e-9), (level, sp)
+        assert np.all(sp[pooled] <= 2 * sp[(side / 2 >= architecture.MIN_SIDE) & in_plane].min() + 1e-9), (level, sp)
         sp, side = sp * np.array(level), side / np.array(level)
-    assert p["divisor"] == plan.divisor_of(p["model_kwargs"]["strides"])
+    assert p["divisor"] == architecture.divisor_of(p["model_kwargs"]["strides"])
     assert all(r % d == 0 for r, d in zip(p["roi_size"], p["divisor"]))
-    assert 1 <= len(p["model_kwargs"]["strides"]) <= plan.MAX_POOLS
+    assert 1 <= len(p["model_kwargs"]["strides"]) <= architecture.MAX_POOLS
 
 
 def test_fingerprint_reads_geometry_labels_and_intensities(variant_sets):
@@ -81,7 +81,7 @@ def test_fingerprint_reads_geometry_labels_and_intensities(variant_sets):
         assert 0 <= i["p0.5"] <= i["p50"] <= i["p99.5"] <= 4095 and i["sd"] > 0
         assert 0 < case["foreground_fraction"] < 0.1
     assert json.loads(json.dumps(fp)) == fp
-    assert plan.fingerprint(items, max_cases=2)["n_cases"] == 2
+    assert fingerprints.fingerprint(items, max_cases=2)["n_cases"] == 2
 
 
 def test_fingerprint_crops_to_the_image_foreground_in_ras_order(tmp_path):
@@ -92,26 +92,28 @@ def test_fingerprint_crops_to_the_image_foreground_in_ras_order(tmp_path):
     affine = np.array([[0, 0, 3.0, 0], [0.8, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1]])  # i -> y, j -> z, k -> x
     for name, arr in (("img", image), ("lbl", label)):
         nib.save(nib.Nifti1Image(arr, affine), tmp_path / f"{name}.nii.gz")
-    fp = plan.fingerprint([{"case": "c", "image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "lbl.nii.gz")}])
+    fp = fingerprints.fingerprint(
+        [{"case": "c", "image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "lbl.nii.gz")}]
+    )
     case = fp["cases"][0]
     assert case["spacing"] == [3.0, 0.8, 1.0] and case["shape"] == [10, 20, 30]
     assert case["cropped_shape"] == [8, 10, 20]
     assert case["foreground_fraction"] == pytest.approx(label.sum() / (10 * 20 * 8))
     assert case["intensity"]["p50"] == 100 and case["label_values"] == [0, 1]
     with pytest.raises(ValueError, match="at least one"):
-        plan.fingerprint([])
+        fingerprints.fingerprint([])
 
 
 def test_target_spacing_is_the_median_or_the_10th_percentile_for_thick_slices():
     iso = fake_fp([(1.0, 1.0, 1.2), (1.2, 1.2, 1.4), (0.8, 0.8, 1.0)], [(100, 100, 80)] * 3)
-    assert plan.target_spacing(iso)[0] == [1.0, 1.0, 1.2]
+    assert fingerprints.target_spacing(iso)[0] == [1.0, 1.0, 1.2]
     z = [5.0, 6.0, 8.0, 8.0, 9.0, 10.0, 10.0, 10.0, 10.0, 10.0]
     thick = fake_fp([(1.4, 1.4, s) for s in z], [(200, 220, 12)] * 10)
-    spacing, reason = plan.target_spacing(thick)
+    spacing, reason = fingerprints.target_spacing(thick)
     assert spacing[:2] == [1.4, 1.4] and spacing[2] == pytest.approx(np.percentile(z, 10)) and spacing[2] < 9.5
     assert "10th percentile" in reason
     many_slices = fake_fp([(1.4, 1.4, s) for s in z], [(200, 220, 150)] * 10)  # coarse but not few voxels
-    assert plan.target_spacing(many_slices)[0][2] == 9.5
+    assert fingerprints.target_spacing(many_slices)[0][2] == 9.5
 
 
 def test_default_phantom_plans_notebook_03_cpu_defaults():
@@ -130,7 +132,7 @@ def test_default_phantom_plans_notebook_03_cpu_defaults():
 def test_plan_rules_hold_on_every_variant(variant_sets, variant, device):
     fp = variant_sets[variant][2]
     p = plan.make_plan(fp, device=device, time_budget_min=4.5, gpu_memory_gib=80)
-    median = plan.resampled_shape(fp, p["pixdim"])
+    median = fingerprints.resampled_shape(fp, p["pixdim"])
     assert p["median_shape"] == median
     assert all(r <= max(m, d) for r, m, d in zip(p["roi_size"], median, p["divisor"])), (p["roi_size"], median)
     _strides_follow_the_rules(p)
@@ -138,7 +140,7 @@ def test_plan_rules_hold_on_every_variant(variant_sets, variant, device):
     if device == "cpu":
         assert np.prod(median) <= plan.CPU_VOLUME_VOXELS and np.prod(p["roi_size"]) <= plan.CPU_PATCH_VOXELS
     else:
-        assert p["pixdim"] == plan.target_spacing(fp)[0] and max(p["roi_size"]) <= plan.GPU_MAX_SIDE
+        assert p["pixdim"] == fingerprints.target_spacing(fp)[0] and max(p["roi_size"]) <= plan.GPU_MAX_SIDE
 
 
 def test_thick_slices_are_not_pooled_along_z_until_in_plane_catches_up(variant_sets):
@@ -169,13 +171,13 @@ def test_the_network_choices_for_thick_slices_build(variant_sets):
 
     fp = variant_sets["thick_slice"][2]
     p = plan.make_plan(fp, device="cpu")
-    strides = plan.pooling_strides(p["roi_size"], p["pixdim"])
+    strides = architecture.pooling_strides(p["roi_size"], p["pixdim"])
     for choice, name in (("unet", "unet"), ("2d", "unet"), ("dynunet", "dynunet")):
-        got, kw = plan.planned_network(strides, p["pixdim"], choice)
+        got, kw = architecture.planned_network(strides, p["pixdim"], choice)
         assert got == name
-        out = plan.build_unet(kw, model_name=got)(torch.randn(2, 1, *p["roi_size"]))
+        out = architecture.build_unet(kw, model_name=got)(torch.randn(2, 1, *p["roi_size"]))
         assert out.shape == (2, 2, *p["roi_size"])
-    assert plan.level_kernels([[2, 2, 1], [2, 2, 2]], [1.0, 1.0, 4.0]) == [[3, 3, 1], [3, 3, 3], [3, 3, 3]]
+    assert architecture.level_kernels([[2, 2, 1], [2, 2, 2]], [1.0, 1.0, 4.0]) == [[3, 3, 1], [3, 3, 3], [3, 3, 3]]
 
 
 @pytest.mark.parametrize("variant", list(synthetic.VARIANTS))
@@ -183,7 +185,7 @@ def test_planned_unet_builds_and_keeps_the_shape(variant_sets, variant):
     import torch
 
     p = plan.make_plan(variant_sets[variant][2], device="cpu")
-    net = plan.build_unet(p["model_kwargs"])
+    net = architecture.build_unet(p["model_kwargs"])
     x = torch.randn(2, 1, *p["roi_size"])
     out = net(x)
     assert out.shape == (2, 2, *p["roi_size"])
@@ -256,7 +258,7 @@ def test_resolve_auto_replaces_only_auto_values(variant_sets):
     cfg, p = _resolve({**base, "roi_size": [40, 24, 40], "model_name": "auto"}, items)
     assert cfg["roi_size"] == [40, 24, 40]  # explicit patch: the planned network divides it
     assert _resolve({**base, "roi_size": "[40, 24, 40]", "model_name": "auto"}, items)[0] == cfg
-    assert all(r % d == 0 for r, d in zip(cfg["roi_size"], plan.divisor_of(cfg["model_kwargs"]["strides"])))
+    assert all(r % d == 0 for r, d in zip(cfg["roi_size"], architecture.divisor_of(cfg["model_kwargs"]["strides"])))
 
 
 def test_plan_table_gives_a_reason_for_every_setting():
@@ -408,4 +410,4 @@ def test_measured_step_times_the_real_network(monkeypatch):
     monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: "avx512_bf16")
     monkeypatch.setattr(precision, "probe_cpu_bf16", lambda *a, **k: (0.2, 0.1))
     assert precision.train_step_seconds(None, (2, 1, 8, 8, 8)) == (0.1, "bfloat16")
-    assert precision.train_step_seconds(plan.build_unet(kw), (2, 1, 8, 8, 8), fp32_only=True)[1] == "off"
+    assert precision.train_step_seconds(architecture.build_unet(kw), (2, 1, 8, 8, 8), fp32_only=True)[1] == "off"
