@@ -19,3 +19,8 @@ def best_step(dtype, repeats=3):
 
 fp32, bf16 = best_step(None), best_step(torch.bfloat16)
 print(f"float32 {fp32 * 1e3:.0f} ms | bf16 autocast {bf16 * 1e3:.0f} ms | bf16 / fp32 = {bf16 / fp32:.2f}")
+choice, reason = amp_decision("auto", run_device, net, tuple(xb.shape))
+faster, picked = ("bf16" if bf16 < fp32 else "float32"), ("bf16" if choice is not None else "float32")
+print(f"amp_decision('auto'): {reason}")
+verdict = "they agree" if faster == picked else "they disagree: the timings are close, or the machine was busy"
+print(f"the faster one here is {faster}; amp_decision picks {picked}: {verdict}")
