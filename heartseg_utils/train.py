@@ -89,7 +89,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype
         loss = loss_fn(logits.float(), label.float() if logits.shape[1] == 1 else label)
         if not torch.isfinite(loss):
             lr = optimizer.param_groups[0]["lr"]
-            raise FloatingPointError(f"loss became {loss.item()} at step {n}; lower lr (now {lr:g})")
+            raise FloatingPointError(f"loss became {loss.item()} at step {n + 1} of this epoch; lower lr (now {lr:g})")
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -521,8 +521,9 @@ def train_and_decide(data: Data, run_dir: Path, ddp: distributed.Distributed) ->
     if ddp.master and data.cfg.progress:
         n_val, n_copies = len(run.val_ds.data), len(run.val_ds.data) * len(data.cfg.qc_shifts)
         print(
-            f"deciding flip TTA and the largest component on {n_val} validation scans and fitting quality control "
-            f"(with {n_copies} shifted copies): {n_val + n_copies} predictions of {1 + len(TTA_AXES)} network passes",
+            f"deciding flip TTA and the largest component on {n_val} validation scan{'s' * (n_val != 1)} and fitting "
+            f"quality control (with {n_copies} shifted copies): {n_val + n_copies} predictions of "
+            f"{1 + len(TTA_AXES)} network passes",
             flush=True,
         )
     post, qc_record = decide_postprocessing(run) if ddp.master else (None, None)  # DDP: rank 0 decides

@@ -11,5 +11,6 @@ for extra in (1, 3, 6):
     print(
         f"+{extra} epochs: share {r['foreground share']:.3f}, precision {r['precision']:.3f}, recall {r['recall']:.3f}; {warning}"
     )
-# The foreground share (no label needed) shows it first: it falls from ~1 towards the atrium's fraction once the
-# network separates atrium from background. Precision then rises above the foreground fraction; recall stays high.
+# The foreground share (no label needed) shows it first: the line where it first falls well below 1 towards the
+# atrium's fraction is where the network starts to separate atrium from background. Precision can only rise above
+# the foreground fraction from then on (the lines above say whether it did within 6 epochs); recall stays high.

@@ -10,5 +10,6 @@ for patience in (3, 5, 10):
     print(
         f"patience {patience:>2}: stops at epoch {stop or fit_epochs}, best_model.pt = epoch {best_epoch} (Dice {best_dice:.3f})"
     )
-# Every epoch after the best one only fitted the training volume more closely: early stopping saves that time
+# This replays the plain rule; train.run_training with the poly schedule also waits until half the planned epochs
+# are done before it counts. Every epoch after the best one only fitted the training volume more closely: early stopping saves that time
 # and best_model.pt keeps the best weights. A small patience may stop at a noisy dip, a large one wastes epochs.
