@@ -30,7 +30,8 @@ SHIFTS: dict[str, str] = {
     "kspace_spike": "one bright k-space spike: a stripe pattern over the whole image (about 10 % mean change)",
     "rician": "Rician noise with a standard deviation of 15 % of the image's",
     "low_contrast": "intensities compressed by a gamma of 2.5 (dark tissue darker, contrast lost)",
-    "inversion": "the body's intensities inverted (bright becomes dark), as another MR sequence can show",
+    "inversion": "every voxel > 0 inverted, bright becomes dark (on the phantoms the noisy air too), as another MR "
+    "sequence can show",
     "miss_heart": "the scan cropped along its slice axis so that about a fifth of the label is left",
 }
 MISS_HEART_FRACTION = 0.2  # the share of label voxels that the "miss_heart" crop keeps

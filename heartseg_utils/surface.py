@@ -92,10 +92,11 @@ def distance_to_surface(points: np.ndarray, other_vertices: np.ndarray) -> np.nd
 
 
 def far_regions(vertices: np.ndarray, faces: np.ndarray, distances: np.ndarray, min_mm: float) -> list[dict]:
-    """The connected pieces of a surface that lie farther than ``min_mm`` from the other surface, largest first.
+    """The connected pieces of a surface that lie farther than ``min_mm`` from the other surface, farthest first.
 
     Introduced in notebook 07: on the truth's surface such a piece is what the prediction missed (a vein's tip), on
-    the prediction's what it added. Returns ``[{"n_vertices", "centre" (mm, as the vertices), "max_mm"}]``.
+    the prediction's what it added. Returns ``[{"n_vertices", "centre" (mm, as the vertices), "max_mm"}]``, sorted
+    by ``max_mm``: the first piece is the darkest patch of the distance colours.
     """
     from scipy import sparse
     from scipy.sparse.csgraph import connected_components
@@ -109,7 +110,7 @@ def far_regions(vertices: np.ndarray, faces: np.ndarray, distances: np.ndarray, 
         members = far & (piece == k)
         centre = np.asarray(vertices)[members].mean(axis=0)
         regions.append({"n_vertices": int(members.sum()), "centre": centre, "max_mm": float(distances[members].max())})
-    return sorted(regions, key=lambda r: -r["n_vertices"])
+    return sorted(regions, key=lambda r: (-r["max_mm"], -r["n_vertices"]))
 
 
 def direction_words(offset: Any) -> str:

@@ -14,5 +14,9 @@ for name, flag in (("plain", False), ("tta", True)):
     on_grid = nibabel.processing.resample_from_to(nib.load(r["mask"]), from_nifti, order=0)  # truth's grid
     dice = metrics.evaluate_case(np.asanyarray(on_grid.dataobj), truth, saved["spacing_mm"])["dice"]
     print(f"{name}: {r['volume_ml']:.1f} mL, Dice {dice:.3f}, {r['seconds']} s | truth {true_ml:.1f} mL")
-# TTA runs 1 + 2 network passes (the identity and the two in-plane flips, TTA_AXES) on one preprocessed volume. Whether it moves
-# the volume and the Dice towards the truth is printed; the times vary when other jobs share the machine.
+print(
+    f"network passes: plain 1, tta {1 + len(inference.TTA_AXES)} (the identity and the flips along axes "
+    f"{inference.TTA_AXES}, the in-plane flips training shows)"
+)
+# Whether TTA moves the volume and the Dice towards the truth is printed; the times vary when other jobs share the
+# machine.

@@ -13,6 +13,7 @@ for name, group in groups.items():
         f"{name:>20}: ECE near the masks {ece_near(group, 1.0):.4f} raw, {ece_near(group, fitted):.4f} with T {fitted:.2f}"
     )
 # The temperature was fitted on the validation voxels: it is the best single rescaling for scans like those. On a
-# scan whose mask is in the wrong place, voxels with p near 1 are background and voxels with p near 0 are atrium;
-# softening or sharpening every probability by one rule cannot move them to the right side of 0.5, so the
-# shifted ECE stays far above the validation ECE with or without T.
+# scan whose mask is in the wrong place, many voxels sit on the wrong side of 0.5 (background called atrium with a
+# lukewarm or high probability, atrium called background near 0); softening or sharpening every probability by one
+# rule cannot move them across 0.5. Compare the lines above: where a shifted group's ECE stays well above the
+# validation ECE with and without T, no temperature repairs it.
