@@ -316,41 +316,44 @@ def fit(run: Run, state: dict[str, Any], history: list[dict[str, Any]], curves: 
     epochs = range(first, cfg.max_epochs + 1) if cfg.max_epochs else itertools.count(first)  # 0: the budget ends it
     show = cfg.progress and master
     total = cfg.max_epochs or None
-    bar = tqdm(epochs, desc="epochs", initial=first - 1, total=total, disable=not show, file=sys.stdout)
+    bar = tqdm(desc="epochs", initial=first - 1, total=total, disable=not show, file=sys.stdout)
     session_s, last_s = 0.0, 0.0  # the time budget applies to this call: resume=True gets a fresh one
-    for epoch in bar:
-        if cfg.time_budget_min and session_s + last_s > cfg.time_budget_min * 60:
-            return "time_budget"
-        t0, lr = time.perf_counter(), run.optimizer.param_groups[0]["lr"]
-        loader = _epoch_loader(run, epoch, sampler)
-        loss = train_one_epoch(run.model, loader, run.loss_fn, run.optimizer, run.scaler, device, run.amp_dtype)
-        loss = distributed.mean_over_processes(loss, run.ddp)  # DDP
-        distributed.sync_buffers(run.net, run.ddp)  # DDP: keep rank 0's batch-norm statistics
-        val_dice, val_min, per_class = validate_classes(run.net, val_loader, cfg, device, run.amp_dtype, run.ddp)
-        last_s = distributed.reduce([time.perf_counter() - t0], run.ddp, "max")[0]  # DDP: identical decisions
-        session_s += last_s
-        planned = planned_epochs(cfg, epoch, session_s, epoch - first + 1)
-        step_scheduler(run.scheduler, val_dice, progress=epoch / planned)
-        row = (epoch, round(loss, 6), round(val_dice, 6), round(val_min, 6), lr, planned, round(last_s, 3))
-        history.append(dict(zip(runs.HISTORY_FIELDS, row)))
-        history[-1].update(zip(class_columns(cfg), (round(d, 6) for d in per_class)))  # multi-class runs only
-        improved = track_best(state, cfg, epoch, (val_dice, val_min), planned, last_s)
-        if master:
-            if improved:
-                runs.save_best(run.run_dir / runs.BEST, run.net, epoch, val_dice)
-            runs.save_checkpoint(run.run_dir / runs.LAST, run.parts(), state, history)
-            runs.write_history(history, run.run_dir / runs.HISTORY)
-        if curves is not None:  # TensorBoard (log_dir): history.csv's row, one validation overlay
-            curves.log_epoch(history[-1])
-            curves.log_overlay(epoch, *first_validation_case(run))
-        bar.total, bar.n = planned, epoch  # the planned epochs, re-estimated each epoch; min = the worst case
-        bar.set_postfix(
-            loss=f"{loss:.3f}", dice=f"{val_dice:.3f}", min=f"{val_min:.3f}", best=f"{state['best_val_dice']:.3f}"
-        )
-        if state["bad_epochs"] >= cfg.patience:
-            return "early_stopping"
-        if epoch >= planned and (not cfg.max_epochs or planned < cfg.max_epochs):  # the budget fits no more epochs
-            return "time_budget"
+    with bar:  # closed on every return: the last line printed is the last epoch
+        for epoch in epochs:
+            if cfg.time_budget_min and session_s + last_s > cfg.time_budget_min * 60:
+                return "time_budget"
+            t0, lr = time.perf_counter(), run.optimizer.param_groups[0]["lr"]
+            loader = _epoch_loader(run, epoch, sampler)
+            loss = train_one_epoch(run.model, loader, run.loss_fn, run.optimizer, run.scaler, device, run.amp_dtype)
+            loss = distributed.mean_over_processes(loss, run.ddp)  # DDP
+            distributed.sync_buffers(run.net, run.ddp)  # DDP: keep rank 0's batch-norm statistics
+            val_dice, val_min, per_class = validate_classes(run.net, val_loader, cfg, device, run.amp_dtype, run.ddp)
+            last_s = distributed.reduce([time.perf_counter() - t0], run.ddp, "max")[0]  # DDP: identical decisions
+            session_s += last_s
+            planned = planned_epochs(cfg, epoch, session_s, epoch - first + 1)
+            step_scheduler(run.scheduler, val_dice, progress=epoch / planned)
+            row = (epoch, round(loss, 6), round(val_dice, 6), round(val_min, 6), lr, planned, round(last_s, 3))
+            history.append(dict(zip(runs.HISTORY_FIELDS, row)))
+            history[-1].update(zip(class_columns(cfg), (round(d, 6) for d in per_class)))  # multi-class runs only
+            improved = track_best(state, cfg, epoch, (val_dice, val_min), planned, last_s)
+            if master:
+                if improved:
+                    runs.save_best(run.run_dir / runs.BEST, run.net, epoch, val_dice)
+                runs.save_checkpoint(run.run_dir / runs.LAST, run.parts(), state, history)
+                runs.write_history(history, run.run_dir / runs.HISTORY)
+            if curves is not None:  # TensorBoard (log_dir): history.csv's row, one validation overlay
+                curves.log_epoch(history[-1])
+                curves.log_overlay(epoch, *first_validation_case(run))
+            bar.total = planned  # the planned epochs, re-estimated each epoch; min = the worst case
+            best = state["best_val_dice"]
+            bar.set_postfix(
+                loss=f"{loss:.3f}", dice=f"{val_dice:.3f}", min=f"{val_min:.3f}", best=f"{best:.3f}", refresh=False
+            )
+            bar.update(epoch - bar.n)  # one printed line per epoch, counted against the planned epochs
+            if state["bad_epochs"] >= cfg.patience:
+                return "early_stopping"
+            if epoch >= planned and (not cfg.max_epochs or planned < cfg.max_epochs):  # the budget fits no more epochs
+                return "time_budget"
     return "max_epochs"
 
 
