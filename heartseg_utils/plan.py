@@ -520,7 +520,11 @@ def plan_table(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
         t = plan["timing"]["chosen"]
         rows.append(("measured step (s)", t["step_seconds"], r["budget"]))
         rows.append(
-            ("expected epochs / steps", [t["epochs"], t["steps"]], "in the budget, from the measured step time")
+            (
+                "expected epochs / steps",
+                [t["epochs"], t["steps"]],
+                f"in {CPU_BUDGET_USE:.0%} of the budget, from the measured step",
+            )
         )
     rows.append(("divisor", plan["divisor"], r["divisor"]))
     return [{"setting": s, "value": v, "reason": why} for s, v, why in rows]

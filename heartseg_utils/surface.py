@@ -92,11 +92,13 @@ def distance_to_surface(points: np.ndarray, other_vertices: np.ndarray) -> np.nd
 
 
 def far_regions(vertices: np.ndarray, faces: np.ndarray, distances: np.ndarray, min_mm: float) -> list[dict]:
-    """The connected pieces of a surface that lie farther than ``min_mm`` from the other surface, farthest first.
+    """The connected pieces of a surface that lie farther than ``min_mm`` from the other surface, most error first.
 
     Introduced in notebook 07: on the truth's surface such a piece is what the prediction missed (a vein's tip), on
-    the prediction's what it added. Returns ``[{"n_vertices", "centre" (mm, as the vertices), "max_mm"}]``, sorted
-    by ``max_mm``: the first piece is the darkest patch of the distance colours.
+    the prediction's what it added. Returns ``[{"n_vertices", "centre" (mm, as the vertices), "max_mm", "excess_mm",
+    "points"}]`` sorted by ``excess_mm``, the distances beyond ``min_mm`` added up over the piece's vertices: the
+    first piece is the largest dark patch of the distance colours (a few vertices a little farther do not outrank
+    it). ``points`` are the piece's vertices.
     """
     from scipy import sparse
     from scipy.sparse.csgraph import connected_components
@@ -109,8 +111,12 @@ def far_regions(vertices: np.ndarray, faces: np.ndarray, distances: np.ndarray, 
     for k in np.unique(piece[far]):
         members = far & (piece == k)
         centre = np.asarray(vertices)[members].mean(axis=0)
-        regions.append({"n_vertices": int(members.sum()), "centre": centre, "max_mm": float(distances[members].max())})
-    return sorted(regions, key=lambda r: (-r["max_mm"], -r["n_vertices"]))
+        d = np.asarray(distances)[members]
+        regions.append(
+            {"n_vertices": int(members.sum()), "centre": centre, "max_mm": float(d.max()),
+             "excess_mm": float((d - min_mm).sum()), "points": np.asarray(vertices)[members]}
+        )  # fmt: skip
+    return sorted(regions, key=lambda r: -r["excess_mm"])
 
 
 def direction_words(offset: Any) -> str:
