@@ -27,6 +27,10 @@ PALETTE = (
     (0.835, 0.369, 0.0),  # vermillion
     (0.800, 0.475, 0.655),  # reddish purple
 )
+# Truth against prediction, from the same palette (told apart with red-green colour blindness, unlike green/red)
+TRUTH_ONLY = (0.337, 0.706, 0.914)  # sky blue: atrium the prediction missed (or the label alone)
+PRED_ONLY = (0.835, 0.369, 0.0)  # vermillion: what the prediction added
+BOTH = (0.941, 0.894, 0.259)  # yellow: where they agree
 
 
 def as_volume(array: Any, name: str = "image") -> np.ndarray:
@@ -79,7 +83,7 @@ def overlay_rgb(
     alpha: float = 0.5,
     window: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """Blend masks over a grey slice: green = truth only, red = prediction only, yellow = both.
+    """Blend masks over a grey slice: blue = truth only, orange = prediction only, yellow = both.
 
     Introduced in notebook 01 (truth only); notebook 04 adds predictions.
 
@@ -99,7 +103,7 @@ def overlay_rgb(
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     t = np.zeros(img.shape, bool) if truth2d is None else np.asarray(truth2d) != 0
     p = np.zeros(img.shape, bool) if pred2d is None else np.asarray(pred2d) != 0
-    for mask, colour in ((t & ~p, (0.0, 1.0, 0.0)), (p & ~t, (1.0, 0.0, 0.0)), (t & p, (1.0, 1.0, 0.0))):
+    for mask, colour in ((t & ~p, TRUTH_ONLY), (p & ~t, PRED_ONLY), (t & p, BOTH)):
         rgb[mask] = (1.0 - alpha) * rgb[mask] + alpha * np.asarray(colour)
     return rgb
 
@@ -180,14 +184,14 @@ def show_planes(
     title: str | None = None,
     classes: dict[int, str] | None = None,
 ):
-    """Plot axial, coronal and sagittal slices through one point, with the label in green.
+    """Plot axial, coronal and sagittal slices through one point, with the label in blue.
 
     Introduced in notebook 01. See the module docstring for the display convention. A label map with several
     values (or ``classes`` given) draws each class in its own colour (:func:`label_rgb`) with a legend.
 
     Args:
         image: 3D volume (x, y, z), numpy or torch; a leading channel of size 1 is dropped.
-        label: optional 3D mask of the same shape, drawn in green.
+        label: optional 3D mask of the same shape, drawn in blue (:data:`TRUTH_ONLY`).
         index: voxel (x, y, z) where the three planes cross; default is the volume's centre.
         alpha: opacity of the label overlay.
         title: optional figure title.
@@ -266,10 +270,10 @@ def slice_scrubber(
 
     Args:
         image: 3D volume (x, y, z); a leading channel of size 1 is dropped.
-        label: optional 3D mask of the same shape, drawn in green.
+        label: optional 3D mask of the same shape, drawn in blue (:data:`TRUTH_ONLY`).
         plane: starting plane: "axial", "coronal" or "sagittal".
         alpha: starting opacity of the overlay.
-        prediction: optional 3D mask drawn in red (yellow where it overlaps the label); added in notebook 04.
+        prediction: optional 3D mask drawn in orange (yellow where it overlaps the label); added in notebook 04.
         classes: ``{label value: name}``: label maps (also found by their values) are drawn one colour per class
             with a legend, the prediction as outlines over the filled truth (:func:`label_rgb`).
         letters: write the patient directions on the picture's edges (:func:`orientation_letters`, true for a

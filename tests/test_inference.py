@@ -135,8 +135,8 @@ def test_wrong_data_dir_and_split_are_clear_errors(run_dir: Path, tiny_msd: Path
         I.save_prediction(np.zeros((2, 2, 2)), tiny_msd / "imagesTr" / "la_001.nii.gz", tmp_path / "x.nii.gz")
 
 
-def test_slice_scrubber_draws_a_prediction_in_red() -> None:
-    """viz.slice_scrubber's `prediction` (added for notebook 04): red where only predicted, yellow where both."""
+def test_slice_scrubber_draws_a_prediction_in_orange() -> None:
+    """viz.slice_scrubber's `prediction` (added for notebook 04): orange where only predicted, yellow where both."""
     import base64
     import io
 
@@ -154,16 +154,14 @@ def test_slice_scrubber_draws_a_prediction_in_red() -> None:
         rgb = mpimg.imread(io.BytesIO(base64.b64decode(png)))[..., :3]
         return {
             name
-            for name, (r, g, b) in {"red": (1, 0, 0), "green": (0, 1, 0), "yellow": (1, 1, 0)}.items()
-            if np.any(
-                (np.abs(rgb[..., 0] - r * 0.9) < 0.2) & (np.abs(rgb[..., 1] - g * 0.9) < 0.2) & (rgb[..., 2] < 0.3)
-            )
+            for name, colour in {"orange": viz.PRED_ONLY, "blue": viz.TRUTH_ONLY, "yellow": viz.BOTH}.items()
+            if np.any(np.abs(rgb - 0.9 * np.asarray(colour)).max(axis=-1) < 0.08)
         }
 
     shown = viz.slice_scrubber(image, truth, alpha=0.9, prediction=pred, letters=False)  # letters are yellow too
-    assert colours(shown) == {"red", "green", "yellow"}
+    assert colours(shown) == {"orange", "blue", "yellow"}
     only_pred = viz.slice_scrubber(image, prediction=pred, alpha=0.9, letters=False)
-    assert only_pred.overlay.value and colours(only_pred) == {"red"}
+    assert only_pred.overlay.value and colours(only_pred) == {"orange"}
 
 
 def test_largest_component_keeps_only_the_biggest_blob() -> None:

@@ -94,11 +94,36 @@ def test_overlay_rgb_colours():
     pred[0, 0] = pred[0, 2] = True  # (0,2) prediction only
     rgb = viz.overlay_rgb(image, truth, pred, alpha=1.0, window=(0, 200))
     assert rgb.shape == (4, 4, 3)
-    assert np.allclose(rgb[0, 0], [1, 1, 0])  # yellow = both
-    assert np.allclose(rgb[0, 1], [0, 1, 0])  # green = truth
-    assert np.allclose(rgb[0, 2], [1, 0, 0])  # red = prediction
+    assert np.allclose(rgb[0, 0], viz.BOTH)  # yellow
+    assert np.allclose(rgb[0, 1], viz.TRUTH_ONLY)  # blue
+    assert np.allclose(rgb[0, 2], viz.PRED_ONLY)  # orange
     assert np.allclose(rgb[1, 1], [0.5, 0.5, 0.5])  # untouched grey
     assert np.allclose(viz.overlay_rgb(image)[..., 0], viz.overlay_rgb(image)[..., 2])
+
+
+# Machado, Oliveira & Fernandes (2009), severity 1, on linear RGB: what a deuteranope / protanope sees
+_DEUTAN = np.array([[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.01182, 0.04294, 0.968881]])
+_PROTAN = np.array([[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]])
+
+
+def _seen(colour: tuple, matrix: np.ndarray) -> np.ndarray:
+    """sRGB of ``colour`` blended at alpha 0.5 over mid grey, as seen through a colour-blindness ``matrix``."""
+    c = 0.5 * np.asarray(colour) + 0.25
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    out = np.clip(matrix @ linear, 0, 1)
+    return np.where(out <= 0.0031308, 12.92 * out, 1.055 * out ** (1 / 2.4) - 0.055)
+
+
+def _closest_pair(colours: tuple, matrix: np.ndarray) -> float:
+    seen = [_seen(c, matrix) for c in colours]
+    return min(float(np.linalg.norm(a - b)) for i, a in enumerate(seen) for b in seen[i + 1 :])
+
+
+def test_overlay_colours_stay_apart_for_red_green_colour_blindness():
+    """Truth only, prediction only and both stay distinct as a deuteranope or protanope sees them over grey."""
+    for matrix in (_DEUTAN, _PROTAN):
+        assert _closest_pair((viz.TRUTH_ONLY, viz.PRED_ONLY, viz.BOTH), matrix) > 0.25
+    assert _closest_pair(((0, 1, 0), (1, 0, 0), (1, 1, 0)), _PROTAN) < 0.1  # green/red/yellow: green = yellow
 
 
 def test_slice_scrubber_redraws_on_change(volume):
