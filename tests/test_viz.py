@@ -290,3 +290,17 @@ def test_the_scrubber_writes_the_patient_directions(volume):
     image, label = volume
     with_letters, without = (viz.slice_scrubber(image, label, letters=flag) for flag in (True, False))
     assert _png(with_letters) != _png(without)  # the letters are drawn on the picture (R/L, A/P for axial)
+
+
+def test_zoom_to_frames_the_masks_and_leaves_an_empty_view_alone():
+    fig, ax = plt.subplots()
+    try:
+        ax.imshow(np.zeros((100, 120)))
+        full = (ax.get_xlim(), ax.get_ylim())
+        assert not viz.zoom_to(ax, np.zeros((100, 120)), None) and (ax.get_xlim(), ax.get_ylim()) == full
+        truth, pred = np.zeros((100, 120), bool), np.zeros((100, 120), bool)
+        truth[40:50, 60:70], pred[45:60, 65:68] = True, True  # joint box: rows 40-59, columns 60-69
+        assert viz.zoom_to(ax, truth, pred, margin=5)
+        assert ax.get_xlim() == (64.5 - 15, 64.5 + 15) and ax.get_ylim() == (49.5 + 15, 49.5 - 15)  # square, row 0 up
+    finally:
+        plt.close(fig)
