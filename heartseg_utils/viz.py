@@ -28,9 +28,9 @@ PALETTE = (
     (0.800, 0.475, 0.655),  # reddish purple
 )
 # Truth against prediction, from the same palette (told apart with red-green colour blindness, unlike green/red)
-TRUTH_ONLY = (0.337, 0.706, 0.914)  # sky blue: atrium the prediction missed (or the label alone)
-PRED_ONLY = (0.835, 0.369, 0.0)  # vermillion: what the prediction added
-BOTH = (0.941, 0.894, 0.259)  # yellow: where they agree
+TRUTH_ONLY = PALETTE[1]  # sky blue: atrium the prediction missed (or the label alone)
+PRED_ONLY = PALETTE[5]  # vermillion: what the prediction added
+BOTH = PALETTE[3]  # yellow: where they agree
 
 
 def as_volume(array: Any, name: str = "image") -> np.ndarray:
@@ -378,9 +378,10 @@ def zoom_to(ax: Any, *masks2d: Any, margin: int = 8) -> bool:
     leaving the view as it was, when every mask is empty or None.
     """
     present = [np.asarray(m) != 0 for m in masks2d if m is not None]
-    if not present or not np.any(np.logical_or.reduce(present)):
+    union = np.logical_or.reduce(present) if present else np.zeros((0, 0), bool)
+    if not union.any():
         return False
-    rows, cols = np.nonzero(np.logical_or.reduce(present))
+    rows, cols = np.nonzero(union)
     half = (max(np.ptp(rows), np.ptp(cols)) + 1) / 2 + margin
     r, c = (rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2
     ax.set_xlim(c - half, c + half)
